@@ -1,0 +1,55 @@
+"""``python -m crater_hub.localkube``: run the embedded Kubernetes until interrupted."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .app import LocalKube
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="crater-hub localkube",
+        description="An embedded Kubernetes API (scheduler, process kubelet, Job controller) for "
+        "running crater_hub and its tests without a cluster.",
+    )
+    p.add_argument("--cluster", metavar="FILE", help="cluster file (YAML nodes); default: the demo cluster")
+    p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--kubeconfig", metavar="PATH", help="write a kubeconfig for this cluster here")
+    p.add_argument("--state-dir", metavar="DIR", help="pod sandboxes, logs and volume data (default: a temporary directory)")
+    p.add_argument("--history", type=int, default=10000, help="watch history size (older versions get 410)")
+    p.add_argument("--images", metavar="FILE", help="image table (YAML); default: the built-in one")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+async def serve(args):
+    lk = LocalKube(cluster_file=args.cluster, state_dir=args.state_dir, host=args.host,
+                   port=args.port, history_size=args.history, image_table=args.images)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await lk.start()
+    if args.kubeconfig:
+        lk.write_kubeconfig(Path(args.kubeconfig))
+    print(f"localkube: API at {lk.url}" + (f", kubeconfig {args.kubeconfig}" if args.kubeconfig else ""), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await lk.stop()
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="[%(levelname).1s %(asctime)s localkube] %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

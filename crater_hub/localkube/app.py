@@ -1,0 +1,134 @@
+"""LocalKube: one object that owns the store, the controllers and the HTTP API server.
+
+Used in three ways: ``python -m crater_hub.localkube`` (the CLI), :mod:`.launcher` (a subprocess
+the hub and the tests start and stop), and directly in-process for unit tests of controllers.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .resources import Registry
+from .store import Store
+
+log = logging.getLogger("localkube")
+
+DEMO_CLUSTER = Path(__file__).with_name("demo-cluster.yaml")
+
+
+class LocalKube:
+    """An embedded Kubernetes API with a scheduler, a process kubelet and a Job controller.
+
+    ``cluster_file``: YAML with the nodes (defaults to the demo cluster).
+    ``state_dir``: where pod sandboxes, logs and PVC data live (a temporary directory if None).
+    ``history_size``: watch history kept for resuming; older resourceVersions get 410 Gone.
+    """
+
+    def __init__(self, cluster_file=None, state_dir=None, host="127.0.0.1", port=0,
+                 history_size=10000, pod_network="127.1.0.0/16", image_table=None):
+        self.cluster_file = Path(cluster_file) if cluster_file else DEMO_CLUSTER
+        self._tmp = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="localkube-")
+            state_dir = self._tmp.name
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port
+        self.pod_network = pod_network
+        self.image_table_file = image_table
+        self.registry = Registry()
+        self.store = Store(self.registry, history_size=history_size)
+        self.controllers = []
+        self.server = None
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    def _bootstrap(self):
+        """Objects every cluster starts with: namespaces, default service accounts, nodes."""
+        from . import nodes
+
+        ns = self.registry.lookup("", "v1", "namespaces")
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.store.create(ns, {"metadata": {"name": name}})
+        with open(self.cluster_file) as f:
+            spec = yaml.safe_load(f) or {}
+        node_res = self.registry.lookup("", "v1", "nodes")
+        for node in nodes.nodes_from_cluster_spec(spec):
+            self.store.create(node_res, node)
+
+    def _make_controllers(self):
+        from .gc import CRDController, GarbageCollector, NamespaceController, ServiceAccountController
+        from .jobs import JobController
+        from .kubelet import Kubelet
+        from .scheduler import Scheduler
+
+        return [
+            CRDController(self),
+            ServiceAccountController(self),
+            GarbageCollector(self),
+            NamespaceController(self),
+            Scheduler(self),
+            JobController(self),
+            Kubelet(self),
+        ]
+
+    async def start(self):
+        """Start controllers and the HTTP server; returns when the API answers."""
+        from .server import make_app
+
+        self.controllers = self._make_controllers()
+        self._bootstrap()
+        for c in self.controllers:
+            c.start()
+        app = make_app(self)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        from tornado.httpserver import HTTPServer
+
+        self.server = HTTPServer(app, idle_connection_timeout=3600)
+        self.server.add_sockets([sock])
+        log.info("localkube API at %s (state in %s)", self.url, self.state_dir)
+        return self
+
+    async def stop(self):
+        """Stop everything; every pod process is terminated before this returns."""
+        if self.server:
+            self.server.stop()
+        for c in reversed(self.controllers):
+            await c.stop()
+        if self.server:
+            await asyncio.wait_for(self.server.close_all_connections(), 5)
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def kubeconfig(self, context="localkube"):
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": context, "user": {"token": "localkube"}}],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": "default"}}],
+            "current-context": context,
+            "preferences": {},
+        }
+
+    def write_kubeconfig(self, path):
+        """Write a kubeconfig for this cluster atomically (readers never see a partial file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(yaml.safe_dump(self.kubeconfig()))
+        tmp.replace(path)
+        return path
