@@ -1,0 +1,24 @@
+"""The shared reference CRDs (KubeRay, Kueue): from the team's folder, else the vendored copies."""
+
+import gzip
+import os
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).parent
+CANDIDATES = [
+    Path(os.environ["CRATER_REFERENCE_DIR"]) if os.environ.get("CRATER_REFERENCE_DIR") else None,
+    HERE.parent.parent / "shared" / "reference",
+    HERE / "data" / "reference",
+]
+
+
+def load_reference(name):
+    """Parse reference file ``name`` (e.g. ``kueue-workloads.yaml``)."""
+    for folder in filter(None, CANDIDATES):
+        if (folder / name).exists():
+            return yaml.safe_load((folder / name).read_text())
+        if (folder / f"{name}.gz").exists():
+            return yaml.safe_load(gzip.decompress((folder / f"{name}.gz").read_bytes()))
+    raise FileNotFoundError(f"reference file {name} not found in {[str(c) for c in CANDIDATES if c]}")
