@@ -1,0 +1,492 @@
+"""The process kubelet: runs every pod bound to any node as local processes.
+
+One Kubelet serves all nodes of the cluster. For each bound pod it allocates a loopback address
+from ``cluster.pod_network``, prepares the pod's sandbox (:mod:`.sandbox`), runs the init
+containers one after the other and then the containers, each as a process in its own process
+group, and keeps ``status`` (phase, conditions, container statuses) and the usual events as a
+real kubelet would. restartPolicy and back-off decide restarts; a deletion sends SIGTERM, waits
+the grace period, then SIGKILLs, and only then removes the pod from the store.
+
+No process may outlive localkube: each container's process gets PR_SET_PDEATHSIG, every process a
+container starts inherits a ``LOCALKUBE_CONTAINER`` marker in its environment (what a cgroup is to
+a real runtime: the way to find every process of a container, even those that left its process
+group), ``stop()`` kills them all, and ``start()`` sweeps up what a crashed predecessor left
+behind in the same state directory.
+"""
+
+import asyncio
+import copy
+import ctypes
+import functools
+import hashlib
+import ipaddress
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+
+from . import events
+from .controller import Controller
+from .devices import device_env_for_pod
+from .errors import ApiError
+from .images import ImageTable, image_id
+from .sandbox import ConfigError, MountError, Sandbox
+from .store import isotime
+
+log = logging.getLogger("localkube")
+
+MARKER = "LOCALKUBE_CONTAINER"
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def log_path(cluster, pod, container, previous=False):
+    """Where ``container``'s log is (``previous``: its previous instance's, kept across one restart).
+
+    Plain text, stdout and stderr interleaved as written. The file may not exist yet (the container
+    has not started). The container is still writing to it while its status ``state`` is ``running``.
+    """
+    return Sandbox(cluster.state_dir, pod).log_file(container, previous)
+
+
+def _die_with_parent(parent):
+    """preexec_fn: SIGKILL this process when localkube's loop thread dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)  # localkube died before prctl took effect
+
+
+def _marked_pids(prefix):
+    """PIDs of processes whose LOCALKUBE_CONTAINER marker starts with ``prefix`` (a /proc scan)."""
+    key = f"{MARKER}={prefix}".encode()
+    own = os.getpid()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == own:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if any(var.startswith(key) for var in environ.split(b"\0")):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _log_failure(task):
+    if not task.cancelled() and task.exception():
+        log.error("kubelet: %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _kill(pids, sig=signal.SIGKILL):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _go_duration(seconds):
+    """Seconds as Go prints a time.Duration ("10s", "2m40s", "500ms"), as kubelet messages do."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+class ContainerRun:
+    """One container of a running pod, across its restarts."""
+
+    def __init__(self, spec, init, after_inits):
+        self.spec = spec
+        self.name = spec["name"]
+        self.init = init
+        self.restart_count = 0
+        self.state = {"waiting": {"reason": "PodInitializing" if after_inits else "ContainerCreating"}}
+        self.last_state = {}
+        self.container_id = None  # 64 hex digits of the current (or last) instance
+        self.proc = None
+        self.spawning = None  # the task starting the process: never cancelled half-way
+        self.done = False  # finished for good (restartPolicy says no more restarts)
+
+    @property
+    def marker(self):
+        return f"{self.name}/{self.container_id}"
+
+    def status(self):
+        """This container's entry in ``containerStatuses`` / ``initContainerStatuses``."""
+        running = "running" in self.state
+        term = self.state.get("terminated", {})
+        out = {
+            "name": self.name,
+            "image": self.spec["image"],
+            "imageID": image_id(self.spec["image"]),
+            "ready": (term.get("exitCode") == 0) if self.init else running,
+            "started": running,
+            "restartCount": self.restart_count,
+            "state": copy.deepcopy(self.state),
+            "lastState": copy.deepcopy(self.last_state),
+        }
+        if self.container_id:
+            out["containerID"] = f"containerd://{self.container_id}"
+        return out
+
+
+class PodRun:
+    """The kubelet's record of one pod it runs."""
+
+    def __init__(self, pod, sandbox, ip):
+        meta = pod["metadata"]
+        self.pod = pod
+        self.uid, self.namespace, self.name = meta["uid"], meta["namespace"], meta["name"]
+        self.node = pod["spec"]["nodeName"]
+        self.sandbox = sandbox
+        self.ip = ip
+        self.start_time = isotime()
+        inits = pod["spec"].get("initContainers", [])
+        self.containers = ([ContainerRun(c, True, False) for c in inits]
+                           + [ContainerRun(c, False, bool(inits)) for c in pod["spec"]["containers"]])
+        self.sandbox_ready = False
+        self.init_done = not pod["spec"].get("initContainers")
+        self.init_failed = False
+        self.driver = None
+        self.terminating = None
+        self.kill_now = asyncio.Event()  # a graceful stop that must end at once (grace 0, shutdown)
+
+    @property
+    def ref(self):
+        return f"{self.name}_{self.namespace}({self.uid})"
+
+    def marker_prefix(self):
+        return f"{self.sandbox.dir}/"
+
+    def phase(self):
+        mains = [c for c in self.containers if not c.init]
+        if self.init_failed:
+            return "Failed"
+        if not self.init_done:
+            return "Pending"
+        if all(c.done for c in mains):
+            ok = all(c.state.get("terminated", {}).get("exitCode") == 0 for c in mains)
+            return "Succeeded" if ok else "Failed"
+        return "Running" if any(c.container_id for c in mains) else "Pending"
+
+
+class Kubelet(Controller):
+    """Runs pods bound to any node (``spec.nodeName`` set) as process groups on this machine."""
+
+    watches = (("", "pods"),)
+    backoff_base = 10.0  # first restart delay; doubles per restart up to backoff_max
+    backoff_max = 300.0
+    backoff_reset = 600.0  # a container that ran this long restarts its back-off from the base
+    retry_delay = 2.0  # before retrying a failed mount or a missing env reference
+    stop_grace = 3.0  # how long stop() lets processes handle SIGTERM
+
+    def __init__(self, cluster):
+        super().__init__(cluster)
+        self.pods = self.res("", "pods")
+        self.nodes = self.res("", "nodes")
+        self.images = ImageTable.load(cluster.image_table_file)
+        self.network = ipaddress.ip_network(cluster.pod_network)
+        self._ips = {}  # address -> uid of the pod holding it
+        # Loopback is shared by every localkube on the machine (parallel test runs): starting at a
+        # random address makes two instances handing out the same one unlikely.
+        self._next_ip = random.randrange(1, self.network.num_addresses - 1)
+        self.runs = {}  # (namespace, name) -> PodRun
+
+    def start(self):
+        _kill(_marked_pids(self._marker_root()))  # what a localkube that died with this state dir left
+        super().start()
+
+    async def reconcile(self, key):
+        _, ns, name = key
+        pod = self.store.find(self.pods, ns, name)
+        run = self.runs.get((ns, name))
+        if run and (pod is None or pod["metadata"]["uid"] != run.uid):
+            # Removed at once (grace 0, force, a finished pod) or replaced: nothing may keep running.
+            await self._shutdown(run, grace=0)
+            run = None
+        if pod is None or not pod["spec"].get("nodeName"):
+            return
+        if pod["metadata"].get("deletionTimestamp"):
+            if run is None:
+                self.store.remove(self.pods, ns, name)  # nothing of it runs here
+            else:
+                self._shutdown(run, grace=pod["metadata"].get("deletionGracePeriodSeconds", 30), remove=True)
+            return
+        if run is None and pod["status"].get("phase") not in ("Succeeded", "Failed"):
+            run = PodRun(pod, Sandbox(self.cluster.state_dir, pod), self._allocate_ip(pod["metadata"]["uid"]))
+            self.runs[(ns, name)] = run
+            self._publish(run)
+            run.driver = asyncio.create_task(self._run_pod(run), name=f"pod {ns}/{name}")
+            run.driver.add_done_callback(_log_failure)
+        elif run is not None:
+            run.pod = pod
+
+    async def stop(self):
+        """Stop every pod: SIGTERM, up to ``stop_grace`` seconds, then SIGKILL; nothing is left."""
+        await super().stop()
+        runs = list(self.runs.values())
+        tasks = [self._shutdown(run, grace=self.stop_grace, record=False) for run in runs]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.stop_grace)  # also cuts longer deletions short
+            for run in runs:
+                run.kill_now.set()
+            await asyncio.gather(*tasks)
+        _kill(await asyncio.to_thread(_marked_pids, self._marker_root()))
+
+    def _marker_root(self):
+        return f"{self.cluster.state_dir.absolute() / 'pods'}/"
+
+    # -- addresses ----------------------------------------------------------------------------
+
+    def _allocate_ip(self, uid):
+        """The next free address of the pod network, round robin so a freed one is reused last."""
+        size = self.network.num_addresses - 2
+        for _ in range(size):
+            candidate = str(self.network.network_address + self._next_ip)
+            self._next_ip = self._next_ip % size + 1
+            if candidate not in self._ips:
+                self._ips[candidate] = uid
+                return candidate
+        raise RuntimeError(f"pod network {self.network} has no free address")
+
+    def _release_ip(self, run):
+        if self._ips.get(run.ip) == run.uid:
+            del self._ips[run.ip]
+
+    # -- running a pod -------------------------------------------------------------------------
+
+    async def _run_pod(self, run):
+        delay = self.retry_delay
+        while True:
+            try:
+                run.sandbox.prepare(self.store, run.pod, self.images, run.ip, "127.0.0.1")
+                break
+            except (MountError, OSError) as e:
+                self._event(run, "FailedMount", str(e), "Warning")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+        run.sandbox_ready = True
+        self._publish(run)
+        for c in run.containers:
+            if c.init and not await self._supervise(run, c):
+                run.init_failed = True
+                break
+        else:
+            run.init_done = True
+            self._publish(run)
+            await asyncio.gather(*(self._supervise(run, c) for c in run.containers if not c.init))
+        self._publish(run)
+        self._release_ip(run)  # a finished pod keeps its podIP in status only, as in Kubernetes
+
+    async def _supervise(self, run, c):
+        """Run a container until restartPolicy says it is done; True if it ended with exit 0."""
+        policy = run.pod["spec"].get("restartPolicy", "Always")
+        backoff = self.backoff_base
+        while True:
+            node = self.store.find(self.nodes, None, run.node) or {}
+            try:
+                view = run.sandbox.view(
+                    self.store, run.pod, c.spec, self.images.lookup(c.spec["image"]), ip=run.ip,
+                    host_ip="127.0.0.1", node=node, api=(self.cluster.host, self.cluster.port),
+                    device_env=device_env_for_pod(run.pod, node))
+            except ConfigError as e:
+                c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
+                self._event(run, "Failed", f"Error: {e}", "Warning")
+                self._publish(run)
+                await asyncio.sleep(self.retry_delay)
+                continue
+            began = time.monotonic()
+            code = await self._run_once(run, c, view)
+            if c.init:
+                restart = code != 0 and policy != "Never"
+            else:
+                restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if not restart:
+                c.done = True
+                self._publish(run)
+                return code == 0
+            if time.monotonic() - began > self.backoff_reset:
+                backoff = self.backoff_base
+            delay, backoff = backoff, min(backoff * 2, self.backoff_max)
+            c.last_state = c.state
+            c.state = {"waiting": {"reason": "CrashLoopBackOff", "message":
+                       f"back-off {_go_duration(delay)} restarting failed container={c.name} pod={run.ref}"}}
+            self._event(run, "BackOff", f"Back-off restarting failed container {c.name} in pod {run.ref}", "Warning")
+            self._publish(run)
+            await asyncio.sleep(delay)
+            c.restart_count += 1
+
+    async def _run_once(self, run, c, view):
+        """Start one instance of a container and wait for it to exit; its exit code."""
+        c.container_id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+        logfile = run.sandbox.log_file(c.name)
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        if logfile.exists():
+            os.replace(logfile, run.sandbox.log_file(c.name, previous=True))
+        self._event(run, "Pulled", f'Container image "{c.spec["image"]}" already present on machine')
+        self._event(run, "Created", f"Created container {c.name}")
+        started = isotime()
+        error = None
+        if not view.argv:
+            error = "no command specified"
+        elif view.executable is None:
+            error = f'exec: "{view.argv[0]}": executable file not found in $PATH'
+        else:
+            c.spawning = asyncio.create_task(self._spawn(run, c, view, logfile))
+            try:
+                c.proc = await asyncio.shield(c.spawning)
+            except OSError as e:
+                error = f'exec: "{view.argv[0]}": {e.strerror.lower()}'
+        if error:
+            message = (f"failed to create containerd task: failed to create shim task: OCI runtime create "
+                       f"failed: runc create failed: unable to start container process: {error}: unknown")
+            self._event(run, "Failed", f"Error: {message}", "Warning")
+            c.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": message,
+                                      "startedAt": "1970-01-01T00:00:00Z", "finishedAt": isotime(),
+                                      "containerID": f"containerd://{c.container_id}"}}
+            self._publish(run)
+            return 128
+        c.state = {"running": {"startedAt": started}}
+        self._event(run, "Started", f"Started container {c.name}")
+        self._publish(run)
+        returncode = await c.proc.wait()
+        # The container's other processes go with it, as when a container's cgroup is torn down.
+        await self._kill_leftovers(run, c)
+        code = returncode if returncode >= 0 else 128 - returncode
+        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+                "finishedAt": isotime(), "containerID": f"containerd://{c.container_id}"}
+        if returncode < 0:
+            term["signal"] = -returncode
+        c.state = {"terminated": term}
+        self._publish(run)
+        return code
+
+    async def _spawn(self, run, c, view, logfile):
+        env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
+        out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *view.argv, executable=view.executable, env=env, cwd=view.cwd,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+        finally:
+            os.close(out)
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def _shutdown(self, run, grace, remove=False, record=True):
+        """Stop a pod's containers (at most ``grace`` seconds for SIGTERM), free its address and
+        sandbox, and with ``remove`` delete the pod from the store. Idempotent; a shorter grace
+        period cuts a running shutdown short. Returns the shutdown task."""
+        if run.terminating is None:
+            run.terminating = asyncio.create_task(self._terminate(run, grace, remove, record))
+        if grace == 0:
+            run.kill_now.set()
+        return run.terminating
+
+    async def _terminate(self, run, grace, remove, record):
+        if run.driver:
+            run.driver.cancel()
+            await asyncio.wait([run.driver])
+        await asyncio.gather(*(self._stop_container(run, c, grace, record) for c in run.containers))
+        if self.runs.get((run.namespace, run.name)) is run:
+            del self.runs[(run.namespace, run.name)]
+        self._release_ip(run)
+        if remove:
+            pod = self.store.find(self.pods, run.namespace, run.name)
+            if pod and pod["metadata"]["uid"] == run.uid:
+                self.store.remove(self.pods, run.namespace, run.name)
+        await asyncio.to_thread(run.sandbox.remove)
+
+    async def _stop_container(self, run, c, grace, record):
+        if c.spawning:
+            await asyncio.wait([c.spawning])  # a process being started is stopped once it exists
+            if not c.spawning.cancelled() and c.spawning.exception() is None:
+                c.proc = c.spawning.result()
+        proc = c.proc
+        if proc is not None and proc.returncode is None:
+            if record:
+                self._event(run, "Killing", f"Stopping container {c.name}")
+            _kill([proc.pid], signal.SIGTERM)
+            exited = asyncio.ensure_future(proc.wait())
+            urgent = asyncio.ensure_future(run.kill_now.wait())
+            await asyncio.wait({exited, urgent}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            urgent.cancel()
+            await self._kill_leftovers(run, c)
+            await exited
+        elif c.container_id:
+            await self._kill_leftovers(run, c)
+
+    async def _kill_leftovers(self, run, c):
+        """SIGKILL every process of the container: its process group and everything marked as its."""
+        if c.proc is not None:
+            try:
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _kill(await asyncio.to_thread(_marked_pids, f"{run.marker_prefix()}{c.marker}"))
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _event(self, run, reason, message, type_="Normal"):
+        try:
+            events.record(self.store, run.pod, reason, message, type_, component="kubelet", host=run.node)
+        except ApiError:
+            pass  # the namespace is going away: nobody will read it
+
+    def _publish(self, run):
+        """Write the pod's status as the kubelet sees it now (unless the pod is going away)."""
+        if run.terminating is not None:
+            return
+        now = isotime()
+
+        def update(pod):
+            if pod["metadata"]["uid"] != run.uid:
+                return
+            status = pod.setdefault("status", {})
+            phase = run.phase()
+            mains = [c for c in run.containers if not c.init]
+            inits = [c for c in run.containers if c.init]
+            unready = [c.name for c in mains if "running" not in c.state]
+            ready = phase == "Running" and not unready
+            old = {cond["type"]: cond for cond in status.get("conditions", [])}
+
+            def cond(type_, ok, reason=None, message=None):
+                value = "True" if ok else "False"
+                prev = old.get(type_)
+                out = {"type": type_, "status": value, "lastProbeTime": None,
+                       "lastTransitionTime": prev["lastTransitionTime"] if prev and prev["status"] == value else now}
+                if not ok and reason:
+                    out["reason"] = reason
+                    if message:
+                        out["message"] = message
+                return out
+
+            completed = phase in ("Succeeded", "Failed")
+            not_ready = ("PodCompleted", None) if completed else (
+                "ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]")
+            ours = [
+                cond("PodReadyToStartContainers", run.sandbox_ready),
+                cond("Initialized", run.init_done, "ContainersNotInitialized",
+                     f"containers with incomplete status: [{' '.join(c.name for c in inits if not c.done)}]"),
+                cond("Ready", ready, *not_ready),
+                cond("ContainersReady", ready, *not_ready),
+            ]
+            mine = {c["type"] for c in ours}
+            status["conditions"] = ours + [c for c in status.get("conditions", []) if c["type"] not in mine]
+            status.update({
+                "phase": phase,
+                "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": run.ip, "podIPs": [{"ip": run.ip}],
+                "startTime": run.start_time,
+                "containerStatuses": [c.status() for c in mains],
+            })
+            if inits:
+                status["initContainerStatuses"] = [c.status() for c in inits]
+
+        self.store.mutate(self.pods, run.namespace, run.name, update, subresource="status")
