@@ -1,0 +1,124 @@
+"""The accelerator catalog: which GPU (or other device) types the cluster offers, and how to ask.
+
+An :class:`Accelerator` is what a researcher picks ("A100 80GB") and everything the spawner and
+the capacity code need to turn that pick into Kubernetes terms: the extended resource to request,
+the node labels that select nodes of that model, the tolerations those nodes need, and the env var
+through which the device plugin exposes the granted devices.
+
+Operators list accelerators in configuration (JSON-shaped dicts, validated by :func:`parse`);
+when they list none, :func:`discover` derives the catalog from node labels written by NVIDIA GPU
+feature discovery (``nvidia.com/gpu.product``, ``nvidia.com/gpu.memory``) and AMD's labeller
+(``amd.com/gpu.product-name``), and from the extended resources nodes advertise.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_ENV = {
+    "nvidia.com/": "NVIDIA_VISIBLE_DEVICES",
+    "amd.com/": "ROCR_VISIBLE_DEVICES",
+    "huawei.com/": "ASCEND_VISIBLE_DEVICES",
+}
+PRODUCT_LABELS = {"nvidia.com/gpu": "nvidia.com/gpu.product", "amd.com/gpu": "amd.com/gpu.product-name"}
+KNOWN_KEYS = {"slug", "display_name", "resource", "node_selector", "tolerations", "memory", "env"}
+SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and what is allowed."""
+
+
+def default_env(resource):
+    for prefix, env in DEFAULT_ENV.items():
+        if resource.startswith(prefix):
+            return env
+    return ""
+
+
+def slugify(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    slug: str
+    display_name: str
+    resource: str
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple = ()
+    memory: str = ""
+    env: str = ""
+
+    def matches(self, labels, allocatable):
+        """Whether a node with these labels and allocatable resources offers this accelerator."""
+        return self.resource in allocatable and all(labels.get(k) == v for k, v in self.node_selector.items())
+
+    def model(self):
+        """The JSON shape used by the REST API and the spawn form."""
+        return {"slug": self.slug, "display_name": self.display_name, "resource": self.resource,
+                "memory": self.memory or None, "node_selector": dict(self.node_selector)}
+
+
+def parse(entries, where="Crater.accelerators"):
+    """Validate the operator's accelerator list into :class:`Accelerator` objects."""
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"{where} must be a list of accelerator definitions, got {type(entries).__name__}")
+    out, seen = [], set()
+    for i, entry in enumerate(entries):
+        here = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{here} must be a mapping with at least 'slug' and 'resource'")
+        unknown = set(entry) - KNOWN_KEYS
+        if unknown:
+            raise ConfigError(f"{here} has unknown keys {sorted(unknown)}; allowed: {sorted(KNOWN_KEYS)}")
+        slug = entry.get("slug")
+        if not isinstance(slug, str) or not SLUG.match(slug):
+            raise ConfigError(f"{here}.slug must be lowercase letters, digits and '-' (≤ 40), got {slug!r}")
+        if slug in seen or slug == "none":
+            raise ConfigError(f"{here}.slug {slug!r} is used twice or reserved")
+        seen.add(slug)
+        resource = entry.get("resource")
+        if not isinstance(resource, str) or "/" not in resource:
+            raise ConfigError(f"{here}.resource must be an extended resource name such as "
+                              f"'nvidia.com/gpu', got {resource!r}")
+        selector = entry.get("node_selector", {})
+        if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+            raise ConfigError(f"{here}.node_selector must map label names to string values")
+        tolerations = entry.get("tolerations", [])
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+            raise ConfigError(f"{here}.tolerations must be a list of Kubernetes toleration mappings")
+        out.append(Accelerator(
+            slug=slug, display_name=str(entry.get("display_name") or slug), resource=resource,
+            node_selector=dict(selector), tolerations=tuple(tolerations),
+            memory=str(entry.get("memory") or ""), env=str(entry.get("env") or default_env(resource)),
+        ))
+    return out
+
+
+def discover(nodes):
+    """An accelerator per GPU model (from feature-discovery labels) or per extended resource.
+
+    ``nodes`` are Node dicts. A model becomes ``resource`` + a node selector on its product label;
+    resources without a product label (MIG slices, Ascend, time-sliced shares) become an
+    accelerator each, selected by the resource alone.
+    """
+    found = {}
+    for node in nodes:
+        labels = node["metadata"].get("labels") or {}
+        allocatable = node.get("status", {}).get("allocatable") or {}
+        for resource, amount in allocatable.items():
+            if "/" not in resource or resource.startswith(("kubernetes.io/", "hugepages-")) or str(amount) in ("0", ""):
+                continue
+            product_label = PRODUCT_LABELS.get(resource)
+            product = labels.get(product_label) if product_label else None
+            if product:
+                slug = slugify(product.removeprefix("NVIDIA-").removeprefix("Tesla-"))
+                memory = labels.get("nvidia.com/gpu.memory")
+                acc = Accelerator(slug, product.replace("-", " "), resource, {product_label: product},
+                                  memory=f"{int(memory) // 1024}Gi" if memory and memory.isdigit() else "",
+                                  env=default_env(resource))
+            else:
+                slug = slugify(resource.split("/", 1)[1])
+                acc = Accelerator(slug, resource, resource, env=default_env(resource))
+            found.setdefault(acc.slug, acc)
+    return sorted(found.values(), key=lambda a: a.slug)
