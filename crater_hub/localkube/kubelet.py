@@ -235,7 +235,9 @@ class Kubelet(Controller):
             await asyncio.wait(tasks, timeout=self.stop_grace)  # also cuts longer deletions short
             for run in runs:
                 run.kill_now.set()
-            await asyncio.gather(*tasks)
+            # a deletion already under way may have been cancelled with its reconcile: that is fine,
+            # every process is killed below either way
+            await asyncio.gather(*tasks, return_exceptions=True)
         _kill(await asyncio.to_thread(_marked_pids, self._marker_root()))
 
     def _marker_root(self):
