@@ -65,7 +65,12 @@ class LocalKube:
             self.store.create(node_res, node)
 
     def _make_controllers(self):
-        from .gc import CRDController, GarbageCollector, NamespaceController, ServiceAccountController
+        from .gc import (
+            CRDController,
+            GarbageCollector,
+            NamespaceController,
+            ServiceAccountController,
+        )
         from .jobs import JobController
         from .kubelet import Kubelet
         from .scheduler import Scheduler

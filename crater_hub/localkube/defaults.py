@@ -176,7 +176,7 @@ def validate(res, obj):
         if not spec.get("group"):
             causes.append(("spec.group", "Required value"))
         if names.get("plural") and spec.get("group") and obj["metadata"]["name"] != f"{names['plural']}.{spec['group']}":
-            causes.append(("metadata.name", f'Invalid value: must be spec.names.plural+"."+spec.group'))
+            causes.append(("metadata.name", 'Invalid value: must be spec.names.plural+"."+spec.group'))
         if not spec.get("versions"):
             causes.append(("spec.versions", "Required value"))
         return causes

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import defaults
-from .errors import ApiError, already_exists, bad_request, conflict, forbidden, gone, invalid, not_found
+from .errors import (
+    ApiError,
+    already_exists,
+    bad_request,
+    conflict,
+    forbidden,
+    gone,
+    invalid,
+    not_found,
+)
 from .selectors import MATCH_ALL
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

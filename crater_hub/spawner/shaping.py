@@ -9,6 +9,8 @@ operator configured (a snapshot taken before the first spawn), then applies the
 
 import copy
 
+from ..kube.quantity import parse_quantity
+
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations")
 
@@ -24,9 +26,13 @@ def apply(spawner, spec, baseline):
         setattr(spawner, name, copy.deepcopy(value))
     if spec.image:
         spawner.image = spec.image
-    for name in ("cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"):
+    for name in ("cpu_guarantee", "cpu_limit"):
         if getattr(spec, name) is not None:
-            setattr(spawner, name, getattr(spec, name))
+            setattr(spawner, name, float(parse_quantity(getattr(spec, name))))
+    for name in ("mem_guarantee", "mem_limit"):
+        # Kubernetes quantities ("8Gi") in our config; JupyterHub's ByteSpecification wants bytes
+        if getattr(spec, name) is not None:
+            setattr(spawner, name, int(parse_quantity(getattr(spec, name))))
     acc = spec.accelerator
     if acc is not None and spec.gpus:
         count = str(spec.gpus)

@@ -121,4 +121,4 @@ def test_cpu_spawn_after_gpu_spawn_carries_no_gpu_settings():
     shaping.apply(spawner, resolve({"profile": "cpu"}), baseline)
     assert spawner.extra_resource_limits == {"example.com/foo": "1"} and spawner.extra_resource_guarantees == {}
     assert spawner.node_selector == {"pool": "users"} and spawner.tolerations == []
-    assert (spawner.image, spawner.cpu_limit, spawner.mem_limit) == ("base:1", 2.0, "2Gi")
+    assert (spawner.image, spawner.cpu_limit, spawner.mem_limit) == ("base:1", 2.0, 2 * 1024**3)

@@ -1,0 +1,101 @@
+"""crater_hub: GPU cluster features inside JupyterHub. ``setup(c)`` is the one call to enable it.
+
+Importing this package (and calling ``setup``) needs no cluster: the Kubernetes client is only
+built when a spawner or a room first talks to the API.
+"""
+
+from pathlib import Path
+
+from traitlets.config import LazyConfigValue
+
+TEMPLATE_PATH = str(Path(__file__).with_name("templates"))
+
+# The names of plain KubeSpawner, which z2jh's own jupyterhub_config.py sets before
+# ``hub.extraConfig`` runs: setup() replaces it (or an unset spawner_class) with CraterSpawner.
+KUBESPAWNER_NAMES = {"kubespawner.KubeSpawner", "kubespawner.spawner.KubeSpawner"}
+
+
+def setup(c):
+    """Wire crater_hub into the JupyterHub config ``c`` (call it last, e.g. from hub.extraConfig).
+
+    - ``spawner_class`` becomes CraterSpawner when unset or plain KubeSpawner; any other class
+      the operator chose (their own CraterSpawner subclass, say) is kept.
+    - our template directory is added after the operator's ``template_paths``, so their
+      templates still win.
+    - every room's handlers and custom scopes (``crater_hub.handlers``) are added to what the
+      operator configured; an operator's definition of a scope of the same name is kept.
+    - every user is granted the rooms' ``user_scopes`` (``custom:crater:use``) through the
+      built-in ``user`` role; see :func:`_grant_to_users`.
+
+    Calling it twice changes nothing the second time.
+    """
+    from .handlers import custom_scopes, default_handlers, user_scopes
+    from .spawner import CraterSpawner
+
+    hub = c.JupyterHub
+    if _is_plain_kubespawner(hub.get("spawner_class")):
+        hub.spawner_class = CraterSpawner
+    _extend_list(hub, "template_paths", [TEMPLATE_PATH])
+    _extend_list(hub, "extra_handlers", default_handlers())
+    _update_dict(hub, "custom_scopes", custom_scopes())
+    _grant_to_users(hub, user_scopes())
+
+
+def _is_plain_kubespawner(spawner_class):
+    """True when nothing is configured or exactly KubeSpawner is, as a class or by name."""
+    from kubespawner import KubeSpawner
+
+    return spawner_class in (None, KubeSpawner) or spawner_class in KUBESPAWNER_NAMES
+
+
+def _current(section, key, empty):
+    """The value the operator configured for ``key``, resolving ``.append()``-style lazy values."""
+    value = section.get(key, empty)
+    return value.get_value(empty) if isinstance(value, LazyConfigValue) else value
+
+
+def _extend_list(section, key, items):
+    """Append ``items`` missing from the operator's list; leave the key unset when none are."""
+    current = list(_current(section, key, []))
+    missing = [item for item in items if item not in current]
+    if missing:
+        section[key] = current + missing
+
+
+def _update_dict(section, key, items):
+    """Add ``items`` to the operator's dict without replacing their entries of the same name."""
+    current = dict(_current(section, key, {}))
+    missing = {name: value for name, value in items.items() if name not in current}
+    if missing:
+        section[key] = {**current, **missing}
+
+
+def _grant_to_users(hub, scopes):
+    """Add ``scopes`` to the built-in ``user`` role, keeping whatever the operator gave it.
+
+    - the operator redefines the ``user`` role in ``load_roles``: our scopes are appended to its
+      ``scopes`` (``["self"]``, the default, when the entry names none);
+    - otherwise, on JupyterHub 6 (``extra_user_scopes`` exists): added to ``extra_user_scopes``,
+      which JupyterHub would ignore if we redefined the role ourselves;
+    - otherwise (JupyterHub 5): a ``user`` role entry ``["self", *scopes]`` is added to
+      ``load_roles`` (a role entry replaces the default role's scopes, hence ``self``).
+    """
+    if not scopes:
+        return
+    from jupyterhub.app import JupyterHub
+
+    roles = [dict(role) for role in _current(hub, "load_roles", [])]
+    user_role = next((role for role in roles if role.get("name") == "user"), None)
+    if user_role is None and JupyterHub.class_traits().get("extra_user_scopes") is not None:
+        current = set(_current(hub, "extra_user_scopes", set()))
+        if not set(scopes) <= current:
+            hub.extra_user_scopes = current | set(scopes)
+        return
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        roles.append(user_role)
+    granted = list(user_role.get("scopes", ["self"]))
+    missing = [scope for scope in scopes if scope not in granted]
+    if missing or "scopes" not in user_role:
+        user_role["scopes"] = granted + missing
+        hub.load_roles = roles

@@ -1,0 +1,51 @@
+"""The pieces of a local evaluation run that ``jupyterhub_config.py`` needs from the package.
+
+Kept out of the config file so that it stays a short, readable list of settings, and so that
+tests and benchmarks start the platform with the same code.
+"""
+
+import atexit
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .localkube import LocalKubeProcess
+
+PROXY = "configurable-http-proxy"
+
+
+def start_embedded_cluster(state_dir):
+    """Start localkube with the demo cluster and point this process's Kubernetes clients at it.
+
+    localkube (and with it every pod's process) is tied to this process, so it dies with the hub
+    even on SIGKILL; on a normal exit it is stopped gracefully.
+    """
+    cluster = LocalKubeProcess(state_dir, tie_to_parent=True).start()
+    atexit.register(cluster.stop)
+    use_kubeconfig(cluster.kubeconfig)
+    return cluster
+
+
+def use_kubeconfig(path):
+    """Make every Kubernetes client of this process (KubeSpawner's too) load the kubeconfig ``path``.
+
+    kubernetes_asyncio reads ``KUBECONFIG`` once, when it is first imported, into its default
+    location, and by the time a config file runs it may well be imported already; so that default
+    is updated along with the environment (which child processes, kubectl say, inherit).
+    """
+    from kubernetes_asyncio.config import kube_config
+
+    os.environ["KUBECONFIG"] = str(path)
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+
+
+def proxy_command():
+    """The configurable-http-proxy command: from PATH, else the one ``./dev`` installs in the venv.
+
+    When neither exists the bare name is returned, so that JupyterHub's own error names it.
+    """
+    in_venv = Path(sys.prefix) / "node" / "node_modules" / ".bin" / PROXY
+    if shutil.which(PROXY) or not in_venv.exists():
+        return [PROXY]
+    return [str(in_venv)]

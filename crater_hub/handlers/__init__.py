@@ -1,0 +1,30 @@
+"""The hub-side routes and scopes of every room, gathered in one place for ``crater_hub.setup``.
+
+Each room ends its handler module with ``default_handlers`` (a list of tornado URL specs, relative
+to ``{base_url}hub/``) and, when it guards them with its own scopes, ``custom_scopes`` (name ->
+``{"description": ...}``, names starting with ``custom:crater:``) and optionally ``user_scopes``
+(those of its scopes every user holds by default). Adding a room is adding its module to
+``ROOMS``; ``setup`` never needs to change.
+"""
+
+from . import capacity, pages
+
+ROOMS = (capacity, pages)
+
+
+def default_handlers():
+    """Every room's URL specs, in room order (JupyterHub matches routes in order)."""
+    return [spec for room in ROOMS for spec in room.default_handlers]
+
+
+def custom_scopes():
+    """Every room's custom scope definitions, for ``c.JupyterHub.custom_scopes``."""
+    scopes = {}
+    for room in ROOMS:
+        scopes.update(getattr(room, "custom_scopes", {}))
+    return scopes
+
+
+def user_scopes():
+    """The custom scopes granted to every user (the built-in ``user`` role), in room order."""
+    return list(dict.fromkeys(scope for room in ROOMS for scope in getattr(room, "user_scopes", ())))

@@ -1,0 +1,117 @@
+"""CraterSpawner: KubeSpawner with crater_hub's profiles, live capacity and race-free quotas."""
+
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import default
+
+from ..config import Crater
+from ..kube.inventory import shared_inventory
+from . import form, options, quotas, shaping
+from .offer import offer
+from .usage import active_specs, user_lock
+
+try:  # JupyterHub ≥ 6: a policy refusal with a reason label and a status code
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # JupyterHub 5.x
+    SpawnException = None
+
+
+def refusal(error):
+    """The exception JupyterHub turns into a clean, user-facing spawn failure."""
+    if SpawnException is not None:
+        return SpawnException(error.message, reason=error.reason, status_code=error.status)
+    exc = web.HTTPError(error.status, error.message)
+    exc.jupyterhub_message = error.message
+    return exc
+
+
+class CraterSpawner(KubeSpawner):
+    """KubeSpawner whose choices come from ``Crater.profiles``.
+
+    With no crater profiles configured it is plain KubeSpawner (``profile_list`` and all). With
+    them: the form shows only what the user may use, with free/total devices now and the user's
+    remaining quota; every spawn (form or REST) is validated by one function, checked against
+    quota under a per-user lock and against live capacity, and the pod is shaped explicitly.
+    """
+
+    crater_spec = None  # the SpawnSpec this server was started with
+
+    @property
+    def crater(self):
+        if not hasattr(self, "_crater"):
+            self._crater = Crater(parent=self)
+        return self._crater
+
+    @property
+    def crater_enabled(self):
+        return bool(self.crater.profiles)
+
+    @default("options_form")
+    def _crater_options_form_default(self):
+        if self.crater_enabled:
+            return self._render_crater_form
+        return super()._options_form_default()
+
+    @default("options_from_form")
+    def _crater_options_from_form_default(self):
+        if self.crater_enabled:
+            return form.options_from_form
+        return super()._options_from_form_default()
+
+    async def _context(self):
+        """Profiles, inventory, catalog and quota inputs for this user, after the caches loaded."""
+        inventory = shared_inventory(self.crater.accelerator_catalog())
+        await inventory.ready()
+        catalog = {a.slug: a for a in inventory.accelerators()}
+        return self.crater.profile_list(), inventory, catalog
+
+    async def offer(self):
+        """What this user may start now (the form's and the REST API's model)."""
+        profiles, inventory, catalog = await self._context()
+        groups = [g.name for g in self.user.groups]
+        usage = quotas.Usage.of(active_specs(self.user, profiles, catalog, exclude=self))
+        quota = self.crater.quota_policy().for_user(groups, self.user.admin)
+        return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
+
+    async def _render_crater_form(self, spawner):
+        return form.render(await self.offer(), self.user_options or {})
+
+    async def load_user_options(self):
+        if not self.crater_enabled:
+            return await super().load_user_options()
+        profiles, inventory, catalog = await self._context()
+        groups = [g.name for g in self.user.groups]
+        try:
+            spec = options.resolve(self.user_options, profiles, self.user.name, groups, catalog)
+            async with user_lock(self.user.name):
+                # no await below: check and reservation are one step for concurrent spawns
+                self._check_capacity(spec, inventory)
+                usage = quotas.Usage.of(active_specs(self.user, profiles, catalog, exclude=self))
+                quota = self.crater.quota_policy().for_user(groups, self.user.admin)
+                why = quotas.violation(quota, usage, spec)
+                if why:
+                    raise options.OptionsError(f"Over quota: {why}.", status=403, reason="quota")
+                self.crater_spec = spec
+        except options.OptionsError as e:
+            self.crater_spec = None
+            raise refusal(e) from None
+        if not hasattr(self, "_crater_baseline"):
+            keys = {k for p in profiles for k in p.kubespawner_override}
+            self._crater_baseline = shaping.snapshot(self, keys)
+        shaping.apply(self, spec, self._crater_baseline)
+
+    @staticmethod
+    def _check_capacity(spec, inventory):
+        """Refuse what no node can ever hold (400) and what cannot be placed right now (409)."""
+        if not spec.accelerator or not spec.gpus:
+            return
+        fit = inventory.fits(spec.accelerator.slug, spec.gpus)
+        if not fit.fits_now:
+            raise options.OptionsError(fit.message, status=409 if fit.fits_when_empty else 400,
+                                       reason="capacity")
+
+    async def stop(self, now=False):
+        try:
+            return await super().stop(now=now)
+        finally:
+            self.crater_spec = None

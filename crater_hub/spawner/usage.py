@@ -1,0 +1,41 @@
+"""What a user's servers hold now, and the per-user lock that makes quota checks race-free.
+
+A spawn's resolved :class:`~.options.SpawnSpec` is kept on its spawner (``crater_spec``) from the
+moment it passes the quota check, inside the user's lock: a concurrent spawn of the same user,
+checked next, already counts it. Servers started before a hub restart have no spec in memory;
+theirs is re-derived from their stored ``user_options``.
+"""
+
+import asyncio
+import weakref
+
+from . import options
+
+_locks = weakref.WeakValueDictionary()
+
+
+def user_lock(user_name):
+    """One asyncio.Lock per user name, alive while anyone holds or waits on it."""
+    lock = _locks.get(user_name)
+    if lock is None:
+        lock = _locks[user_name] = asyncio.Lock()
+    return lock
+
+
+def spec_of(spawner, profiles, catalog):
+    """The spec a (running or starting) spawner holds; zero GPUs when it cannot be derived."""
+    spec = getattr(spawner, "crater_spec", None)
+    if spec is not None:
+        return spec
+    user = spawner.user
+    try:
+        return options.resolve(spawner.user_options or {}, profiles, user.name,
+                               [g.name for g in user.groups], catalog)
+    except options.OptionsError:
+        return options.SpawnSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
+
+
+def active_specs(user, profiles, catalog, exclude=None):
+    """Specs of the user's servers that are running or starting, except ``exclude``."""
+    return [spec_of(s, profiles, catalog) for s in user.spawners.values()
+            if s is not exclude and s.active]

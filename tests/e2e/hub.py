@@ -1,0 +1,212 @@
+"""The real hub as a subprocess, and the HTTP calls tests make to it (REST, progress, the proxy).
+
+Shared by the e2e fixtures and ``benchmarks/spawn_time.py``, so both measure the same platform:
+``jupyterhub -f jupyterhub_config.py`` unmodified, pointed at a localkube through ``KUBECONFIG``
+(the config's "cluster configured" path), on free ports, with an admin token for the REST API.
+"""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from ..helpers import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "jupyterhub_config.py"
+JUPYTERHUB = Path(sys.executable).with_name("jupyterhub")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HubProcess:
+    """``jupyterhub -f jupyterhub_config.py`` on free ports; ``restart()`` keeps its database.
+
+    Servers outlive the hub (``cleanup_servers=False``) so a restart can be tested, and the hub
+    polls servers every second so a dead one is noticed quickly. POST spawn returns at once
+    (``slow_spawn_timeout=0``), as the browser's spawn page does, so the progress stream is
+    followed from the start.
+    """
+
+    def __init__(self, state_dir, kubeconfig):
+        self.state_dir = Path(state_dir)
+        self.kubeconfig = Path(kubeconfig)
+        self.admin_token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.hub_port = free_port()
+        self.proxy_api_port = free_port()
+        self.log_file = self.state_dir / "hub.log"
+        self.proc = None
+
+    @property
+    def api_url(self):
+        return f"{self.url}/hub/api/"
+
+    def start(self, timeout=60):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "CRATER_STATE_DIR": str(self.state_dir),
+            "CRATER_TEST_ADMIN_TOKEN": self.admin_token,
+        }
+        cmd = [
+            str(JUPYTERHUB),
+            "-f",
+            str(CONFIG),
+            f"--JupyterHub.bind_url={self.url}",
+            f"--JupyterHub.hub_port={self.hub_port}",
+            f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{self.proxy_api_port}",
+            "--JupyterHub.cleanup_servers=False",
+            "--Spawner.poll_interval=1",
+            '--JupyterHub.tornado_settings={"slow_spawn_timeout": 0}',
+        ]
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.state_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the hub exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.api_url, timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"the hub did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout=30):
+        """SIGTERM, as an operator's restart does: the hub stops its proxy, not the servers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log_tail(self, lines=40):
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Response:
+    code: int
+    data: object  # the decoded JSON body; None when the body is empty
+
+
+async def request(url, method="GET", body=None, token=None):
+    """An HTTP call whose non-empty answer must be JSON; returns its status and decoded body."""
+    headers = {"Authorization": f"token {token}"} if token else {}
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        body = json.dumps(body or {})
+    r = await AsyncHTTPClient().fetch(
+        url,
+        method=method,
+        body=body,
+        headers=headers,
+        raise_error=False,
+        follow_redirects=False,
+        request_timeout=60,
+    )
+    if not r.body:
+        return Response(r.code, None)
+    content_type = r.headers.get("Content-Type", "")
+    assert content_type.startswith("application/json"), (
+        f"{method} {url}: {r.code} {content_type!r}: {r.body[:300]!r}"
+    )
+    return Response(r.code, json.loads(r.body))
+
+
+async def api_request(hub, path, method="GET", body=None, token=None):
+    """A hub REST API call (``path`` relative to ``/hub/api/``), as the admin unless ``token``."""
+    return await request(hub.api_url + path, method, body, token or hub.admin_token)
+
+
+async def progress_events(hub, user, timeout=90):
+    """The events of the spawn progress stream (SSE) until the stream ends, as the spawn page sees.
+
+    JupyterHub closes the stream after the event with ``ready`` (or ``failed``) set.
+    """
+    events = []
+    buffer = b""
+
+    def on_chunk(chunk):
+        nonlocal buffer
+        buffer += chunk
+        *messages, buffer = buffer.split(b"\n\n")
+        for message in messages:
+            for line in message.splitlines():
+                if line.startswith(b"data:"):
+                    events.append(json.loads(line[5:]))
+
+    req = HTTPRequest(
+        f"{hub.api_url}users/{user}/server/progress",
+        headers={"Authorization": f"token {hub.admin_token}", "Accept": "text/event-stream"},
+        streaming_callback=on_chunk,
+        request_timeout=timeout,
+    )
+    r = await AsyncHTTPClient().fetch(req, raise_error=False)
+    assert r.code == 200, f"progress stream for {user}: {r.code}"
+    return events
+
+
+@dataclass
+class Spawn:
+    seconds: float  # from the POST to the stream's "ready" event
+    events: list
+
+
+async def spawn(hub, user):
+    """Start ``user``'s default server through the REST API and follow it until ready."""
+    began = time.monotonic()
+    r = await api_request(hub, f"users/{user}/server", "POST")
+    assert r.code in (201, 202), f"spawn {user}: {r.code} {r.data}"
+    events = await progress_events(hub, user)
+    seconds = time.monotonic() - began
+    assert events and events[-1].get("ready"), f"spawn {user} did not become ready: {events}"
+    return Spawn(seconds, events)
+
+
+async def server_of(hub, user):
+    """The user's default server model as the REST API shows it, or None when it has none."""
+    r = await api_request(hub, f"users/{user}")
+    return r.data["servers"].get("")
+
+
+async def stop_server(hub, user):
+    """Stop ``user``'s server (if any) through the REST API and wait until the hub says it is gone."""
+    r = await api_request(hub, f"users/{user}/server", "DELETE")
+    assert r.code in (202, 204, 400), r  # 400: no server to stop
+    await wait_for(lambda: _no_server(hub, user), timeout=60, message=f"{user}'s server to stop")
+
+
+async def _no_server(hub, user):
+    return await server_of(hub, user) is None
