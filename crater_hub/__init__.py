@@ -6,7 +6,8 @@ built when a spawner or a room first talks to the API.
 
 from pathlib import Path
 
-from traitlets.config import LazyConfigValue
+# Nothing outside the standard library is imported here: ``crater_hub.client`` runs in
+# single-user images, which need not have the hub's dependencies.
 
 TEMPLATE_PATH = str(Path(__file__).with_name("templates"))
 
@@ -50,6 +51,8 @@ def _is_plain_kubespawner(spawner_class):
 
 def _current(section, key, empty):
     """The value the operator configured for ``key``, resolving ``.append()``-style lazy values."""
+    from traitlets.config import LazyConfigValue
+
     value = section.get(key, empty)
     return value.get_value(empty) if isinstance(value, LazyConfigValue) else value
 
