@@ -7,9 +7,9 @@ to ``{base_url}hub/``) and, when it guards them with its own scopes, ``custom_sc
 ``ROOMS``; ``setup`` never needs to change.
 """
 
-from . import capacity, pages
+from . import capacity, job_pages, pages
 
-ROOMS = (capacity, pages)
+ROOMS = (capacity, pages, job_pages)
 
 
 def default_handlers():

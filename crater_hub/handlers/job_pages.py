@@ -1,0 +1,81 @@
+"""Pages of the job queue: ``/hub/crater/jobs`` (my jobs and the submit form), ``/hub/crater/jobs/{id}``
+(one job: details, live log tail, events, cancel) and ``/hub/crater/admin/jobs`` (every queue and
+job, for holders of ``custom:crater:admin``); and ``/hub/crater/static/``, our scripts.
+
+The pages are shells: their script (``static/crater/jobs.js``) reads and changes everything
+through the REST API (``/hub/api/crater/jobs``, ``/hub/api/crater/profiles``) with the page's
+xsrf token, so a page shows exactly what the API says, and keeps itself current without a reload.
+"""
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.handlers.static import CacheControlStaticFilesHandler
+from tornado import web
+
+from .capacity import ADMIN, USE
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+REFRESH_SECONDS = 5  # how often the pages poll the API
+
+
+@lru_cache(maxsize=64)
+def _version(path, mtime):
+    return hashlib.sha256((STATIC / path).read_bytes()).hexdigest()[:12]
+
+
+def static_url(base_url, path):
+    """The URL of ``static/<path>``, versioned by content so browsers cache it safely."""
+    version = _version(path, (STATIC / path).stat().st_mtime_ns)
+    return f"{base_url}crater/static/{path}?v={version}"
+
+
+class JobPageBase(BaseHandler):
+    scope = USE
+    template = None
+
+    def page_data(self, *args):
+        return {}
+
+    @web.authenticated
+    async def get(self, *args):
+        if not self.has_scope(self.scope):
+            raise web.HTTPError(403, f"This page requires the {self.scope} scope.")
+        data = {
+            "api_url": f"{self.hub.base_url}api/crater/",
+            "pages_url": f"{self.hub.base_url}crater/",
+            "refresh_seconds": REFRESH_SECONDS,
+            "user": self.current_user.name,
+            "is_crater_admin": self.has_scope(ADMIN),
+            **self.page_data(*args),
+        }
+        html = await self.render_template(
+            self.template, crater=data,
+            crater_script=static_url(self.hub.base_url, "crater/jobs.js"))
+        self.finish(html)
+
+
+class JobsPage(JobPageBase):
+    template = "crater/jobs.html"
+
+
+class JobPage(JobPageBase):
+    template = "crater/job.html"
+
+    def page_data(self, job_id):
+        return {"job_id": int(job_id)}
+
+
+class AdminJobsPage(JobPageBase):
+    scope = ADMIN
+    template = "crater/admin_jobs.html"
+
+
+default_handlers = [
+    (r"/crater/jobs/?", JobsPage),
+    (r"/crater/jobs/(\d+)/?", JobPage),
+    (r"/crater/admin/jobs/?", AdminJobsPage),
+    (r"/crater/static/(.*)", CacheControlStaticFilesHandler, {"path": str(STATIC)}),
+]
