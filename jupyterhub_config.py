@@ -44,6 +44,9 @@ c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.command = proxy_command()
 c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
 
+# Several servers per user (a GPU server next to a CPU one); crater quotas bound how many.
+c.JupyterHub.allow_named_servers = True
+
 # Login: any user name with the shared password; "admin" is an administrator.
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = os.environ.get("CRATER_DEMO_PASSWORD", "crater")

@@ -117,14 +117,18 @@ def violation(quota, usage, spec):
     if spec.accelerator and spec.gpus:
         slug = spec.accelerator.slug
         if quota.gpus is not None and usage.gpus + spec.gpus > quota.gpus:
-            return (f"{spec.gpus} more GPUs would exceed your GPU quota: {usage.gpus} of {quota.gpus} "
-                    f"in use, {max(quota.gpus - usage.gpus, 0)} left")
+            return (f"{spec.gpus} more {_gpus(spec.gpus)} would exceed your GPU quota: {usage.gpus} of "
+                    f"{quota.gpus} in use, {max(quota.gpus - usage.gpus, 0)} left")
         cap = quota.accelerators.get(slug)
         used = usage.accelerators.get(slug, 0)
         if cap is not None and used + spec.gpus > cap:
             return (f"{spec.gpus} more {spec.accelerator.display_name} would exceed your quota for them: "
                     f"{used} of {cap} in use, {max(cap - used, 0)} left")
     return None
+
+
+def _gpus(n):
+    return "GPU" if n == 1 else "GPUs"
 
 
 def remaining(quota, usage):

@@ -17,10 +17,15 @@ except ImportError:  # JupyterHub 5.x
 
 
 def refusal(error):
-    """The exception JupyterHub turns into a clean, user-facing spawn failure."""
+    """The exception JupyterHub turns into a clean, user-facing spawn failure.
+
+    ``jupyterhub_message`` is what the spawn page shows; without it the page shows ``str(exc)``,
+    which for a SpawnException reads "403 SpawnException(reason=quota): ...".
+    """
     if SpawnException is not None:
-        return SpawnException(error.message, reason=error.reason, status_code=error.status)
-    exc = web.HTTPError(error.status, error.message)
+        exc = SpawnException(error.message, reason=error.reason, status_code=error.status)
+    else:
+        exc = web.HTTPError(error.status, error.message)
     exc.jupyterhub_message = error.message
     return exc
 
@@ -66,10 +71,14 @@ class CraterSpawner(KubeSpawner):
         return self.crater.profile_list(), inventory, catalog
 
     async def offer(self):
-        """What this user may start now (the form's and the REST API's model)."""
+        """What this user may start now, next to all their running or starting servers.
+
+        The form's and the REST API's model. Nothing is excluded: a spawner shows its form
+        only while it is not active, so it never counts itself.
+        """
         profiles, inventory, catalog = await self._context()
         groups = [g.name for g in self.user.groups]
-        usage = quotas.Usage.of(active_specs(self.user, profiles, catalog, exclude=self))
+        usage = quotas.Usage.of(active_specs(self.user, profiles, catalog))
         quota = self.crater.quota_policy().for_user(groups, self.user.admin)
         return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
 

@@ -9,26 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e.conftest import e2e_dir, localkube  # noqa: F401 (fixtures shared with the e2e suite)
-from ..e2e.hub import REPO, HubProcess
+from ..e2e.conftest import crater_hub, e2e_dir, localkube  # noqa: F401 (fixtures shared with the e2e suite)
+from ..e2e.hub import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
-DEMO_CRATER = REPO / "crater_hub" / "localkube" / "demo-crater.yaml"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-@pytest.fixture(scope="session")
-def crater_hub(e2e_dir, localkube):  # noqa: F811
-    """The hub configured with the demo profiles (CPU, GPU with T4/A100, ml-staff's A100 × 4)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("CRATER_CONFIG_FILE", str(DEMO_CRATER))
-        process = HubProcess(e2e_dir / "crater-hub", localkube.kubeconfig).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from kubernetes_asyncio import client, config
 
 from crater_hub.localkube import LocalKubeProcess
 
-from .hub import HubProcess, api_request, stop_server
+from .hub import REPO, HubProcess, api_request, stop_all_servers
+
+DEMO_CRATER = REPO / "crater_hub" / "localkube" / "demo-crater.yaml"
 
 SPAWN_TIMES = pytest.StashKey[list]()
 
@@ -56,6 +58,18 @@ def hub(e2e_dir, localkube):
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def crater_hub(e2e_dir, localkube):
+    """The hub configured with the demo profiles (CPU, GPU with T4/A100, ml-staff's A100 × 4).
+
+    JupyterHub's default ``slow_spawn_timeout`` (10 s): a refused spawn is the POST's answer.
+    """
+    process = HubProcess(e2e_dir / "crater-hub", localkube.kubeconfig, slow_spawn_timeout=10,
+                         env={"CRATER_CONFIG_FILE": str(DEMO_CRATER)}).start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
 async def core(localkube):
     """CoreV1Api on the session's localkube, to check what the hub did in the cluster."""
@@ -70,9 +84,8 @@ async def core(localkube):
 _user_numbers = itertools.count()
 
 
-@pytest.fixture
-async def make_user(hub):
-    """Create users through the REST API; stop their servers and delete them after the test."""
+def user_maker(hub):
+    """A factory making users through the REST API, and the cleanup that removes them."""
     made = []
 
     async def make(prefix="user"):
@@ -82,10 +95,28 @@ async def make_user(hub):
         made.append(name)
         return name
 
+    async def cleanup():
+        for name in made:
+            await stop_all_servers(hub, name)
+            assert (await api_request(hub, f"users/{name}", "DELETE")).code == 204
+
+    return make, cleanup
+
+
+@pytest.fixture
+async def make_user(hub):
+    """Users on the plain hub; their servers stopped and the users deleted after the test."""
+    make, cleanup = user_maker(hub)
     yield make
-    for name in made:
-        await stop_server(hub, name)
-        assert (await api_request(hub, f"users/{name}", "DELETE")).code == 204
+    await cleanup()
+
+
+@pytest.fixture
+async def make_crater_user(crater_hub):
+    """Users on the hub with the demo crater profiles; removed after the test."""
+    make, cleanup = user_maker(crater_hub)
+    yield make
+    await cleanup()
 
 
 @pytest.fixture

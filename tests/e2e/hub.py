@@ -35,12 +35,16 @@ class HubProcess:
     """``jupyterhub -f jupyterhub_config.py`` on free ports; ``restart()`` keeps its database.
 
     Servers outlive the hub (``cleanup_servers=False``) so a restart can be tested, and the hub
-    polls servers every second so a dead one is noticed quickly. POST spawn returns at once
-    (``slow_spawn_timeout=0``), as the browser's spawn page does, so the progress stream is
-    followed from the start.
+    polls servers every second so a dead one is noticed quickly. By default POST spawn returns
+    at once (``slow_spawn_timeout=0``), as the browser's spawn page does, so the progress stream
+    is followed from the start; ``slow_spawn_timeout=10`` is JupyterHub's own default, under
+    which a spawn refused early comes back as the POST's answer.
     """
 
-    def __init__(self, state_dir, kubeconfig):
+    def __init__(self, state_dir, kubeconfig, slow_spawn_timeout=0, extra_args=(), env=None):
+        self.slow_spawn_timeout = slow_spawn_timeout
+        self.extra_args = list(extra_args)  # more --Class.trait=value arguments
+        self.extra_env = dict(env or {})
         self.state_dir = Path(state_dir)
         self.kubeconfig = Path(kubeconfig)
         self.admin_token = secrets.token_hex(16)
@@ -61,6 +65,7 @@ class HubProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "CRATER_STATE_DIR": str(self.state_dir),
             "CRATER_TEST_ADMIN_TOKEN": self.admin_token,
+            **self.extra_env,
         }
         cmd = [
             str(JUPYTERHUB),
@@ -71,7 +76,8 @@ class HubProcess:
             f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{self.proxy_api_port}",
             "--JupyterHub.cleanup_servers=False",
             "--Spawner.poll_interval=1",
-            '--JupyterHub.tornado_settings={"slow_spawn_timeout": 0}',
+            f'--JupyterHub.tornado_settings={{"slow_spawn_timeout": {self.slow_spawn_timeout}}}',
+            *self.extra_args,
         ]
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
@@ -150,7 +156,12 @@ async def api_request(hub, path, method="GET", body=None, token=None):
     return await request(hub.api_url + path, method, body, token or hub.admin_token)
 
 
-async def progress_events(hub, user, timeout=90):
+def server_path(user, server=""):
+    """The REST path of one of ``user``'s servers ("" is the default server)."""
+    return f"users/{user}/servers/{server}" if server else f"users/{user}/server"
+
+
+async def progress_events(hub, user, server="", timeout=90):
     """The events of the spawn progress stream (SSE) until the stream ends, as the spawn page sees.
 
     JupyterHub closes the stream after the event with ``ready`` (or ``failed``) set.
@@ -168,13 +179,13 @@ async def progress_events(hub, user, timeout=90):
                     events.append(json.loads(line[5:]))
 
     req = HTTPRequest(
-        f"{hub.api_url}users/{user}/server/progress",
+        f"{hub.api_url}{server_path(user, server)}/progress",
         headers={"Authorization": f"token {hub.admin_token}", "Accept": "text/event-stream"},
         streaming_callback=on_chunk,
         request_timeout=timeout,
     )
     r = await AsyncHTTPClient().fetch(req, raise_error=False)
-    assert r.code == 200, f"progress stream for {user}: {r.code}"
+    assert r.code == 200, f"progress stream for {user}/{server}: {r.code}"
     return events
 
 
@@ -184,29 +195,42 @@ class Spawn:
     events: list
 
 
-async def spawn(hub, user):
-    """Start ``user``'s default server through the REST API and follow it until ready."""
+async def request_spawn(hub, user, options=None, server=""):
+    """POST a spawn with ``options`` as the body (JupyterHub's ``user_options``); the answer."""
+    return await api_request(hub, server_path(user, server), "POST", options or {})
+
+
+async def spawn(hub, user, options=None, server=""):
+    """Start one of ``user``'s servers through the REST API and follow it until ready."""
     began = time.monotonic()
-    r = await api_request(hub, f"users/{user}/server", "POST")
-    assert r.code in (201, 202), f"spawn {user}: {r.code} {r.data}"
-    events = await progress_events(hub, user)
+    r = await request_spawn(hub, user, options, server)
+    assert r.code in (201, 202), f"spawn {user}/{server}: {r.code} {r.data}"
+    events = await progress_events(hub, user, server)
     seconds = time.monotonic() - began
-    assert events and events[-1].get("ready"), f"spawn {user} did not become ready: {events}"
+    assert events and events[-1].get("ready"), f"spawn {user}/{server} did not become ready: {events}"
     return Spawn(seconds, events)
 
 
-async def server_of(hub, user):
-    """The user's default server model as the REST API shows it, or None when it has none."""
+async def server_of(hub, user, server=""):
+    """The server's model as the REST API shows it, or None when it has none."""
     r = await api_request(hub, f"users/{user}")
-    return r.data["servers"].get("")
+    return r.data["servers"].get(server)
 
 
-async def stop_server(hub, user):
-    """Stop ``user``'s server (if any) through the REST API and wait until the hub says it is gone."""
-    r = await api_request(hub, f"users/{user}/server", "DELETE")
-    assert r.code in (202, 204, 400), r  # 400: no server to stop
-    await wait_for(lambda: _no_server(hub, user), timeout=60, message=f"{user}'s server to stop")
+async def stop_server(hub, user, server=""):
+    """Stop one of ``user``'s servers (if any) and wait until the hub says it is gone."""
+    r = await api_request(hub, server_path(user, server), "DELETE")
+    assert r.code in (202, 204, 400, 404), r  # 400/404: no such server to stop
+    await wait_for(lambda: _no_server(hub, user, server), timeout=60,
+                   message=f"{user}'s server {server!r} to stop")
 
 
-async def _no_server(hub, user):
-    return await server_of(hub, user) is None
+async def stop_all_servers(hub, user):
+    r = await api_request(hub, f"users/{user}")
+    if r.code == 200:
+        for server in r.data["servers"]:
+            await stop_server(hub, user, server)
+
+
+async def _no_server(hub, user, server):
+    return await server_of(hub, user, server) is None

@@ -82,7 +82,7 @@ def test_quota_violation_messages():
     policy = quotas.parse({"default": {"gpus": 2, "servers": 2}})
     used = quotas.Usage.of([resolve({"profile": "gpu", "gpus": 2})])
     msg = quotas.violation(policy.default, used, resolve({"profile": "gpu", "gpus": 1}))
-    assert msg == "1 more GPUs would exceed your GPU quota: 2 of 2 in use, 0 left"
+    assert msg == "1 more GPU would exceed your GPU quota: 2 of 2 in use, 0 left"
     assert quotas.violation(policy.default, used, resolve({})) is None
     full = quotas.Usage.of([resolve({}), resolve({})])
     assert "2 of your 2 allowed servers" in quotas.violation(policy.default, full, resolve({}))
