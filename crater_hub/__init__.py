@@ -27,10 +27,14 @@ def setup(c):
       operator configured; an operator's definition of a scope of the same name is kept.
     - every user is granted the rooms' ``user_scopes`` (``custom:crater:use``) through the
       built-in ``user`` role; see :func:`_grant_to_users`.
+    - single-user servers' ``$JUPYTERHUB_API_TOKEN`` gets the rooms' ``server_scopes``, so the
+      notebook client (``crater_hub.client``) works from a server; see :func:`_grant_to_servers`.
+    - the hub's administrators (``Authenticator.admin_users``) get the rooms' ``admin_scopes``
+      (``custom:crater:admin``) through a ``crater-admin`` role; see :func:`_grant_to_admins`.
 
     Calling it twice changes nothing the second time.
     """
-    from .handlers import custom_scopes, default_handlers, user_scopes
+    from .handlers import admin_scopes, custom_scopes, default_handlers, server_scopes, user_scopes
     from .spawner import CraterSpawner
 
     hub = c.JupyterHub
@@ -40,6 +44,8 @@ def setup(c):
     _extend_list(hub, "extra_handlers", default_handlers())
     _update_dict(hub, "custom_scopes", custom_scopes())
     _grant_to_users(hub, user_scopes())
+    _grant_to_servers(c, server_scopes())
+    _grant_to_admins(c, admin_scopes())
 
 
 def _is_plain_kubespawner(spawner_class):
@@ -102,3 +108,65 @@ def _grant_to_users(hub, scopes):
     if missing or "scopes" not in user_role:
         user_role["scopes"] = granted + missing
         hub.load_roles = roles
+
+
+SERVER_TOKEN_CLASSES = ("Spawner", "KubeSpawner", "CraterSpawner")
+ADMIN_ROLE = "crater-admin"
+
+
+def _grant_to_servers(c, scopes):
+    """Add ``scopes`` to what single-user servers' API tokens ask for.
+
+    A server's token gets the scopes of the built-in ``server`` role, or
+    ``Spawner.server_token_scopes`` where the operator set it, always limited to what the user
+    holds. Ours are appended to the operator's list (on ``Spawner``, ``KubeSpawner`` or
+    ``CraterSpawner``; a callable is theirs to extend) and to the ``server`` role, redefined
+    with JupyterHub's default scopes when the operator did not define it.
+    """
+    if not scopes:
+        return
+    from jupyterhub.roles import get_default_roles
+
+    for name in SERVER_TOKEN_CLASSES:
+        if name not in c:
+            continue
+        current = _current(c[name], "server_token_scopes", None)
+        if isinstance(current, (list, tuple)):
+            missing = [scope for scope in scopes if scope not in current]
+            if missing:
+                c[name].server_token_scopes = [*current, *missing]
+    hub = c.JupyterHub
+    roles = [dict(role) for role in _current(hub, "load_roles", [])]
+    server_role = next((role for role in roles if role.get("name") == "server"), None)
+    if server_role is None:
+        default = next(role for role in get_default_roles() if role["name"] == "server")
+        server_role = {"name": "server", "scopes": list(default["scopes"])}
+        roles.append(server_role)
+    granted = list(server_role.get("scopes", []))
+    missing = [scope for scope in scopes if scope not in granted]
+    if missing:
+        server_role["scopes"] = granted + missing
+        hub.load_roles = roles
+
+
+def _grant_to_admins(c, scopes):
+    """Give the administrators the operator configured a ``crater-admin`` role with ``scopes``.
+
+    JupyterHub's ``admin`` role cannot be extended and holds no custom scopes; its members by
+    configuration are ``Authenticator.admin_users`` and the ``users`` of an ``admin`` role entry.
+    Administrators made later, in the admin page, are given the role the same way as anyone else
+    (``load_roles``). An operator's own ``crater-admin`` role is kept as it is.
+    """
+    hub = c.JupyterHub
+    roles = [dict(role) for role in _current(hub, "load_roles", [])]
+    if not scopes or any(role.get("name") == ADMIN_ROLE for role in roles):
+        return
+    admins = set(_current(c.Authenticator, "admin_users", set()))
+    for role in roles:
+        if role.get("name") == "admin":
+            admins.update(role.get("users", ()))
+    if not admins:
+        return
+    roles.append({"name": ADMIN_ROLE, "description": "Administer crater_hub (granted to the hub's admins)",
+                  "scopes": list(scopes), "users": sorted(admins)})
+    hub.load_roles = roles

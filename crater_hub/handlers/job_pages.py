@@ -73,6 +73,11 @@ class AdminJobsPage(JobPageBase):
     template = "crater/admin_jobs.html"
 
 
+# The notebook client (crater_hub.client) calls the jobs API with its server's token; the admin
+# page is for the hub's administrators.
+server_scopes = [USE]
+admin_scopes = [ADMIN]
+
 default_handlers = [
     (r"/crater/jobs/?", JobsPage),
     (r"/crater/jobs/(\d+)/?", JobPage),
