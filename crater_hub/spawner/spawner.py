@@ -119,6 +119,18 @@ class CraterSpawner(KubeSpawner):
             raise options.OptionsError(fit.message, status=409 if fit.fits_when_empty else 400,
                                        reason="capacity")
 
+    def start(self):
+        """KubeSpawner's start (a future it keeps for ``progress``); a failed start gives back
+        the quota it reserved, whether or not JupyterHub goes on to call ``stop``."""
+        future = super().start()
+
+        def release_on_failure(f):
+            if f.cancelled() or f.exception() is not None:
+                self.crater_spec = None
+
+        future.add_done_callback(release_on_failure)
+        return future
+
     async def stop(self, now=False):
         try:
             return await super().stop(now=now)

@@ -35,7 +35,18 @@ def spec_of(spawner, profiles, catalog):
         return options.SpawnSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
 
 
+def holds_resources(spawner):
+    """Whether the server counts against quota: it passed our check, or it is running.
+
+    A spawn still waiting for the check (pending, no ``crater_spec`` yet) does not count: its
+    own check, under the same lock, comes next. Counting it from its raw ``user_options``, as
+    JupyterHub 5 shows them while it is pending, would let two concurrent spawns refuse each
+    other.
+    """
+    return getattr(spawner, "crater_spec", None) is not None or spawner.ready
+
+
 def active_specs(user, profiles, catalog, exclude=None):
-    """Specs of the user's servers that are running or starting, except ``exclude``."""
+    """Specs of the user's servers that count against quota, except ``exclude``."""
     return [spec_of(s, profiles, catalog) for s in user.spawners.values()
-            if s is not exclude and s.active]
+            if s is not exclude and holds_resources(s)]
