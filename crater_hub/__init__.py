@@ -46,6 +46,15 @@ def setup(c):
     _grant_to_users(hub, user_scopes())
     _grant_to_servers(c, server_scopes())
     _grant_to_admins(c, admin_scopes())
+    _start_queue_with_hub(c)
+
+
+def _start_queue_with_hub(c):
+    """Start the job queue once the hub has started, when ``c`` is being loaded by a starting
+    hub (see :mod:`crater_hub.queue.starter` for why this is the hook); otherwise nothing."""
+    from .queue.starter import schedule_start
+
+    schedule_start(c)
 
 
 def _is_plain_kubespawner(spawner_class):

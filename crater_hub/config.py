@@ -5,11 +5,12 @@ Everything is JSON/YAML-shaped so it can be set from ``jupyterhub_config.py``
 the hub's start with a message naming the key, instead of surfacing as a broken spawn later.
 """
 
-from traitlets import Dict, List, TraitError, observe, validate
+from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
 from .accelerators import ConfigError
+from .queue import settings as queue_settings
 from .spawner import profiles as profiles_mod
 from .spawner import quotas as quotas_mod
 
@@ -38,6 +39,77 @@ class Crater(LoggingConfigurable):
         help="""``{"default": {"servers", "gpus", "accelerators": {slug: n}}, "groups": {name: {...}},
         "admins_exempt": true}``; among several groups the most generous limit wins.""",
     )
+
+    # -- the job queue (crater_hub.queue) -------------------------------------------------------
+    job_priorities = List(
+        Dict(), config=True,
+        help="""Priority classes of batch jobs, highest ``value`` first, e.g.
+        ``[{"name": "high", "value": 100, "allowed_groups": ["ml-staff"]},
+        {"name": "normal", "value": 50, "default": true},
+        {"name": "best-effort", "value": 0, "best_effort": true}]``. ``best_effort`` jobs may
+        run beyond quota on idle capacity and are preempted for guaranteed jobs. Empty: one
+        class, ``normal``, for everyone.""",
+    )
+    job_queue_backend = Unicode(
+        "embedded", config=True,
+        help="""``embedded`` (the hub admits jobs: priorities, fair share, quotas) or ``kueue``
+        (Jobs are created suspended in ``job_kueue_local_queue`` and Kueue admits them).""",
+    )
+    jobs_namespace = Unicode(
+        "", config=True,
+        help="Namespace of batch Jobs. Empty: $POD_NAMESPACE (the hub's, on z2jh), else default.",
+    )
+    jobs_db_url = Unicode(
+        "", config=True,
+        help="SQLAlchemy URL of the jobs database. Empty: the hub's own ``JupyterHub.db_url``.",
+    )
+    job_preemption_after = Float(
+        300, config=True,
+        help="Seconds a guaranteed job waits for capacity before best-effort jobs are preempted.",
+    )
+    job_default_runtime = Integer(
+        86400, config=True,
+        help="Seconds a job may run when it declares no ``max_runtime`` (activeDeadlineSeconds).",
+    )
+    job_max_runtime = Integer(
+        7 * 86400, config=True, help="The largest ``max_runtime`` a job may declare, in seconds.",
+    )
+    job_requeue_preempted = Bool(
+        False, config=True,
+        help="Queue preempted jobs again (as a new attempt) instead of leaving them preempted.",
+    )
+    job_kueue_local_queue = Unicode(
+        "crater", config=True, help="The Kueue LocalQueue jobs go to with the kueue backend.",
+    )
+    job_ttl_after_finished = Integer(
+        7 * 86400, config=True,
+        help="""ttlSecondsAfterFinished of Jobs: a backstop only, the hub deletes a finished Job
+        itself once its outcome and log tail are stored.""",
+    )
+    job_default_image = Unicode(
+        "", config=True,
+        help="Image of jobs whose profile names none and that ask for none. Empty: "
+             "``KubeSpawner.image`` as configured.",
+    )
+
+    @validate("job_priorities")
+    def _check_priorities(self, proposal):
+        self._parse(queue_settings.parse_priorities, proposal.value)
+        return proposal.value
+
+    @validate("job_queue_backend")
+    def _check_backend(self, proposal):
+        return self._parse(queue_settings.check_backend, proposal.value)
+
+    @validate("jobs_namespace")
+    def _check_namespace(self, proposal):
+        return self._parse(queue_settings.check_namespace, proposal.value)
+
+    @validate("job_preemption_after", "job_default_runtime", "job_max_runtime", "job_ttl_after_finished")
+    def _check_seconds(self, proposal):
+        name = proposal.trait.name
+        return self._parse(queue_settings.check_seconds, proposal.value, f"Crater.{name}",
+                           0 if name == "job_preemption_after" else 1)
 
     @validate("accelerators")
     def _check_accelerators(self, proposal):
@@ -79,3 +151,6 @@ class Crater(LoggingConfigurable):
 
     def quota_policy(self):
         return quotas_mod.parse(self.quotas)
+
+    def priority_classes(self):
+        return queue_settings.parse_priorities(self.job_priorities)

@@ -9,9 +9,9 @@ administrators get). Adding a room is adding its module to
 ``ROOMS``; ``setup`` never needs to change.
 """
 
-from . import capacity, job_pages, pages
+from . import capacity, job_pages, jobs, pages
 
-ROOMS = (capacity, pages, job_pages)
+ROOMS = (capacity, pages, job_pages, jobs)
 
 
 def default_handlers():

@@ -1,0 +1,97 @@
+"""SQLAlchemy 2 models of crater_hub's state that must survive restarts: jobs and their history.
+
+Times are naive UTC, as JupyterHub's ORM stores them; :func:`isotime` renders them for the API.
+"""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow():
+    """Naive UTC now (module level, so tests can move time)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def isotime(value):
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Job(Base):
+    """One batch job: the frozen spec it was submitted with, and where it stands."""
+
+    __tablename__ = "crater_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    profile: Mapped[str] = mapped_column(String(255))
+    accelerator: Mapped[str | None] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    cpu: Mapped[str | None] = mapped_column(String(32))
+    cpu_limit: Mapped[str | None] = mapped_column(String(32))
+    memory: Mapped[str | None] = mapped_column(String(32))
+    memory_limit: Mapped[str | None] = mapped_column(String(32))
+    image: Mapped[str] = mapped_column(String(1024))
+    command: Mapped[list] = mapped_column(JSON)
+    env: Mapped[dict] = mapped_column(JSON)
+    priority: Mapped[str] = mapped_column(String(64))
+    priority_value: Mapped[int] = mapped_column(Integer, default=0)
+    best_effort: Mapped[bool] = mapped_column(Boolean, default=False)
+    queue: Mapped[str] = mapped_column(String(64))
+    max_runtime: Mapped[int] = mapped_column(Integer)
+    #: the spec's Kubernetes details (node selector, tolerations, resource name): what dispatch needs
+    shape: Mapped[dict] = mapped_column(JSON)
+
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    #: requeues after preemption: each attempt has its own Kubernetes Job name
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    k8s_job: Mapped[str | None] = mapped_column(String(63))
+    #: the Job of this attempt was created (seen in the API); a missing Job then is not re-created
+    dispatched: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the Kubernetes Job of a finished attempt has been deleted by the hub
+    cleaned: Mapped[bool] = mapped_column(Boolean, default=False)
+    node: Mapped[str | None] = mapped_column(String(253))
+    log_tail: Mapped[str | None] = mapped_column(Text)
+
+    submitted: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    admitted: Mapped[datetime | None] = mapped_column(DateTime)
+    started: Mapped[datetime | None] = mapped_column(DateTime)
+    finished: Mapped[datetime | None] = mapped_column(DateTime)
+
+    transitions: Mapped[list["JobTransition"]] = relationship(
+        back_populates="job", order_by="JobTransition.id", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        Index("ix_crater_jobs_owner_id", "owner", "id"),
+        Index("ix_crater_jobs_state", "state"),
+    )
+
+
+class JobTransition(Base):
+    """A state a job entered, why, and when."""
+
+    __tablename__ = "crater_job_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("crater_jobs.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="transitions")

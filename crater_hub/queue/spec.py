@@ -1,0 +1,216 @@
+"""A job submission (the JSON body of ``POST /hub/api/crater/jobs``) → a frozen :class:`JobSpec`.
+
+Profile, accelerator and GPU count go through the spawner's own validator
+(:func:`crater_hub.spawner.options.resolve`), so a job may ask for exactly what its user could
+start as a server. Every refusal is a :class:`JobError` whose message names the field and what
+is allowed; ``status`` is 400 (invalid) or 403 (not allowed for this user).
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from ..kube.quantity import parse_quantity
+from ..spawner import options as options_mod
+from .settings import default_priority
+
+FIELDS = ("name", "profile", "accelerator", "gpus", "image", "command", "env", "priority",
+          "max_runtime")
+MAX_NAME = 100
+MAX_GPUS = 64
+MAX_COMMAND_ARGS = 256
+MAX_COMMAND_BYTES = 16 * 1024
+MAX_ENV_VARS = 100
+MAX_ENV_BYTES = 32 * 1024
+MAX_IMAGE = 512
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+RESERVED_ENV = ("JUPYTERHUB_", "CRATER_JOB_")
+
+
+class JobError(Exception):
+    """A submission or an action refused; ``status``: 400, 403, 404 or 409."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    owner: str
+    name: str
+    profile: str
+    accelerator: object  # Accelerator or None
+    gpus: int
+    cpu: str | None
+    cpu_limit: str | None
+    memory: str | None
+    memory_limit: str | None
+    image: str
+    command: tuple
+    env: dict = field(default_factory=dict)
+    priority: str = "normal"
+    priority_value: int = 0
+    best_effort: bool = False
+    max_runtime: int = 86400
+
+    def shape(self):
+        """What dispatch needs beyond the columns: the accelerator's Kubernetes terms."""
+        acc = self.accelerator
+        if acc is None:
+            return {"resource": None, "node_selector": {}, "tolerations": [], "device_env": ""}
+        return {"resource": acc.resource, "node_selector": dict(acc.node_selector),
+                "tolerations": [dict(t) for t in acc.tolerations], "device_env": acc.env}
+
+
+def _quantity(value):
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def _int(body, key, low, high, unit=""):
+    value = body[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobError(f"{key} must be a whole number{unit} from {low} to {high}, got {value!r}")
+    if not low <= value <= high:
+        raise JobError(f"{key} must be from {low} to {high}{unit}, got {value}")
+    return value
+
+
+def _command(value):
+    if isinstance(value, str):
+        if not value.strip():
+            raise JobError("command must not be empty: give a shell line or a list of arguments")
+        argv = ("sh", "-c", value)
+    elif isinstance(value, list) and all(isinstance(a, str) for a in value):
+        if not value or not value[0]:
+            raise JobError("command must not be empty: give a shell line or a list of arguments")
+        if len(value) > MAX_COMMAND_ARGS:
+            raise JobError(f"command has {len(value)} arguments; at most {MAX_COMMAND_ARGS} are allowed")
+        argv = tuple(value)
+    else:
+        raise JobError("command must be a string (run with sh -c) or a list of strings")
+    size = sum(len(a.encode()) for a in argv)
+    if size > MAX_COMMAND_BYTES:
+        raise JobError(f"command is {size} bytes; at most {MAX_COMMAND_BYTES} bytes are allowed")
+    return argv
+
+
+def _env(value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise JobError("env must be an object mapping variable names to string values")
+    if len(value) > MAX_ENV_VARS:
+        raise JobError(f"env has {len(value)} variables; at most {MAX_ENV_VARS} are allowed")
+    size = 0
+    for name, val in value.items():
+        if not ENV_NAME.match(name):
+            raise JobError(f"env name {name!r} is invalid: use letters, digits and '_', not starting "
+                           "with a digit (at most 128 characters)")
+        if name.startswith(RESERVED_ENV):
+            raise JobError(f"env name {name!r} is reserved: names starting with "
+                           f"{' or '.join(RESERVED_ENV)} are set by the hub")
+        if not isinstance(val, str):
+            raise JobError(f"env value of {name} must be a string, got {type(val).__name__}")
+        size += len(name.encode()) + len(val.encode())
+    if size > MAX_ENV_BYTES:
+        raise JobError(f"env is {size} bytes; at most {MAX_ENV_BYTES} bytes are allowed")
+    return dict(value)
+
+
+def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image,
+            default_runtime, max_runtime):
+    """Check a submission for ``owner`` (in ``groups``) and return its :class:`JobSpec`.
+
+    ``profiles``: the parsed ``Crater.profiles``; ``catalog``: slug -> Accelerator in force;
+    ``priorities``: the parsed priority classes.
+    """
+    if not isinstance(body, dict):
+        raise JobError("the request body must be a JSON object with at least profile and command")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise JobError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(FIELDS)}")
+    if "command" not in body:
+        raise JobError("command is required: a shell line or a list of arguments")
+    command = _command(body["command"])
+    env = _env(body.get("env"))
+
+    name = body.get("name")
+    if name is None:
+        name = command[-1].split()[0] if body["command"] and isinstance(body["command"], str) \
+            else command[0]
+        name = name.rsplit("/", 1)[-1][:MAX_NAME] or "job"
+    elif not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise JobError(f"name must be a non-empty string of at most {MAX_NAME} characters")
+
+    if "profile" not in body or not isinstance(body["profile"], str):
+        choices = ", ".join(p.slug for p in profiles) or "none configured"
+        raise JobError(f"profile is required: one of {choices}")
+    options = {"profile": body["profile"]}
+    accelerator = body.get("accelerator")
+    if accelerator is not None:
+        if not isinstance(accelerator, str):
+            raise JobError("accelerator must be an accelerator slug or null")
+        options["accelerator"] = accelerator
+    elif "accelerator" in body:
+        options["accelerator"] = options_mod.NO_ACCELERATOR
+    if "gpus" in body:
+        options["gpus"] = _int(body, "gpus", 0, MAX_GPUS, " GPUs")
+        if options["gpus"] == 0 and "accelerator" not in body:
+            options["accelerator"] = options_mod.NO_ACCELERATOR
+    try:
+        spawn = options_mod.resolve(options, profiles, owner, groups, catalog)
+    except options_mod.OptionsError as e:
+        raise JobError(e.message, 403 if e.status == 403 else 400) from None
+
+    image = body.get("image")
+    if image is None:
+        image = spawn.image or default_image
+    elif not isinstance(image, str) or not IMAGE.match(image) or len(image) > MAX_IMAGE:
+        raise JobError(f"image must be an image reference such as 'python:3.12' (at most {MAX_IMAGE} "
+                       f"characters), got {image!r}")
+    else:
+        profile = next(p for p in profiles if p.slug == spawn.profile)
+        image = next((i.image for i in profile.images if i.slug == image), image)
+
+    priority = _priority(body.get("priority"), priorities, owner, groups)
+    runtime = default_runtime
+    if "max_runtime" in body:
+        runtime = _int(body, "max_runtime", 1, max_runtime, " seconds")
+    return JobSpec(
+        owner=owner, name=name.strip(), profile=spawn.profile, accelerator=spawn.accelerator,
+        gpus=spawn.gpus if spawn.accelerator else 0,
+        cpu=_quantity(spawn.cpu_guarantee), cpu_limit=_quantity(spawn.cpu_limit),
+        memory=spawn.mem_guarantee, memory_limit=spawn.mem_limit, image=image,
+        command=command, env=env, priority=priority.name, priority_value=priority.value,
+        best_effort=priority.best_effort, max_runtime=runtime,
+    )
+
+
+def _priority(name, priorities, owner, groups):
+    if name is None:
+        return default_priority(priorities)
+    names = ", ".join(p.name for p in priorities)
+    if not isinstance(name, str):
+        raise JobError(f"priority must be the name of a priority class: one of {names}")
+    match = next((p for p in priorities if p.name == name), None)
+    if match is None:
+        raise JobError(f"priority {name!r} does not exist; choose one of: {names}")
+    if not match.access.allows(owner, groups):
+        allowed = ", ".join(p.name for p in priorities if p.access.allows(owner, groups)) or "none"
+        raise JobError(f"priority {name!r} is restricted to {match.access.describe()}; "
+                       f"yours: {allowed}", 403)
+    return match
+
+
+def millicores(quantity):
+    return 0 if quantity is None else int(parse_quantity(quantity) * 1000)
+
+
+def bytes_of(quantity):
+    return 0 if quantity is None else int(parse_quantity(quantity))
