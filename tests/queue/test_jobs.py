@@ -2,7 +2,7 @@
 
 from ..e2e.hub import api_request
 from ..helpers import wait_for
-from .helpers import job, logs, submit, wait_state
+from .helpers import FINAL, job, logs, release_command, submit, wait_state
 
 
 async def test_job_succeeds_and_its_output_outlives_its_pod(hub, make_user, queue_cluster):
@@ -59,3 +59,106 @@ async def test_another_users_job_is_404_and_finished_cancel_is_409(hub, make_use
     mine = await api_request(hub, "crater/jobs", token=other)
     assert mine.code == 200 and mine.data["jobs"] == []
     assert (await job(hub, token, model["id"]))["state"] == "succeeded"
+
+
+async def test_cancel_running_job_stops_its_pod(hub, make_user, queue_cluster, tmp_path):
+    _, token = await make_user()
+    model = await submit(hub, token, profile="cpu", command=release_command(tmp_path, "never"))
+    running = await wait_state(hub, token, model["id"], "running")
+    await wait_for(lambda: _pod_count(queue_cluster, running["k8s_job"]) == 1, timeout=10,
+                   message="the job's pod")
+    r = await api_request(hub, f"crater/jobs/{model['id']}", "DELETE", token=token)
+    assert r.code == 200 and r.data["state"] == "cancelled", r
+    assert r.data["reason"].startswith("cancelled by ")
+    await wait_for(lambda: _pod_count(queue_cluster, running["k8s_job"]) == 0, timeout=30,
+                   message="the cancelled job's pod to stop")
+    assert "started never" in (await logs(hub, token, model["id"]))[2]
+    assert (await job(hub, token, model["id"]))["state"] == "cancelled"
+
+
+async def test_quota_holds_the_third_job_at_position_1_until_one_ends(hub, make_user, tmp_path):
+    _, token = await make_user()  # default quota: 2 GPUs
+    first, second, third = [
+        await submit(hub, token, profile="gpu", accelerator="t4", gpus=1,
+                     command=release_command(tmp_path, f"job{i}")) for i in range(3)]
+    await wait_state(hub, token, first["id"], "running")
+    await wait_state(hub, token, second["id"], "running")
+    queued = await job(hub, token, third["id"])
+    assert queued["state"] == "queued" and queued["position"] == 1, queued
+    assert "quota" in queued["waiting"]
+    assert queued["estimated_start"] is not None
+    (tmp_path / "job0").touch()
+    assert (await wait_state(hub, token, first["id"], FINAL))["state"] == "succeeded"
+    await wait_state(hub, token, third["id"], ("admitted", "running"))
+    (tmp_path / "job1").touch()
+    (tmp_path / "job2").touch()
+    assert (await wait_state(hub, token, third["id"], FINAL))["state"] == "succeeded"
+
+
+async def _fill_a100(hub, make_user, tmp_path, holders):
+    """Hold all 4 A100s with jobs of ``holders`` (user tokens, one job each per entry)."""
+    jobs = []
+    for i, token in enumerate(holders):
+        jobs.append((token, await submit(hub, token, profile="gpu", accelerator="a100", gpus=1,
+                                         command=release_command(tmp_path, f"hold{i}"))))
+    for token, model in jobs:
+        await wait_state(hub, token, model["id"], "running")
+    return jobs
+
+
+async def test_high_priority_runs_before_normal(hub, make_user, tmp_path):
+    _, big = await make_user(groups=["big"])
+    _, plain = await make_user()
+    _, vip = await make_user(groups=["vip"])
+    await _fill_a100(hub, make_user, tmp_path, [big] * 4)
+    normal = await submit(hub, plain, profile="gpu", accelerator="a100", gpus=1,
+                          command=release_command(tmp_path, "normal"))
+    high = await submit(hub, vip, profile="gpu", accelerator="a100", gpus=1, priority="high",
+                        command=release_command(tmp_path, "high"))
+    assert (await job(hub, vip, high["id"]))["position"] == 1
+    assert (await job(hub, plain, normal["id"]))["position"] == 2
+    (tmp_path / "hold0").touch()
+    await wait_state(hub, vip, high["id"], ("admitted", "running"))
+    again = await job(hub, plain, normal["id"])
+    assert again["state"] == "queued" and again["position"] == 1, again
+
+
+async def test_priority_not_permitted_is_403(hub, make_user):
+    _, token = await make_user()
+    r = await api_request(hub, "crater/jobs", "POST",
+                          {"profile": "cpu", "command": "true", "priority": "high"}, token=token)
+    assert r.code == 403 and "priority 'high'" in r.data["message"] and "vip" in r.data["message"]
+
+
+async def test_fair_share_user_with_fewer_gpus_goes_first(hub, make_user, tmp_path):
+    _, heavy = await make_user(groups=["big"])
+    _, light = await make_user(groups=["big"])
+    _, filler = await make_user()
+    await _fill_a100(hub, make_user, tmp_path, [heavy, heavy, light, filler])
+    first = await submit(hub, heavy, profile="gpu", accelerator="a100", gpus=1,
+                         command=release_command(tmp_path, "heavy"))
+    later = await submit(hub, light, profile="gpu", accelerator="a100", gpus=1,
+                         command=release_command(tmp_path, "light"))
+    assert (await job(hub, light, later["id"]))["position"] == 1
+    (tmp_path / "hold3").touch()  # the filler's GPU frees
+    await wait_state(hub, light, later["id"], ("admitted", "running"))
+    assert (await job(hub, heavy, first["id"]))["state"] == "queued"
+
+
+async def test_waiting_guaranteed_job_preempts_best_effort_jobs(hub, make_user, tmp_path):
+    _, scavenger = await make_user()  # quota 2, but best-effort runs beyond it on idle GPUs
+    _, owner = await make_user()
+    best = [await submit(hub, scavenger, profile="gpu", accelerator="a100", gpus=1,
+                         priority="best-effort", command=release_command(tmp_path, f"be{i}"))
+            for i in range(4)]
+    for model in best:
+        await wait_state(hub, scavenger, model["id"], "running")
+    wanted = await submit(hub, owner, profile="gpu", accelerator="a100", gpus=2,
+                          command=release_command(tmp_path, "wanted"))
+    assert wanted["state"] == "queued"
+    started = await wait_state(hub, owner, wanted["id"], "running", timeout=60)
+    states = [await job(hub, scavenger, m["id"]) for m in best]
+    preempted = [s for s in states if s["state"] == "preempted"]
+    assert len(preempted) == 2, states  # as few as the 2 GPUs it needs
+    assert all(s["reason"] == f"preempted by job {wanted['id']}" for s in preempted)
+    assert started["node"] == "gpu-a100-0"
