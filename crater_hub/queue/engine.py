@@ -39,15 +39,15 @@ class QueuedJob:
     mem_b: int = 0  # requested bytes
     submitted: float = 0.0  # seconds (epoch or any clock shared with ``now``)
     runtime: float = 3600.0  # declared or maximum run time, seconds
+    #: derived: the pool it competes in (accelerator slug, or "cpu") and what it takes from it
+    #: (GPUs, or millicores for CPU-only jobs); plain attributes, read 10^5 times per cycle
+    pool: str = field(init=False, repr=False, compare=False)
+    units: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def pool(self):
-        return self.accelerator if self.accelerator and self.gpus else CPU_POOL
-
-    @property
-    def units(self):
-        """What the job takes from its pool: GPUs, or millicores for CPU-only jobs."""
-        return self.gpus if self.pool != CPU_POOL else self.cpu_m
+    def __post_init__(self):
+        pool = self.accelerator if self.accelerator and self.gpus else CPU_POOL
+        object.__setattr__(self, "pool", pool)
+        object.__setattr__(self, "units", self.gpus if pool != CPU_POOL else self.cpu_m)
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,11 @@ class _Slug:
 
 def quota_refusal(quota, usage, job):
     """Why ``job`` would break ``quota`` on top of ``usage`` (servers not counted), or None."""
-    if quota is None or job.best_effort:
+    if quota is None or job.best_effort or not job.gpus:
         return None
-    return violation(replace(quota, servers=None), usage, _Spec(job))
+    if quota.servers is not None:
+        quota = replace(quota, servers=None)
+    return violation(quota, usage, _Spec(job))
 
 
 def _fits(node, job):
@@ -137,6 +139,8 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     # quota usage counts servers and guaranteed jobs; fair share counts every GPU in use
     quota_use = defaultdict(Usage)
     fair = defaultdict(int)
+    quotas = {owner: replace(quota, servers=None) if quota is not None else None
+              for owner, quota in quotas.items()}
     for owner, usage in server_usage.items():
         quota_use[owner] = usage
         fair[owner] = usage.gpus
@@ -152,6 +156,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     reserved = set()  # nodes held for a job whose preemption is under way
     remaining = []
     victims_taken = set()
+    no_victims = set()  # (pool, gpus) for which no node could be freed this cycle
     for level in sorted(levels):
         owners = levels[level]
         heap = []
@@ -186,9 +191,12 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                 remaining.append(job)
                 decision.waiting[job.id] = "waiting for capacity"
                 if (preempt_after is not None and not job.best_effort and job.pool != CPU_POOL
-                        and now - job.submitted >= preempt_after):
+                        and now - job.submitted >= preempt_after
+                        and (job.pool, job.gpus) not in no_victims):
                     plan = _preemption(job, nodes, active, reserved, victims_taken)
-                    if plan is not None:
+                    if plan is None:
+                        no_victims.add((job.pool, job.gpus))
+                    else:
                         node_name, victims = plan
                         reserved.add(node_name)
                         victims_taken.update(victims)
