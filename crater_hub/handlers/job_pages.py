@@ -15,7 +15,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.static import CacheControlStaticFilesHandler
 from tornado import web
 
-from .capacity import ADMIN, USE
+from .capacity import ADMIN, USE, crater_settings
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 REFRESH_SECONDS = 5  # how often the pages poll the API
@@ -59,6 +59,15 @@ class JobPageBase(BaseHandler):
 
 class JobsPage(JobPageBase):
     template = "crater/jobs.html"
+
+    def page_data(self):
+        """The priority classes this user may choose (the queue's configuration)."""
+        classes = getattr(crater_settings(self.settings), "priority_classes", None)
+        if classes is None:
+            return {}
+        user = self.current_user
+        groups = [group.name for group in user.groups]
+        return {"priorities": [p.model() for p in classes() if p.access.allows(user.name, groups)]}
 
 
 class JobPage(JobPageBase):

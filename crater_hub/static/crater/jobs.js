@@ -259,16 +259,15 @@
       fillAccelerators();
     }
 
-    function fillPriorities(model) {
-      // The hub may list the priority classes this user may use; otherwise the usual ones,
-      // which the hub checks on submit.
-      var names = (model.priorities || ["high", "normal", "best-effort"]).map(function (p) {
-        return typeof p === "string" ? p : p.name;
+    // The priority classes this user may choose, as the page was given them; the hub's
+    // default is preselected. Without them, only "Default" (the hub picks).
+    function fillPriorities() {
+      var classes = cfg.priorities || [];
+      var options = classes.map(function (p) {
+        return option(p.name, p.name + (p.default ? " (default)" : "") + (p.best_effort ? " — may be preempted" : ""),
+                      p.default);
       });
-      var keep = prioritySelect.value;
-      var options = [option("", "Default", keep === "")].concat(names.map(function (n) {
-        return option(n, n, n === keep);
-      }));
+      if (!classes.some(function (p) { return p.default; })) options.unshift(option("", "Default", true));
       prioritySelect.replaceChildren.apply(prioritySelect, options);
     }
 
@@ -276,7 +275,6 @@
       return call("GET", "profiles").then(function (model) {
         offer = model;
         fillProfiles();
-        fillPriorities(model);
         if (!model.profiles.length) {
           showError(model.note ? "No profile is available to you: " + model.note + "."
                                : "No profile is available to you. Ask an administrator to grant you one.");
@@ -370,6 +368,7 @@
       }).then(function () { button.disabled = false; });
     });
 
+    fillPriorities();
     loadOffer().catch(function (err) { showError("Could not load your profiles: " + err.message); });
     poll(refresh);
     window.setInterval(function () { if (!document.hidden) loadOffer().catch(function () {}); }, 6 * every);
