@@ -39,6 +39,9 @@ class HubProcess:
     at once (``slow_spawn_timeout=0``), as the browser's spawn page does, so the progress stream
     is followed from the start; ``slow_spawn_timeout=10`` is JupyterHub's own default, under
     which a spawn refused early comes back as the POST's answer.
+
+    With ``kubeconfig=None`` it is the README's first command, ``./dev run``, with no cluster
+    configured (no KUBECONFIG, a HOME without ``~/.kube``): the hub starts its embedded localkube.
     """
 
     def __init__(self, state_dir, kubeconfig, slow_spawn_timeout=0, extra_args=(), env=None):
@@ -46,7 +49,7 @@ class HubProcess:
         self.extra_args = list(extra_args)  # more --Class.trait=value arguments
         self.extra_env = dict(env or {})
         self.state_dir = Path(state_dir)
-        self.kubeconfig = Path(kubeconfig)
+        self.kubeconfig = kubeconfig and Path(kubeconfig)
         self.admin_token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{free_port()}"
         self.hub_port = free_port()
@@ -61,16 +64,19 @@ class HubProcess:
     def start(self, timeout=60):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
+            **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
             "CRATER_STATE_DIR": str(self.state_dir),
             "CRATER_TEST_ADMIN_TOKEN": self.admin_token,
             **self.extra_env,
         }
+        if self.kubeconfig:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+            launcher = [str(JUPYTERHUB), "-f", str(CONFIG)]
+        else:
+            env["HOME"] = str(self.state_dir)  # no ~/.kube/config: nothing configured
+            launcher = [str(REPO / "dev"), "run"]
         cmd = [
-            str(JUPYTERHUB),
-            "-f",
-            str(CONFIG),
+            *launcher,
             f"--JupyterHub.bind_url={self.url}",
             f"--JupyterHub.hub_port={self.hub_port}",
             f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{self.proxy_api_port}",
