@@ -188,3 +188,33 @@ async def test_only_crater_admins_see_every_queue_and_may_cancel_others_jobs(
     # the owner sees it cancelled in their own table
     await page.goto("/hub/crater/jobs")
     await expect(row(page, job_id).locator("[data-field=state] .badge")).to_have_text("cancelled")
+
+
+async def test_a_queued_job_shows_its_place_in_the_queue_and_is_cancelled_from_the_table(
+        crater_hub, researcher):
+    page = researcher
+    # 8 T4s: more than this user's GPU quota (4) allows at once, so it waits in the queue
+    await page.goto("/hub/crater/jobs")
+    await expect(page.locator("#crater-job-profile option")).not_to_have_count(0)
+    await page.select_option("#crater-job-profile", "gpu")
+    await page.select_option("#crater-job-accelerator", "t4")
+    await page.select_option("#crater-job-gpus", "8")
+    await page.fill("#crater-job-command", "nvidia-smi")
+    await page.click("#crater-job-submit")
+    submitted = page.locator("[data-submitted-job]")
+    await expect(submitted).to_be_visible(timeout=PAGE_DEADLINE_MS)
+    job_id = int(await submitted.get_attribute("data-submitted-job"))
+
+    job = (await api_request(crater_hub, f"crater/jobs/{job_id}")).data
+    assert job["state"] == "queued" and job["position"] is not None, job
+    queued = row(page, job_id)
+    await expect(queued.locator("[data-field=state] .badge")).to_have_text("queued")
+    await expect(queued.locator("[data-field=position]")).to_have_text(str(job["position"]))
+    await expect(queued.locator("[data-field=gpus]")).to_have_text("8 × t4")
+    await expect(page.locator("#crater-submit-result")).to_contain_text(
+        f"queued, position {job['position']} in the queue")
+
+    await queued.locator(f'[data-cancel="{job_id}"]').click()
+    await expect(queued.locator("[data-field=state] .badge")).to_have_text("cancelled")
+    await expect(queued.locator("[data-field=position]")).to_have_text("—")
+    assert (await api_request(crater_hub, f"crater/jobs/{job_id}")).data["state"] == "cancelled"
