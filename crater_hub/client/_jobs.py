@@ -168,7 +168,11 @@ class Client:
 
     def wait(self, id, timeout=None, poll=2.0) -> Job:  # noqa: A002
         """Poll until the job ends and return it as it ended; :class:`CraterTimeout` (carrying
-        the job as last seen) after ``timeout`` seconds."""
+        the job as last seen) after ``timeout`` seconds.
+
+        ``preempted`` counts as an end, as in the hub; where the hub requeues preempted jobs,
+        the job is ``queued`` again shortly after: wait again to follow its next attempt.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(id)
