@@ -27,6 +27,8 @@ import yaml
 from traitlets import TraitError
 from traitlets.config import Config
 
+from .merging import merge
+
 #: singleuser.* keys the chart copies into KubeSpawner traits (z2jh 4.x jupyterhub_config.py);
 #: None: the camelCase of the trait name.
 KUBESPAWNER_KEYS = (
@@ -61,20 +63,6 @@ class DeployError(Exception):
 
 
 # -- values --------------------------------------------------------------------------------------
-
-
-def merge(base, overlay):
-    """``overlay`` over ``base`` as helm merges values: mappings recursively, everything else
-    (lists included) replaced, ``None`` deleting the key."""
-    out = dict(base)
-    for key, value in overlay.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def read_yaml(path):

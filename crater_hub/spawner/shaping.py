@@ -10,6 +10,7 @@ operator configured (a snapshot taken before the first spawn), then applies the
 import copy
 
 from ..kube.quantity import parse_quantity
+from ..merging import merge
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations")
@@ -43,18 +44,5 @@ def apply(spawner, spec, baseline):
     for name, value in spec.kubespawner_override.items():
         current = getattr(spawner, name)
         if isinstance(current, dict) and isinstance(value, dict):
-            value = _merge(current, value)
+            value = merge(current, value)  # KubeSpawner's override semantics
         setattr(spawner, name, copy.deepcopy(value))
-
-
-def _merge(base, extra):
-    """KubeSpawner's override semantics for dicts: recursive merge, None deletes a key."""
-    out = dict(base)
-    for key, value in extra.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
