@@ -33,14 +33,22 @@ def queue_cluster(queue_dir):
 
 
 @pytest.fixture(scope="session")
-def database_url(queue_dir):
-    """SQLite by default; PostgreSQL when QUEUE_DB=postgresql."""
-    if os.environ.get("QUEUE_DB", "sqlite") == "postgresql":
-        server = PostgresServer(queue_dir / "postgres").start()
-        yield server.url("crater")
-        server.stop()
-    else:
-        yield f"sqlite:///{queue_dir / 'hub' / 'jupyterhub.sqlite'}"
+def postgres(queue_dir):
+    """A PostgreSQL server when QUEUE_DB=postgresql, else None (SQLite)."""
+    if os.environ.get("QUEUE_DB", "sqlite") != "postgresql":
+        yield None
+        return
+    server = PostgresServer(queue_dir / "postgres").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(queue_dir, postgres):
+    """The hub's (and so the jobs') database: SQLite by default; PostgreSQL when QUEUE_DB=postgresql."""
+    if postgres is not None:
+        return postgres.url("crater")
+    return f"sqlite:///{queue_dir / 'hub' / 'jupyterhub.sqlite'}"
 
 
 def queue_hub(state_dir, cluster, database_url, env=None):

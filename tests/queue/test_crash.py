@@ -60,10 +60,13 @@ def _pods(cluster, namespace):
 class Crash:
     """One point's hub, restartable, with the fault armed or not."""
 
-    def __init__(self, root, cluster, point, extra_args=()):
+    def __init__(self, root, cluster, point, postgres=None, extra_args=()):
         self.root, self.cluster, self.point = root, cluster, point
         self.namespace = "crash-" + point.replace(".", "-").replace("_", "-")
-        self.url = f"sqlite:///{root / 'hub' / 'jupyterhub.sqlite'}"
+        if postgres is not None:
+            self.url = postgres.createdb(self.namespace.replace("-", "_"))
+        else:
+            self.url = f"sqlite:///{root / 'hub' / 'jupyterhub.sqlite'}"
         (root / "hub").mkdir(parents=True, exist_ok=True)
         self.extra_args = [f"--Crater.jobs_namespace={self.namespace}", *extra_args]
         self.hub = None
@@ -142,9 +145,9 @@ async def _settle(crash, tmp, markers):
 
 @pytest.mark.parametrize("point", POINTS)
 async def test_hub_killed_at_fault_point_loses_nothing_runs_nothing_twice(
-        point, queue_dir, crash_cluster, tmp_path):
+        point, queue_dir, crash_cluster, postgres, tmp_path):
     requeue = point.startswith("requeue.")
-    crash = Crash(queue_dir / f"crash-{point}", crash_cluster, point,
+    crash = Crash(queue_dir / f"crash-{point}", crash_cluster, point, postgres,
                   ["--Crater.job_requeue_preempted=True"] if requeue else [])
     _create_namespace(crash_cluster, crash.namespace)
     crash.start(armed=point not in STARTUP)

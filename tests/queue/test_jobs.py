@@ -1,5 +1,7 @@
 """The job queue end to end: the real hub on localkube, driven through /hub/api/crater/jobs."""
 
+import asyncio
+
 from ..e2e.hub import api_request
 from ..helpers import wait_for
 from .helpers import FINAL, job, logs, release_command, submit, wait_state
@@ -162,3 +164,43 @@ async def test_waiting_guaranteed_job_preempts_best_effort_jobs(hub, make_user, 
     assert len(preempted) == 2, states  # as few as the 2 GPUs it needs
     assert all(s["reason"] == f"preempted by job {wanted['id']}" for s in preempted)
     assert started["node"] == "gpu-a100-0"
+
+
+async def test_logs_follow_streams_until_the_job_ends(hub, make_user, tmp_path):
+    _, token = await make_user()
+    model = await submit(hub, token, profile="cpu", command=release_command(tmp_path, "follow"))
+    await wait_state(hub, token, model["id"], "running")
+    follow = asyncio.ensure_future(logs(hub, token, model["id"], "?follow=1"))
+    (tmp_path / "follow").touch()
+    code, content_type, text = await asyncio.wait_for(follow, 60)
+    assert code == 200 and content_type.startswith("text/plain")
+    assert text == "started follow\nreleased follow\n"
+    assert (await job(hub, token, model["id"]))["state"] == "succeeded"
+
+
+async def test_events_show_transitions_and_kubernetes_events(hub, make_user):
+    _, token = await make_user()
+    model = await submit(hub, token, profile="cpu", command="echo hi")
+    await wait_state(hub, token, model["id"], "succeeded")
+    r = await api_request(hub, f"crater/jobs/{model['id']}/events", token=token)
+    assert r.code == 200, r
+    reasons = [e["reason"] for e in r.data["events"]]
+    assert reasons[0] == "queued" and "succeeded" in reasons
+    assert "SuccessfulCreate" in reasons  # the Job controller created its pod
+    assert all(set(e) == {"type", "reason", "message", "at", "object"} for e in r.data["events"])
+
+
+async def test_admin_sees_all_jobs_and_queues_users_only_their_own(hub, make_user, tmp_path):
+    name, token = await make_user()
+    model = await submit(hub, token, profile="cpu", command=release_command(tmp_path, "q"))
+    r = await api_request(hub, "crater/jobs?all=1", token=token)
+    assert r.code == 403
+    r = await api_request(hub, "crater/queue", token=token)
+    assert r.code == 403
+    r = await api_request(hub, "crater/queue")  # the test service holds custom:crater:admin
+    assert r.code == 200
+    ids = [j["id"] for q in r.data["queues"] for j in q["jobs"]]
+    assert model["id"] in ids
+    r = await api_request(hub, f"crater/jobs/{model['id']}")
+    assert r.code == 200 and r.data["owner"] == name
+    (tmp_path / "q").touch()
