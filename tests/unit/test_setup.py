@@ -96,3 +96,20 @@ def test_service_account_in_a_pod_is_a_cluster(no_cluster, monkeypatch):
     assert not kube_client.cluster_configured()  # a token file alone is not a pod
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     assert kube_client.cluster_configured()
+
+
+def test_setup_outside_a_starting_hub_starts_no_job_queue():
+    """The queue starts with a hub that is loading its config in its running loop; setup(c)
+    called anywhere else (here: no event loop, no hub) schedules nothing."""
+    from crater_hub.queue import starter
+
+    before = dict(starter._services)
+    crater_hub.setup(Config())
+    assert starter._services == before and not starter._pending
+
+
+async def test_setup_in_a_loop_without_a_hub_app_starts_no_job_queue():
+    from crater_hub.queue import starter
+
+    crater_hub.setup(Config())
+    assert not starter._pending
