@@ -11,7 +11,8 @@ stopped before the next spawn. For each spawn:
 
 - wall time: REST POST to the progress stream's "ready" event (what a user waits for);
 - hub part: POST to the pod's first appearance in a pod watch, the time the spawner spends before
-  Kubernetes sees anything — where CraterSpawner's extra work happens.
+  Kubernetes sees anything — where CraterSpawner's extra work happens;
+- Kubernetes part: the pod's creation to its container running (scheduler and kubelet).
 
 Prints medians and the ratios CraterSpawner / KubeSpawner; no pass/fail.
 """
@@ -57,8 +58,9 @@ async def one_spawn(hub, user, options, clock, core):
     gpus = pod.spec.containers[0].resources.limits.get("nvidia.com/gpu")
     assert gpus == "1", f"{user}'s pod has nvidia.com/gpu={gpus!r}: the profiles differ"
     hub_part = clock.created[pod.metadata.uid] - began
+    kube_part = clock.kubernetes_part(pod.metadata.uid)
     await stop_server(hub, user)
-    return started.seconds, hub_part
+    return started.seconds, hub_part, kube_part
 
 
 async def measure(crater, plain, n):
@@ -77,9 +79,10 @@ async def measure(crater, plain, n):
                 hub, options = sides[side]
                 user = f"bench-{side}-{i}"
                 await api_request(hub, f"users/{user}", "POST")
-                wall, hub_part = await one_spawn(hub, user, options, clock, core)
-                rows[side].append((wall, hub_part))
-                print(f"{user}: spawn {wall:.3f}s, hub part {hub_part * 1000:.1f} ms", flush=True)
+                wall, hub_part, kube_part = await one_spawn(hub, user, options, clock, core)
+                rows[side].append((wall, hub_part, kube_part))
+                print(f"{user}: spawn {wall:.3f}s, hub part {hub_part * 1000:.1f} ms, "
+                      f"Kubernetes part {kube_part * 1000:.1f} ms", flush=True)
     finally:
         follower.cancel()
         await close_shared_clients()
@@ -88,12 +91,15 @@ async def measure(crater, plain, n):
 
 def report(rows):
     med = {side: [statistics.median(c) for c in zip(*r, strict=True)] for side, r in rows.items()}
-    (c_wall, c_hub), (p_wall, p_hub) = med["crater"], med["plain"]
+    (c_wall, c_hub, c_kube), (p_wall, p_hub, p_kube) = med["crater"], med["plain"]
     print(f"\nmedians of {len(rows['crater'])} spawns each, interleaved (GPU profile, 1 × T4):")
     print(f"  spawn wall time: CraterSpawner {c_wall:.3f}s, KubeSpawner {p_wall:.3f}s, "
           f"ratio {c_wall / p_wall:.3f}x")
     print(f"  hub part (POST to pod created): CraterSpawner {c_hub * 1000:.1f} ms, "
           f"KubeSpawner {p_hub * 1000:.1f} ms, difference {(c_hub - p_hub) * 1000:+.1f} ms")
+    print(f"  Kubernetes part (pod created to running): CraterSpawner {c_kube * 1000:.1f} ms, "
+          f"KubeSpawner {p_kube * 1000:.1f} ms")
+    print("  the rest is the single-user server starting and the hub noticing it")
 
 
 def main():
