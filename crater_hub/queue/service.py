@@ -13,6 +13,12 @@ at least every ``tick`` seconds — that does, in order:
    and active jobs, the inventory's free capacity and the users' quotas; write ``admitted`` or
    ``preempted``, then create Jobs.
 
+With the **kueue** backend (:mod:`crater_hub.queue.kueue`) step 1 also creates the Jobs of queued
+records, suspended in the LocalQueue, and moves records as their Workloads say (``admitted``,
+``preempted`` when evicted); step 2 is replaced by reading the queue positions from Kueue's
+visibility API. Crash safety is the same: the Job is what Kueue admits, and it is created by the
+same idempotent dispatch.
+
 Crash safety — every step writes its intent to the database before acting on the cluster, and
 every cluster action is idempotent:
 
@@ -31,6 +37,7 @@ Database work runs on :class:`crater_hub.db.session.Database`'s worker thread.
 """
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -49,7 +56,7 @@ from ..kube.client import shared_client
 from ..kube.inventory import pod_requests, shared_inventory
 from ..kube.quantity import parse_quantity
 from ..spawner.quotas import Usage
-from . import engine, faults, manifest
+from . import engine, faults, kueue, manifest
 from .spec import JobError, bytes_of, millicores
 
 log = logging.getLogger("crater_hub.queue")
@@ -60,6 +67,8 @@ STATES = ("queued", *ACTIVE, *FINAL)
 LOG_TAIL_BYTES = 64 * 1024
 #: how long a Job this process created may be missing from the cache before it counts as gone
 CREATE_GRACE = 30.0
+#: kueue backend: at most one read of Kueue's visibility API per this many seconds
+KUEUE_POSITIONS_EVERY = 2.0
 
 
 def seconds(dt):
@@ -113,6 +122,11 @@ class QueueService:
         self._locks = defaultdict(asyncio.Lock)
         self._created = {}  # Job name -> monotonic time this process created it
         self._pods = defaultdict(dict)  # Job name -> {pod key: pod}
+        self.workload_cache = None  # kueue backend: Workloads in the jobs namespace
+        self._workloads = {}  # kueue backend: Job name -> its Workload
+        self._positions_read = 0.0  # kueue backend: monotonic time of the last visibility read
+        self._kueue_positions = {}  # kueue backend: Job name -> position, from the last read
+        self._visibility_warned = False
         self._task = None
         self.started = asyncio.get_running_loop().create_future()
 
@@ -121,12 +135,6 @@ class QueueService:
     async def start(self):
         """Migrate, load, wait for the caches, reconcile once, then run the loop."""
         try:
-            if self.backend != "embedded":
-                # Jobs would be created suspended with the LocalQueue label (manifest.build), but
-                # following Kueue's Workloads (admission, eviction, position) is not written yet.
-                raise NotImplementedError(
-                    f"Crater.job_queue_backend = {self.backend!r} is not implemented yet; "
-                    "use 'embedded'")
             await self.db.call(migrate.upgrade, self.db.engine)
             faults.point("startup.after_migrate")
             await self.db.run(self._load)
@@ -137,7 +145,14 @@ class QueueService:
             self.pod_cache.add_listener(self._on_pod)
             for pod in list(self.pod_cache.objects.values()):
                 self._on_pod("ADDED", pod, None)
-            await asyncio.gather(self.job_cache.ready(), self.inventory.ready())
+            caches = [self.job_cache.ready(), self.inventory.ready()]
+            if self.backend == "kueue":
+                self.workload_cache = WatchCache.shared(kueue.WORKLOADS, self.namespace)
+                self.workload_cache.add_listener(self._on_workload)
+                for workload in list(self.workload_cache.objects.values()):
+                    self._on_workload("ADDED", workload, None)
+                caches.append(self.workload_cache.ready())
+            await asyncio.gather(*caches)
             await self._reconcile_all()
             faults.point("startup.after_reconcile")
             self._task = asyncio.create_task(self._run(), name="crater-queue")
@@ -159,6 +174,8 @@ class QueueService:
                 pass
         self.job_cache.remove_listener(self._on_job)
         self.pod_cache.remove_listener(self._on_pod)
+        if self.workload_cache is not None:
+            self.workload_cache.remove_listener(self._on_workload)
         self.db.close()
 
     def _load(self, session):
@@ -191,6 +208,18 @@ class QueueService:
             self._pods[owner][key] = pod
         self.wake()
 
+    def _on_workload(self, event_type, workload, old):
+        name = kueue.owner_job(workload)
+        if name is None:
+            return
+        if event_type == "DELETED":
+            if self._workloads.get(name) is not None and \
+                    self._workloads[name]["metadata"]["name"] == workload["metadata"]["name"]:
+                del self._workloads[name]
+        else:
+            self._workloads[name] = workload
+        self.wake()
+
     def wake(self):
         self._wake.set()
 
@@ -214,6 +243,8 @@ class QueueService:
                 await self._reconcile_all()
                 if self.backend == "embedded":
                     await self._admit()
+                else:
+                    await self._read_kueue_positions()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -292,7 +323,7 @@ class QueueService:
 
     async def _reconcile_all(self):
         for job in list(self.jobs.values()):
-            if job.state == "queued":
+            if job.state == "queued" and self.backend == "embedded":
                 continue
             async with self._locks[job.id]:
                 if self.jobs.get(job.id) is not job:
@@ -329,6 +360,8 @@ class QueueService:
         if not job.dispatched:
             await self._update(job, dispatched=True, k8s_job=name)
             faults.point("dispatch.after_commit")
+        if self.backend == "kueue" and not await self._follow_workload(job, name, k8s):
+            return
         pods = self.pods_of(job)
         complete, failed = _condition(k8s, "Complete"), _condition(k8s, "Failed")
         if complete or failed or _condition(k8s, "SuccessCriteriaMet") or \
@@ -356,6 +389,82 @@ class QueueService:
                                    node=pods[0]["spec"].get("nodeName"))
             faults.point("running.after_commit")
 
+    async def _follow_workload(self, job, name, k8s):
+        """Kueue backend: move the record as the Job's Workload says. True when the usual
+        following of the Job and its pod applies; False while the job is still Kueue's to admit
+        (its Job suspended) or was just evicted."""
+        if any(_condition(k8s, kind) for kind in ("Complete", "Failed", "SuccessCriteriaMet",
+                                                   "FailureTarget")):
+            return True  # it ran to an end: the Job's conditions and pod tell how
+        found = kueue.verdict(self._workloads.get(name))
+        if job.state == "queued":
+            if found is None or found.state != "admitted":
+                return False
+            faults.point("admit.before_commit")
+            if await self._transition(job, "admitted", found.reason):
+                faults.point("admit.after_commit")
+            return True
+        if found is not None and found.state == "evicted":
+            # Kueue suspends the Job again (its pods stop); the record ends as preempted and the
+            # loop deletes the Job, then requeues a new attempt if job_requeue_preempted is on.
+            if await self._transition(job, "preempted", found.reason):
+                faults.point("preempt.after_commit")
+            self.wake()
+            return False
+        return True
+
+    async def _read_kueue_positions(self):
+        """Kueue backend: positions from Kueue's visibility API (one GET per LocalQueue, at most
+        every KUEUE_POSITIONS_EVERY seconds), and why each queued job waits, from its Workload."""
+        queued = [j for j in self.jobs.values() if j.state == "queued"]
+        decision = engine.Decision()
+        for job in queued:
+            found = kueue.verdict(self._workloads.get(manifest.job_name(job.id, job.attempt)))
+            decision.waiting[job.id] = found.reason if found is not None else \
+                "waiting for Kueue to see its Job"
+        by_name = {manifest.job_name(j.id, j.attempt): j.id for j in queued}
+        if queued and time.monotonic() - self._positions_read >= KUEUE_POSITIONS_EVERY:
+            self._positions_read = time.monotonic()
+            summary = await self._pending_workloads()
+            self._kueue_positions = kueue.positions(summary) if summary is not None else {}
+        for name, position in self._kueue_positions.items():
+            if name in by_name:
+                decision.positions[by_name[name]] = position
+        self.decision = decision
+
+    async def _pending_workloads(self):
+        """Kueue's PendingWorkloadsSummary for our LocalQueue; None when it cannot be read (Kueue's
+        visibility server not installed or not answering: positions are then unknown)."""
+        path = kueue.pending_workloads_path(self.namespace, self.crater.job_kueue_local_queue)
+        api = shared_client("CoreV1Api").api_client
+        try:
+            response = await api.call_api(
+                path, "GET", header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=10)
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        except (OSError, asyncio.TimeoutError, ApiException) as e:
+            self._visibility_problem(f"{type(e).__name__}: {e}")
+            return None
+        if response.status != 200:
+            self._visibility_problem(f"HTTP {response.status} {body[:200]!r}")
+            return None
+        self._visibility_warned = False
+        try:
+            return json.loads(body)
+        except ValueError:
+            self._visibility_problem("not JSON")
+            return None
+
+    def _visibility_problem(self, what):
+        if not self._visibility_warned:
+            log.warning("Kueue's visibility API (GET %s) failed: %s; queue positions are unknown "
+                        "until it answers", kueue.pending_workloads_path(
+                            self.namespace, self.crater.job_kueue_local_queue), what)
+            self._visibility_warned = True
+
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
         body = manifest.build(job, self.namespace, self.crater.job_ttl_after_finished,
@@ -376,7 +485,7 @@ class QueueService:
 
     def _queue_labels(self):
         if self.backend == "kueue":
-            return {"kueue.x-k8s.io/queue-name": self.crater.job_kueue_local_queue}
+            return {kueue.QUEUE_LABEL: self.crater.job_kueue_local_queue}
         return {}
 
     async def _finish(self, job, state, reason, exit_code):
