@@ -46,6 +46,9 @@ class LocalKube:
         self.store = Store(self.registry, history_size=history_size)
         self.controllers = []
         self.server = None
+        from .aggregator import Aggregator
+
+        self.aggregator = Aggregator(self)
 
     @property
     def url(self):
@@ -65,6 +68,7 @@ class LocalKube:
             self.store.create(node_res, node)
 
     def _make_controllers(self):
+        from .aggregator import APIServiceController
         from .gc import (
             CRDController,
             GarbageCollector,
@@ -77,6 +81,7 @@ class LocalKube:
 
         return [
             CRDController(self),
+            APIServiceController(self),
             ServiceAccountController(self),
             GarbageCollector(self),
             NamespaceController(self),
@@ -113,6 +118,7 @@ class LocalKube:
             self.server.stop()
         for c in reversed(self.controllers):
             await c.stop()
+        await self.aggregator.close()
         if self.server:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
         if self._tmp:

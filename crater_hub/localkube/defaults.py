@@ -118,6 +118,11 @@ def apply_on_create(store, res, obj):
         )
         _pod_spec_defaults(template.setdefault("spec", {}))
         obj["status"] = {}
+    elif kind == ("apiregistration.k8s.io", "apiservices"):
+        service = obj.setdefault("spec", {}).get("service")
+        if isinstance(service, dict):
+            service.setdefault("port", 443)
+        obj["status"] = {}
     elif kind == ("apiextensions.k8s.io", "customresourcedefinitions"):
         names = obj.get("spec", {}).get("names", {})
         obj["status"] = {
@@ -150,6 +155,45 @@ def _containers_causes(spec, path):
     return causes
 
 
+def _apiservice_causes(obj):
+    """kube-aggregator's ValidateAPIService, for the fields it checks."""
+    spec = obj.get("spec") or {}
+    group, version = spec.get("group", ""), spec.get("version", "")
+    causes = []
+    if obj["metadata"]["name"] != f"{version}.{group}":
+        causes.append(("metadata.name", 'Invalid value: must be `spec.version+"."+spec.group`'))
+    if not group and version != "v1":
+        causes.append(("spec.group", "Required value: only v1 may have an empty group and it better be "
+                                     "legacy kube"))
+    if not version:
+        causes.append(("spec.version", "Required value"))
+    if not 0 < (spec.get("groupPriorityMinimum") or 0) <= 20000:
+        causes.append(("spec.groupPriorityMinimum", f"Invalid value: {spec.get('groupPriorityMinimum') or 0}: "
+                                                    "must be positive and less than 20000"))
+    if not 0 < (spec.get("versionPriority") or 0) <= 1000:
+        causes.append(("spec.versionPriority", f"Invalid value: {spec.get('versionPriority') or 0}: "
+                                               "must be positive and less than 1000"))
+    service = spec.get("service")
+    if service is None:
+        if spec.get("caBundle"):
+            causes.append(("spec.caBundle", "Invalid value: local APIServices may not have a caBundle"))
+        if spec.get("insecureSkipTLSVerify"):
+            causes.append(("spec.insecureSkipTLSVerify",
+                           "Invalid value: true: local APIServices may not have insecureSkipTLSVerify"))
+    else:
+        if not isinstance(service, dict) or not service.get("namespace"):
+            causes.append(("spec.service.namespace", "Required value"))
+        if not isinstance(service, dict) or not service.get("name"):
+            causes.append(("spec.service.name", "Required value"))
+        port = service.get("port", 443) if isinstance(service, dict) else 443
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            causes.append(("spec.service.port", f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
+        if spec.get("insecureSkipTLSVerify") and spec.get("caBundle"):
+            causes.append(("spec.insecureSkipTLSVerify",
+                           "Invalid value: true: may not be true if caBundle is present"))
+    return causes
+
+
 def validate(res, obj):
     kind = (res.group, res.plural)
     if kind == ("", "pods"):
@@ -166,6 +210,8 @@ def validate(res, obj):
             causes.append(("spec.template.spec.restartPolicy",
                            f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
         return causes
+    if kind == ("apiregistration.k8s.io", "apiservices"):
+        return _apiservice_causes(obj)
     if kind == ("apiextensions.k8s.io", "customresourcedefinitions"):
         spec = obj.get("spec", {})
         names = spec.get("names", {})

@@ -82,6 +82,10 @@ BUILTINS = [
         "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
         False, "customresourcedefinition", ("crd", "crds"), (), ("status",),
     ),
+    Resource(
+        "apiregistration.k8s.io", "v1", "APIService", "apiservices", False, "apiservice", (), (),
+        ("status",),
+    ),
     Resource("events.k8s.io", "v1", "Event", "events", True, "event", ("ev",)),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "lease"),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True, "role"),

@@ -13,8 +13,10 @@ import re
 import yaml
 from tornado import web
 from tornado.iostream import StreamClosedError
+from tornado.routing import Matcher
 
 from . import tables
+from .aggregator import aggregated_groups
 from .errors import ApiError, bad_request, method_not_allowed
 from .patch import CONTENT_TYPES, apply_patch
 from .selectors import Selector
@@ -117,18 +119,25 @@ class CoreVersionsHandler(BaseHandler):
 
 
 class GroupListHandler(BaseHandler):
-    def _group(self, name, versions):
-        ordered = sorted(versions, key=_version_key, reverse=True)
+    def _group(self, name, versions, priorities):
+        # an aggregated version's versionPriority first (kube-aggregator's order), then the name
+        ordered = sorted(versions, key=lambda v: (priorities.get(v, 0), _version_key(v)), reverse=True)
         gvs = [{"groupVersion": f"{name}/{v}", "version": v} for v in ordered]
         return {"name": name, "versions": gvs, "preferredVersion": gvs[0]}
 
     def get(self, group=None):
         groups = self.registry.groups()
+        remote = aggregated_groups(self.store, self.registry)
+        for name, versions in remote.items():
+            listed = groups.setdefault(name, [])
+            listed.extend(v for v in versions if v not in listed)
         if group is None:
             self.send_json({"kind": "APIGroupList", "apiVersion": "v1",
-                            "groups": [self._group(g, vs) for g, vs in sorted(groups.items())]})
+                            "groups": [self._group(g, vs, remote.get(g, {}))
+                                       for g, vs in sorted(groups.items())]})
         elif group in groups:
-            self.send_json({"kind": "APIGroup", "apiVersion": "v1", **self._group(group, groups[group])})
+            self.send_json({"kind": "APIGroup", "apiVersion": "v1",
+                            **self._group(group, groups[group], remote.get(group, {}))})
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
@@ -326,7 +335,8 @@ class ObjectHandler(BaseHandler):
         self.send_json(self.store.replace(res, patched, ns, name, subresource=sub))
 
     def _is_custom(self, res):
-        return res.group not in ("", "batch", "apiextensions.k8s.io", "rbac.authorization.k8s.io",
+        return res.group not in ("", "batch", "apiextensions.k8s.io", "apiregistration.k8s.io",
+                                 "rbac.authorization.k8s.io",
                                  "coordination.k8s.io", "events.k8s.io", "scheduling.k8s.io", "storage.k8s.io")
 
     def delete(self, *route):
@@ -374,6 +384,42 @@ class OpenAPIHandler(BaseHandler):
         self.send_json(openapi.document(self.registry, group, version))
 
 
+class AggregatedMatcher(Matcher):
+    """Matches ``/apis/<group>/<version>[/...]`` of a group-version an APIService proxies."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def match(self, request):
+        return {} if self.cluster.aggregator.target(request.path) is not None else None
+
+
+class AggregatedProxyHandler(BaseHandler):
+    """Every method, streamed to and from the backend of the APIService (see :mod:`.aggregator`)."""
+
+    _proxying = None
+
+    def compute_etag(self):
+        return None
+
+    async def _proxy(self, *_):
+        apisvc = self.cluster.aggregator.target(self.request.path)
+        if apisvc is None:  # deleted since routing
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        self._proxying = asyncio.ensure_future(self.cluster.aggregator.proxy(self, apisvc))
+        try:
+            await self._proxying
+        except asyncio.CancelledError:
+            if not self.request.connection.stream.closed():
+                raise
+
+    def on_connection_close(self):
+        if self._proxying is not None:
+            self._proxying.cancel()
+
+    get = head = post = put = patch = delete = options = _proxy
+
+
 class NotFoundHandler(BaseHandler):
     def prepare(self):
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -389,6 +435,7 @@ def make_app(cluster):
         (r"/api/v1/(.+)", ObjectHandler, args),
         (r"/apis/?", GroupListHandler, args),
         (r"/apis/([^/]+)/?", GroupListHandler, args),
+        (AggregatedMatcher(cluster), AggregatedProxyHandler, args),
         (r"/apis/([^/]+)/([^/]+)/?", ResourceListHandler, args),
         (r"/apis/([^/]+)/([^/]+)/(.+)", ObjectHandler, args),
         (r"/openapi/v3(/.*)?", OpenAPIHandler, args),

@@ -33,6 +33,7 @@ from .selectors import MATCH_ALL
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_NAMES = {"namespaces", "services"}  # kinds whose names must be DNS-1123 labels
+PATH_SEGMENT_NAMES = {"apiservices"}  # kinds whose names need only be a path segment ("v1.")
 
 # Kinds whose REST DELETE orphans dependents unless told otherwise (a batch/v1 legacy default).
 ORPHAN_BY_DEFAULT = {("batch", "jobs")}
@@ -200,7 +201,11 @@ class Store:
                     break
         name = meta["name"]
         pattern = DNS_LABEL if res.plural in LABEL_NAMES else DNS_SUBDOMAIN
-        if len(name) > (63 if res.plural in LABEL_NAMES else 253) or not pattern.match(name):
+        if res.plural in PATH_SEGMENT_NAMES:
+            if name in (".", "..") or "/" in name or "%" in name:
+                raise invalid(res, name, [("metadata.name", f'Invalid value: "{name}": may not be '
+                                           "'.' or '..' and may not contain '/' or '%'")])
+        elif len(name) > (63 if res.plural in LABEL_NAMES else 253) or not pattern.match(name):
             raise invalid(
                 res, name,
                 [("metadata.name", "Invalid value: a lowercase RFC 1123 name must consist of lower case "

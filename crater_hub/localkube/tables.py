@@ -113,6 +113,20 @@ def _pvc_row(pvc):
             pvc.get("spec", {}).get("storageClassName", ""), "<unset>", age(pvc["metadata"].get("creationTimestamp"))]
 
 
+def _apiservice_row(obj):
+    service = (obj.get("spec") or {}).get("service")
+    cond = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Available"),
+                None)
+    if cond is None:
+        available = "Unknown"
+    elif cond.get("status") == "True":
+        available = "True"
+    else:
+        available = f"{cond.get('status')} ({cond.get('reason')})"
+    return [obj["metadata"]["name"], f"{service.get('namespace')}/{service.get('name')}" if service else "Local",
+            available, age(obj["metadata"].get("creationTimestamp"))]
+
+
 PRINTERS = {
     ("", "pods"): ([_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts", "integer"),
                     _col("Age"), _col("IP", priority=1), _col("Node", priority=1),
@@ -129,6 +143,8 @@ PRINTERS = {
     ("", "persistentvolumeclaims"): ([_col("Name", fmt="name"), _col("Status"), _col("Volume"), _col("Capacity"),
                                       _col("Access Modes"), _col("StorageClass"), _col("VolumeAttributesClass"),
                                       _col("Age")], _pvc_row),
+    ("apiregistration.k8s.io", "apiservices"): ([_col("Name", fmt="name"), _col("Service"), _col("Available"),
+                                                 _col("Age")], _apiservice_row),
     ("", "namespaces"): ([_col("Name", fmt="name"), _col("Status"), _col("Age")],
                          lambda o: [o["metadata"]["name"], o.get("status", {}).get("phase", ""),
                                     age(o["metadata"].get("creationTimestamp"))]),

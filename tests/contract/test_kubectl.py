@@ -1,9 +1,6 @@
 """localkube driven by the real ``kubectl`` (Debian package kubernetes-client)."""
 
 import asyncio
-import shutil
-
-import pytest
 
 from tests.helpers import wait_for
 
@@ -31,25 +28,6 @@ spec:
       valueFrom:
         configMapKeyRef: {name: greeting, key: text}
 """
-
-
-@pytest.fixture
-def kubectl(kube):
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.fail("kubectl is required for these tests: install the Debian package kubernetes-client "
-                    "(apt-get install kubernetes-client)")
-
-    async def run(*args, check=True, stdin=None):
-        proc = await asyncio.create_subprocess_exec(
-            binary, "--kubeconfig", str(kube.kubeconfig), *args, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {err.decode()}")
-        return out.decode() + err.decode()
-
-    return run
 
 
 async def test_get_nodes_shows_the_demo_cluster(kubectl):
