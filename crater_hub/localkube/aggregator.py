@@ -19,6 +19,7 @@ the real availability controller uses; :class:`Aggregator` does the proxying.
 
 import asyncio
 import logging
+import os
 import random
 from urllib.parse import parse_qsl, urlencode
 
@@ -175,6 +176,15 @@ def resolve(store, registry, namespace, name, port):
 
 def _host(host):
     return f"[{host}]" if ":" in host else host
+
+
+def _dial_error(e):
+    """A connection failure worded as Go's net package words it (what kube-aggregator reports)."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        errno = getattr(e.os_error, "errno", None)
+        why = os.strerror(errno).lower() if errno else str(e.os_error)
+        return f"dial tcp {_host(e.host)}:{e.port}: connect: {why}"
+    return str(e) or type(e).__name__
 
 
 # -- the availability controller --------------------------------------------------------------
@@ -339,7 +349,7 @@ class APIServiceController(Controller):
         except asyncio.TimeoutError:
             return False, "FailedDiscoveryCheck", f"timed out waiting for {url}"
         except (aiohttp.ClientError, OSError) as e:
-            return False, "FailedDiscoveryCheck", f"failing or missing response from {url}: {e}"
+            return False, "FailedDiscoveryCheck", f"failing or missing response from {url}: {_dial_error(e)}"
         return True, "Passed", "all checks passed"
 
     def session(self):
@@ -447,7 +457,7 @@ class Aggregator:
             if started:
                 log.info("aggregator: %s: backend stream ended: %r", apisvc["metadata"]["name"], e)
                 return handler.finish()
-            log.info("aggregator: %s: %s unreachable: %s", apisvc["metadata"]["name"], url, e)
+            log.info("aggregator: %s: %s unreachable: %s", apisvc["metadata"]["name"], url, _dial_error(e))
             if not isinstance(e, asyncio.TimeoutError):
                 self._recheck(apisvc["metadata"]["name"])
             return unavailable(handler, "service unavailable")
@@ -456,7 +466,7 @@ class Aggregator:
         except aiohttp.ClientError as e:
             if started:
                 return handler.finish()
-            return unavailable(handler, f"error trying to reach service: {e}")
+            return unavailable(handler, f"error trying to reach service: {_dial_error(e)}")
         handler.finish()
 
 

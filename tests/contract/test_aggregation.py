@@ -240,6 +240,10 @@ async def test_stopped_backend_is_service_unavailable(kube, kubectl, backend):
         return await available(kube) == ("False", "FailedDiscoveryCheck")
 
     await wait_for(failed, message="FailedDiscoveryCheck")
+    obj = await client.ApiregistrationV1Api(kube.api).read_api_service(NAME)
+    assert obj.status.conditions[0].message == (
+        f"failing or missing response from http://127.0.0.1:{backend.port}/apis/{GROUP}/{VERSION}: "
+        f"dial tcp 127.0.0.1:{backend.port}: connect: connection refused")
     table = await kubectl("get", "apiservice", NAME)
     assert "False (FailedDiscoveryCheck)" in table
 
@@ -286,3 +290,17 @@ async def test_apiservice_validation(kube):
     assert e.value.status == 422
     causes = {c["field"] for c in json.loads(e.value.body)["details"]["causes"]}
     assert causes == {"metadata.name", "spec.groupPriorityMinimum"}
+
+
+async def test_kubectl_applies_apiservices(kube, kubectl, backend, tmp_path):
+    await kube.core.create_namespace({"metadata": {"name": "kueue-system"}})
+    path = tmp_path / "apiservice.yaml"
+    path.write_text(json.dumps(apiservice()))
+    assert "created" in await kubectl("apply", "-f", str(path))
+    changed = apiservice()
+    changed["spec"]["versionPriority"] = 50
+    path.write_text(json.dumps(changed))
+    assert "configured" in await kubectl("apply", "-f", str(path))
+    obj = await client.ApiregistrationV1Api(kube.api).read_api_service(NAME)
+    assert obj.spec.version_priority == 50 and obj.spec.service.port == 443
+    assert "deleted" in await kubectl("delete", "-f", str(path))
