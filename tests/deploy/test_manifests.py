@@ -7,6 +7,7 @@ with the openAPIV3Schema of their CRD from the reference folder, made strict the
 """
 
 import copy
+import re
 
 import kubespawner.spawner as kubespawner_module
 import pytest
@@ -16,10 +17,11 @@ from kubernetes_asyncio.client import ApiClient
 
 from crater_hub import deploy
 from crater_hub.config import Crater
+from crater_hub.queue import kueue
 from crater_hub.spawner import CraterSpawner, options, shaping
 from tests.reference import load_reference
 
-from .conftest import BASE, HELM_VALUES, MANIFEST_FILES, OVERLAYS, values_for
+from .conftest import BASE, HELM_VALUES, MANIFEST_FILES, OVERLAYS, REPO, values_for
 
 try:
     import kubernetes_validate
@@ -144,22 +146,131 @@ def hub_may():
     return Permissions(documents(RBAC)).allows
 
 
-@pytest.mark.parametrize("verb, group, resource, namespace", [
-    # capacity: the shared inventory watches all nodes and all pods (crater_hub.kube.inventory)
-    ("list", "", "nodes", None), ("watch", "", "nodes", None),
-    ("list", "", "pods", None), ("watch", "", "pods", None),
-    # batch jobs in the jobs namespace
-    *[(v, "batch", "jobs", JOBS_NS) for v in ("create", "get", "list", "watch", "delete")],
-    ("get", "", "pods/log", JOBS_NS), ("watch", "", "events", JOBS_NS),
-    # Kueue
-    ("watch", "kueue.x-k8s.io", "workloads", JOBS_NS), ("get", "kueue.x-k8s.io", "localqueues", JOBS_NS),
-    ("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", JOBS_NS),
-    ("list", "kueue.x-k8s.io", "clusterqueues", None),
-    # KubeRay, next to the notebook servers
-    ("create", "ray.io", "rayclusters", "jhub"), ("delete", "ray.io", "rayclusters", "jhub"),
-])
-def test_the_hub_may(hub_may, verb, group, resource, namespace):
-    assert hub_may(verb, group, resource, namespace)
+# What crater_hub asks of the Kubernetes API, by feature: (verb, apiGroup, resource, namespace),
+# namespace None for cluster-scoped objects or every namespace at once. rbac.yaml must grant
+# exactly this: a rule removed denies a row, a rule added grants a row that is not here.
+NEEDS = {
+    # the shared inventory: list and watch every node and every pod (crater_hub.kube.inventory);
+    # get nodes reads no more than list does
+    "capacity": [*[(v, "", "nodes", None) for v in ("get", "list", "watch")],
+                 *[(v, "", "pods", None) for v in ("list", "watch")]],
+    # the job queue (crater_hub.queue.service), in Crater.jobs_namespace: create and delete Jobs,
+    # list and watch them, the pods' logs, list and watch the events; get of Jobs and pods reads
+    # no more than list does (the pods also come from the capacity cache, all namespaces)
+    "batch jobs": [*[(v, "batch", "jobs", JOBS_NS) for v in ("create", "get", "list", "watch", "delete")],
+                   *[(v, "", "pods", JOBS_NS) for v in ("get", "list", "watch")],
+                   ("get", "", "pods/log", JOBS_NS),
+                   *[(v, "", "events", JOBS_NS) for v in ("list", "watch")]],
+    # Crater.job_queue_backend: kueue (crater_hub.queue.service, .kueue): list and watch the
+    # Workloads (v1beta2), GET .../namespaces/<ns>/localqueues/<lq>/pendingworkloads of Kueue's
+    # visibility API; get of Workloads reads no more than list does
+    "kueue": [*[(v, "kueue.x-k8s.io", "workloads", JOBS_NS) for v in ("get", "list", "watch")],
+              ("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", JOBS_NS)],
+    # Ray clusters next to the notebook servers, not used yet by this release
+    "kuberay": [(v, "ray.io", r, "jhub") for r in ("rayclusters", "rayjobs")
+                for v in ("create", "get", "list", "watch", "delete")],
+}
+NEEDED = [(feature, *row) for feature, rows in NEEDS.items() for row in rows]
+
+# Every Kubernetes API call in crater_hub (outside localkube) and what it needs; the queue's
+# ``self.namespace`` is Crater.jobs_namespace. A call missing here fails
+# test_every_api_call_is_in_the_table: add it, and its rule to rbac.yaml.
+LIST_WATCH = ("list", "watch")
+CALLS = {
+    ("WatchCache", "nodes", None): [(v, "", "nodes", None) for v in LIST_WATCH],
+    ("WatchCache", "pods", None): [(v, "", "pods", None) for v in LIST_WATCH],
+    ("WatchCache", "jobs", "self.namespace"): [(v, "batch", "jobs", JOBS_NS) for v in LIST_WATCH],
+    ("WatchCache", "events", "self.namespace"): [(v, "", "events", JOBS_NS) for v in LIST_WATCH],
+    ("WatchCache", "kueue.WORKLOADS", "self.namespace"):
+        [(v, "kueue.x-k8s.io", "workloads", JOBS_NS) for v in LIST_WATCH],
+    ("BatchV1Api", "create_namespaced_job"): [("create", "batch", "jobs", JOBS_NS)],
+    ("BatchV1Api", "delete_namespaced_job"): [("delete", "batch", "jobs", JOBS_NS)],
+    ("CoreV1Api", "read_namespaced_pod_log"): [("get", "", "pods/log", JOBS_NS)],
+    # the raw GET of Kueue's visibility API: test_kueue_paths_are_what_rbac_names
+    ("call_api", "path", "GET"):
+        [("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", JOBS_NS)],
+}
+WATCH_CACHE = re.compile(r'WatchCache\.shared\(\s*("\w+"|[\w.]+)\s*(?:,\s*([\w.]+))?')
+CLIENT_CALL = re.compile(r'shared_client\(\s*"(\w+)"\s*\)\s*\.\s*(\w+)\(')
+RAW_CALL = re.compile(r'\.call_api\(\s*([\w.]+)\s*,\s*"(\w+)"')
+
+
+def api_calls():
+    """``{call: [files]}`` for every watch cache and API client call in crater_hub's code."""
+    found = {}
+    for path in sorted((REPO / "crater_hub").rglob("*.py")):
+        if "localkube" in path.parts:
+            continue  # the embedded API server, not a client of the cluster
+        text = path.read_text()
+        calls = [("WatchCache", m[1].strip('"'), m[2]) for m in WATCH_CACHE.finditer(text)]
+        calls += [m.groups() for m in CLIENT_CALL.finditer(text)]
+        calls += [("call_api", *m.groups()) for m in RAW_CALL.finditer(text)]
+        for call in calls:
+            found.setdefault(call, []).append(str(path.relative_to(REPO)))
+    return found
+
+
+def rbac_attributes(method, path):
+    """(verb, apiGroup, resource, namespace) the API server authorizes a request for a named
+    object (or its subresource) by, as in Kubernetes' request info: GET of one object is get."""
+    parts = path.strip("/").split("/")
+    assert parts[0] == "apis" and method == "GET", path
+    group, rest = parts[1], parts[3:]
+    namespace = None
+    if rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    resource = rest[0] if len(rest) < 3 else f"{rest[0]}/{rest[2]}"
+    return ("get", group, resource, namespace)
+
+
+def test_kueue_paths_are_what_rbac_names():
+    """What the kueue backend reads: the Workloads its cache watches and the visibility path."""
+    assert kueue.WORKLOADS == "kueue.x-k8s.io/v1beta2/workloads"
+    path = kueue.pending_workloads_path(JOBS_NS, "crater")
+    assert path == ("/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/crater-jobs/localqueues/"
+                    "crater/pendingworkloads")
+    assert [rbac_attributes("GET", path)] == CALLS[("call_api", "path", "GET")]
+    assert "kueue.pending_workloads_path(self.namespace" in (REPO / "crater_hub/queue/service.py").read_text()
+
+
+def test_every_api_call_is_in_the_table():
+    found = api_calls()
+    assert {c: f for c, f in found.items() if c not in CALLS} == {}, "calls without an RBAC row"
+    assert set(CALLS) - set(found) == set(), "rows for calls the code no longer makes"
+    rows = {row for rows in NEEDS.values() for row in rows}
+    for call, needs in CALLS.items():
+        assert set(needs) <= rows, call
+
+
+@pytest.mark.parametrize("feature, verb, group, resource, namespace", NEEDED)
+def test_the_hub_may(hub_may, feature, verb, group, resource, namespace):
+    assert hub_may(verb, group, resource, namespace), f"{feature}: rbac.yaml does not grant it"
+
+
+def granted(docs):
+    """Every (verb, group, resource, namespace) the rules bound to the hub grant."""
+    return {(verb, group, resource, scope)
+            for scope, rules in Permissions(docs).grants for rule in rules
+            for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_rbac_grants_what_the_table_needs_and_nothing_else():
+    assert granted(documents(RBAC)) == {row for rows in NEEDS.values() for row in rows}
+
+
+def rule_ids():
+    return [f"{d['metadata']['name']}[{i}]" for d in documents(RBAC) if d["kind"] in ("Role", "ClusterRole")
+            for i in range(len(d["rules"]))]
+
+
+@pytest.mark.parametrize("rule", rule_ids())
+def test_removing_any_rule_denies_a_need(rule):
+    docs = documents(RBAC)
+    name, index = rule[:-1].split("[")
+    role = next(d for d in docs if d["kind"] in ("Role", "ClusterRole") and d["metadata"]["name"] == name)
+    del role["rules"][int(index)]
+    allows = Permissions(docs).allows
+    assert [row for row in NEEDED if not allows(*row[1:])], f"{rule} grants nothing the table needs"
 
 
 @pytest.mark.parametrize("verb, group, resource, namespace", [
@@ -167,6 +278,8 @@ def test_the_hub_may(hub_may, verb, group, resource, namespace):
     ("get", "", "secrets", JOBS_NS), ("list", "", "secrets", None),
     ("create", "batch", "jobs", "jhub"), ("create", "batch", "jobs", None), ("list", "batch", "jobs", None),
     ("update", "kueue.x-k8s.io", "workloads", JOBS_NS), ("update", "kueue.x-k8s.io", "clusterqueues", None),
+    ("list", "kueue.x-k8s.io", "clusterqueues", None), ("get", "kueue.x-k8s.io", "localqueues", JOBS_NS),
+    ("get", "", "events", JOBS_NS), ("list", "", "events", None),
     ("create", "ray.io", "rayclusters", JOBS_NS), ("create", "ray.io", "rayclusters", None),
     ("create", "rbac.authorization.k8s.io", "rolebindings", JOBS_NS),
 ])
@@ -197,10 +310,15 @@ def test_kueue_queues_match_the_kueue_values_and_rbac(chart_defaults):
         assert acc.resource in covered
     local = objs["LocalQueue"]
     assert local["spec"]["clusterQueue"] == objs["ClusterQueue"]["metadata"]["name"]
-    assert local["metadata"]["namespace"] == JOBS_NS
+    # the LocalQueue the hub names on its Jobs, in the namespace it creates them in and rbac.yaml
+    # lets it use
+    assert (local["metadata"]["name"], local["metadata"]["namespace"]) == \
+        (crater.job_kueue_local_queue, crater.jobs_namespace) == ("crater", JOBS_NS)
     assert objs["ClusterQueue"]["spec"]["namespaceSelector"]["matchLabels"] == \
         {"kubernetes.io/metadata.name": JOBS_NS}
-    assert "TODO(issue 4)" in KUEUE_VALUES.read_text()  # the engine switch is pending issue 4
+    assert JOBS_NS in {d["metadata"]["name"] for d in documents(RBAC) if d["kind"] == "Namespace"}
+    # every Kueue object validates against Kueue's own CRD (test_manifests_validate) at v1beta2
+    assert {d["apiVersion"] for d in documents(KUEUE_QUEUES)} == {"kueue.x-k8s.io/v1beta2"}
 
 
 # -- the pods CraterSpawner builds from each values file --------------------------------------------

@@ -14,6 +14,8 @@ from jupyterhub.app import JupyterHub
 
 from crater_hub import deploy, handlers
 from crater_hub.config import Crater
+from crater_hub.db import migrate
+from crater_hub.queue.service import QueueService
 from crater_hub.spawner import CraterSpawner, profiles, quotas
 
 from .conftest import BASE, HELM_VALUES, MANIFEST_FILES, OVERLAYS, VALUES_FILES, rel, values_for
@@ -209,3 +211,74 @@ def test_mixed_cluster_profiles_by_group(chart_defaults):
     policy = crater.quota_policy()
     assert policy.for_user(["students"]).accelerators == {"a100": 1}
     assert policy.for_user(["researchers", "ml-staff"]).gpus == 8
+
+
+# -- the job queue's settings -----------------------------------------------------------------------
+
+QUEUE_DEPLOYMENTS = [(BASE,), (BASE, HELM_VALUES / "examples" / "kueue.yaml")]
+JOBS_NS = "crater-jobs"  # the namespace helm-values/rbac.yaml creates and lets the hub use
+
+
+@pytest.mark.parametrize("files", DEPLOYMENTS, ids=deployment_id)
+def test_every_crater_value_reaches_the_crater_config(chart_defaults, files):
+    """hub.config.Crater, then hub.extraConfig (crater_hub.setup): each key, as written."""
+    values = values_for(chart_defaults, *files)
+    crater = Crater(config=deploy.hub_config(values))
+    for key, value in values["hub"]["config"]["Crater"].items():
+        assert getattr(crater, key) == value, key
+
+
+@pytest.mark.parametrize("files", QUEUE_DEPLOYMENTS, ids=deployment_id)
+def test_the_queue_settings_of_the_values(chart_defaults, files):
+    values = values_for(chart_defaults, *files)
+    written = values["hub"]["config"]["Crater"]
+    crater = Crater(config=deploy.hub_config(values))
+    assert (crater.job_queue_backend, crater.jobs_namespace, crater.job_kueue_local_queue) == \
+        (written["job_queue_backend"], written["jobs_namespace"],
+         written.get("job_kueue_local_queue", "crater"))
+    assert crater.jobs_namespace == JOBS_NS
+    assert crater.jobs_db_url == ""  # the hub's own database
+    assert [p.name for p in crater.priority_classes()] == ["high", "normal", "best-effort"]
+    assert crater.job_default_runtime <= crater.job_max_runtime
+
+
+@pytest.mark.parametrize("files", QUEUE_DEPLOYMENTS, ids=deployment_id)
+async def test_the_queue_runs_its_jobs_where_rbac_allows(chart_defaults, files, monkeypatch):
+    """On z2jh $POD_NAMESPACE is the hub's (jhub): the values must send the Jobs elsewhere, and
+    with Kueue label them with the LocalQueue of kueue-queues.yaml."""
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")
+    crater = Crater(config=deploy.hub_config(values_for(chart_defaults, *files)))
+    service = QueueService(crater, "sqlite://")
+    try:
+        assert service.namespace == JOBS_NS
+        assert service.backend == crater.job_queue_backend
+        if service.backend == "kueue":
+            assert service._queue_labels() == {"kueue.x-k8s.io/queue-name": "crater"}
+            assert service.queue_name() == "crater"
+        else:
+            assert service._queue_labels() == {}
+    finally:
+        service.db.close()
+
+
+class ReachedMigrations(Exception):
+    pass
+
+
+@pytest.mark.parametrize("files", QUEUE_DEPLOYMENTS, ids=deployment_id)
+async def test_the_queue_starts_with_the_backend_of_the_values(chart_defaults, files, monkeypatch):
+    """The queue accepts the backend each file selects: its start gets to the migrations (its
+    first step, stopped there) instead of refusing the backend."""
+    def stop(engine, revision="head"):
+        raise ReachedMigrations
+
+    monkeypatch.setattr(migrate, "upgrade", stop)
+    crater = Crater(config=deploy.hub_config(values_for(chart_defaults, *files)))
+    assert crater.job_queue_backend == ("kueue" if files[-1].name == "kueue.yaml" else "embedded")
+    service = QueueService(crater, "sqlite://")
+    try:
+        with pytest.raises(ReachedMigrations):
+            await service.start()
+        service.started.exception()  # retrieved: the start failed where we stopped it
+    finally:
+        service.db.close()
