@@ -72,8 +72,14 @@ class Visibility(BaseHTTPRequestHandler):
     requests = []  # the paths asked, for assertions
 
     def do_GET(self):
-        type(self).requests.append(self.path)
         path = self.path.split("?")[0]
+        if path == kueue.VISIBILITY:  # discovery: the aggregator checks the APIService with it
+            self.answer({"kind": "APIResourceList", "apiVersion": "v1",
+                         "groupVersion": kueue.VISIBILITY.removeprefix("/apis/"),
+                         "resources": [{"name": "localqueues/pendingworkloads", "namespaced": True,
+                                        "kind": "PendingWorkloadsSummary", "verbs": ["get"]}]})
+            return
+        type(self).requests.append(self.path)
         if path != kueue.pending_workloads_path(NAMESPACE, LOCAL_QUEUE):
             self.send_error(404)
             return
@@ -83,9 +89,12 @@ class Visibility(BaseHTTPRequestHandler):
                   "priority": 0, "localQueueName": LOCAL_QUEUE,
                   "positionInClusterQueue": position, "positionInLocalQueue": position}
                  for name, position in type(self).pending]
-        body = json.dumps({"kind": "PendingWorkloadsSummary",
-                           "apiVersion": "visibility.kueue.x-k8s.io/v1beta2",
-                           "metadata": {}, "items": items}).encode()
+        self.answer({"kind": "PendingWorkloadsSummary",
+                     "apiVersion": "visibility.kueue.x-k8s.io/v1beta2", "metadata": {},
+                     "items": items})
+
+    def answer(self, obj):
+        body = json.dumps(obj).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
