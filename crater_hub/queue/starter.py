@@ -87,10 +87,21 @@ def schedule_start(c):
     return future
 
 
+def _log_through_hub(app):
+    """Send crater_hub's log records through the hub's handlers, as JupyterHub does for tornado's:
+    otherwise only warnings reach the hub's log (Python's last-resort handler)."""
+    logger = logging.getLogger("crater_hub")
+    if logger.parent is not app.log:
+        logger.parent = app.log
+        logger.propagate = True
+        logger.setLevel(app.log.level)
+
+
 async def _start(app, crater=None):
     from ..config import Crater
     from .service import QueueService
 
+    _log_through_hub(app)
     crater = crater or Crater(config=app.config)
     service = QueueService(crater, crater.jobs_db_url or app.db_url, HubUsers(app, crater))
     await service.start()
