@@ -12,71 +12,25 @@ import re
 import kubespawner.spawner as kubespawner_module
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
 from kubernetes_asyncio.client import ApiClient
 
 from crater_hub import deploy
 from crater_hub.config import Crater
 from crater_hub.queue import kueue
 from crater_hub.spawner import CraterSpawner, options, shaping
-from tests.reference import load_reference
+from tests.reference import CRDS, crd_errors, k8s_validate, kubernetes_validate
 
 from .conftest import BASE, HELM_VALUES, MANIFEST_FILES, OVERLAYS, REPO, values_for
 
-try:
-    import kubernetes_validate
-except ImportError:  # pragma: no cover - a broken install, not a skip
-    kubernetes_validate = None
-
-KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes Kueue 0.19 and KubeRay 1.x support
 RBAC = HELM_VALUES / "rbac.yaml"
 KUEUE_QUEUES = HELM_VALUES / "examples" / "kueue-queues.yaml"
 KUEUE_VALUES = HELM_VALUES / "examples" / "kueue.yaml"
 HUB_SA = ("hub", "jhub")  # the chart's hub ServiceAccount in the namespace the docs install into
 JOBS_NS = "crater-jobs"
-CRDS = {
-    "ResourceFlavor": "kueue-resourceflavors.yaml",
-    "ClusterQueue": "kueue-clusterqueues.yaml",
-    "LocalQueue": "kueue-localqueues.yaml",
-    "RayCluster": "kuberay-ray.io_rayclusters.yaml",
-}
 
 
 def documents(path):
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def k8s_validate(obj):
-    """Raise on an object Kubernetes would refuse (unknown fields included)."""
-    assert kubernetes_validate is not None, \
-        "kubernetes-validate is not installed: pip install -e '.[test]' (it is in the test extra)"
-    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-
-
-def strict(schema):
-    """A CRD's structural schema, with unknown fields refused where the CRD does not keep them."""
-    if isinstance(schema, list):
-        return [strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: strict(v) if k != "properties" else {n: strict(s) for n, s in v.items()}
-           for k, v in schema.items()}
-    if ("properties" in schema and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")):
-        out["additionalProperties"] = False
-    return out
-
-
-def crd_errors(obj):
-    """Where ``obj`` breaks the schema of its CRD, at the apiVersion it names."""
-    crd = load_reference(CRDS[obj["kind"]])
-    group, version = obj["apiVersion"].split("/")
-    assert crd["spec"]["group"] == group
-    served = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
-    assert version in served, f"{obj['kind']} {version} is not served; served: {sorted(served)}"
-    schema = strict(served[version]["schema"]["openAPIV3Schema"])
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in Draft202012Validator(schema).iter_errors(obj)]
 
 
 # -- RBAC ---------------------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from crater_hub.queue import kueue
-from tests.deploy.test_manifests import k8s_validate, strict
-from tests.reference import load_reference
+from tests.reference import crd_errors, k8s_validate, load_reference
 
 from ..e2e.hub import api_request
 from ..helpers import wait_for
@@ -205,22 +204,6 @@ def queues():
          "metadata": {"name": LOCAL_QUEUE, "namespace": NAMESPACE},
          "spec": {"clusterQueue": CLUSTER_QUEUE}},
     ]
-
-
-KINDS = {"ResourceFlavor": "kueue-resourceflavors.yaml", "ClusterQueue": "kueue-clusterqueues.yaml",
-         "LocalQueue": "kueue-localqueues.yaml", "Workload": "kueue-workloads.yaml"}
-
-
-def crd_errors(obj):
-    """Where ``obj`` breaks its CRD's schema (unknown fields refused, as a strict apply does)."""
-    from jsonschema import Draft202012Validator
-
-    crd = load_reference(KINDS[obj["kind"]])
-    version = obj["apiVersion"].split("/")[1]
-    served = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
-    schema = strict(served[version]["schema"]["openAPIV3Schema"])
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in Draft202012Validator(schema).iter_errors(obj)]
 
 
 def now():
