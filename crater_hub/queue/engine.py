@@ -19,15 +19,18 @@ would let it start there.
 """
 
 import heapq
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from itertools import compress
+from operator import attrgetter
 
 from ..spawner.quotas import Usage, violation
 
 CPU_POOL = "cpu"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueuedJob:
     id: int
     owner: str
@@ -50,7 +53,7 @@ class QueuedJob:
         object.__setattr__(self, "units", self.gpus if pool != CPU_POOL else self.cpu_m)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActiveJob(QueuedJob):
     node: str | None = None  # where its pod is bound; None while not yet placed
     started: float | None = None  # admitted or started time
@@ -108,21 +111,201 @@ def quota_refusal(quota, usage, job):
     return violation(quota, usage, _Spec(job))
 
 
-def _fits(node, job):
-    if job.pool != CPU_POOL and node.accelerators.get(job.accelerator, 0) < job.gpus:
-        return False
-    return node.cpu_m >= job.cpu_m and node.mem_b >= job.mem_b
-
-
-def _take(node, job):
-    if job.pool != CPU_POOL:
-        node.accelerators[job.accelerator] -= job.gpus
-    node.cpu_m -= job.cpu_m
-    node.mem_b -= job.mem_b
-
-
 def order_key(job, gpus_in_use):
     return (-job.priority, job.best_effort, gpus_in_use, job.submitted, job.id)
+
+
+_UNLIMITED = float("inf")
+_WAITING = "waiting for capacity"
+_BLOCK = 64  # nodes per block of the placement index
+
+
+class _Nodes:
+    """The nodes' free capacity, copied, with an index for first-fit placement.
+
+    Nodes are split into blocks of consecutive nodes, each with an upper bound of the free CPU,
+    memory and devices (per accelerator) of its unreserved nodes; a search skips the blocks whose
+    bounds cannot hold the request and scans the others in order, so it finds the same node as a
+    scan of the whole list. Free capacity only shrinks and reserved nodes only grow during a cycle,
+    so a bound stays an upper bound without being updated; a block whose scan found nothing gets
+    its bounds recomputed, exactly."""
+
+    def __init__(self, nodes):
+        self.names = [n.name for n in nodes]
+        self.acc = [dict(n.accelerators) for n in nodes]
+        self.cpu = [n.cpu_m for n in nodes]
+        self.mem = [n.mem_b for n in nodes]
+        self.term = [n.terminating for n in nodes]  # read only
+        self.reserved = [False] * len(nodes)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.slugs = {slug for acc in self.acc for slug in acc}
+        count = len(nodes)
+        self.blocks = [range(start, min(start + _BLOCK, count)) for start in range(0, count, _BLOCK)]
+        self.bcpu = [0] * len(self.blocks)
+        self.bmem = [0] * len(self.blocks)
+        self.bacc = {slug: [0] * len(self.blocks) for slug in self.slugs}
+        for b in range(len(self.blocks)):
+            self._bound(b)
+
+    def _bound(self, b):
+        cpu = mem = 0
+        accs = dict.fromkeys(self.slugs, 0)
+        for i in self.blocks[b]:
+            if self.reserved[i]:
+                continue
+            cpu = max(cpu, self.cpu[i])
+            mem = max(mem, self.mem[i])
+            for slug, free in self.acc[i].items():
+                if free > accs[slug]:
+                    accs[slug] = free
+        self.bcpu[b], self.bmem[b] = cpu, mem
+        for slug, free in accs.items():
+            self.bacc[slug][b] = free
+
+    def first_fit(self, slug, gpus, cpu_m, mem_b):
+        """The first unreserved node that holds the request (``slug``: None for a CPU-only
+        job, whose devices are not counted), or -1."""
+        bcpu, bmem = self.bcpu, self.bmem
+        if slug is None:
+            bacc = None
+        else:
+            bacc = self.bacc.get(slug)
+            if bacc is None:
+                return -1  # no node has the accelerator (gpus > 0 in a device pool)
+        acc, cpu, mem, reserved = self.acc, self.cpu, self.mem, self.reserved
+        for b in range(len(self.blocks)):
+            if bcpu[b] < cpu_m or bmem[b] < mem_b or (bacc is not None and bacc[b] < gpus):
+                continue
+            for i in self.blocks[b]:
+                if reserved[i] or cpu[i] < cpu_m or mem[i] < mem_b:
+                    continue
+                if bacc is None or acc[i].get(slug, 0) >= gpus:
+                    return i
+            self._bound(b)
+        return -1
+
+    def take(self, i, slug, gpus, cpu_m, mem_b):
+        if slug is not None:
+            self.acc[i][slug] -= gpus
+        self.cpu[i] -= cpu_m
+        self.mem[i] -= mem_b
+
+    def reserve(self, i):
+        self.reserved[i] = True  # the block's bounds stay upper bounds
+
+
+class _Preemptions:
+    """Preemption plans (:func:`_preemption`'s answers) without scanning every node per job.
+
+    For one (accelerator, devices) request the answer is the first unreserved node (in order)
+    whose free plus terminating devices suffice; else the node where evicting best-effort jobs
+    (lowest priority, then newest first) frees enough at the least cost (devices, jobs, name).
+    Victims sit on one node, a plan reserves its node, and free devices only shrink: so each
+    node's plan can only get dearer, and a heap of per-node costs checked when they reach the top
+    (recomputed when that node's free devices changed) gives the cheapest plan in turn.
+    """
+
+    def __init__(self, nodes, active):
+        self.nodes = nodes
+        self.active = active
+        self.victims = None  # slug -> node index -> ([victim ids], [prefix sums of devices])
+        self.direct = {}  # (slug, gpus) -> [node indices, first unchecked position]
+        self.plans = {}  # (slug, gpus) -> heap of (devices, jobs, name, node, free then)
+
+    def _victims(self):
+        by_node = defaultdict(list)
+        index = self.nodes.index
+        for a in self.active:
+            if a.best_effort and a.node and a.node in index:
+                by_node[(a.accelerator, index[a.node])].append(a)
+        out = defaultdict(dict)
+        for (slug, i), jobs in by_node.items():
+            jobs.sort(key=lambda a: (a.priority, -(a.started or 0), -a.id))
+            prefix = [0]
+            for a in jobs:
+                prefix.append(prefix[-1] + a.gpus)
+            out[slug][i] = ([a.id for a in jobs], prefix)
+        self.victims = out
+
+    def _have(self, i, slug):
+        return self.nodes.acc[i][slug] + self.nodes.term[i].get(slug, 0)
+
+    def _cost(self, i, slug, gpus):
+        ids, prefix = self.victims[slug][i]
+        have = self._have(i, slug)
+        k = bisect_left(prefix, gpus - have)
+        if k == len(prefix):
+            return None
+        return (prefix[k], k, self.nodes.names[i], i, self.nodes.acc[i][slug])
+
+    def plan(self, slug, gpus):
+        """(node index, [victim ids]) or None."""
+        if self.victims is None:
+            self._victims()
+        nodes, key = self.nodes, (slug, gpus)
+        direct = self.direct.get(key)
+        if direct is None:
+            direct = self.direct[key] = [
+                [i for i in range(len(nodes.names))
+                 if slug in nodes.acc[i] and self._have(i, slug) >= gpus], 0]
+        candidates, at = direct
+        while at < len(candidates):
+            i = candidates[at]
+            if not nodes.reserved[i] and self._have(i, slug) >= gpus:
+                direct[1] = at
+                return i, []
+            at += 1
+        direct[1] = at
+        heap = self.plans.get(key)
+        if heap is None:
+            heap = []
+            for i in self.victims.get(slug, {}):
+                if slug in nodes.acc[i]:
+                    cost = self._cost(i, slug, gpus)
+                    if cost is not None:
+                        heap.append(cost)
+            heapq.heapify(heap)
+            self.plans[key] = heap
+        while heap:
+            _, k, _, i, free = heap[0]
+            if nodes.reserved[i]:
+                heapq.heappop(heap)
+            elif nodes.acc[i][slug] != free:
+                cost = self._cost(i, slug, gpus)
+                if cost is None:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, cost)
+            else:
+                return i, self.victims[slug][i][0][:k]
+        return None
+
+
+class _Owner:
+    """An owner's standing during a cycle: GPUs in use (fair share), quota use and limits."""
+
+    __slots__ = ("fair", "gpus", "acc", "quota", "limit", "caps")
+
+    def __init__(self, quota):
+        self.fair = 0
+        self.gpus = 0  # quota use: servers and guaranteed jobs
+        self.acc = {}
+        self.quota = quota
+        self.limit = _UNLIMITED if quota is None or quota.gpus is None else quota.gpus
+        self.caps = {} if quota is None else quota.accelerators
+
+    def refuses(self, acc, gpus):
+        """Whether the quota refuses ``gpus`` more of ``acc`` (the checks of quotas.violation)."""
+        if self.gpus + gpus > self.limit:
+            return True
+        cap = self.caps.get(acc)
+        return cap is not None and self.acc.get(acc, 0) + gpus > cap
+
+    def why(self, job):
+        quota = self.quota
+        if quota.servers is not None:
+            quota = replace(quota, servers=None)
+        return violation(quota, Usage(0, self.gpus, self.acc), _Spec(job))
 
 
 def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=None):
@@ -132,185 +315,270 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     ``nodes``: [NodeFree] (copied, not modified); ``quotas``: owner -> Quota or None (absent:
     unlimited); ``server_usage``: owner -> Usage of their running servers; ``now``: seconds;
     ``preempt_after``: seconds a guaranteed job waits before preempting (None: never).
-    """
-    nodes = [NodeFree(n.name, dict(n.accelerators), n.cpu_m, n.mem_b, dict(n.terminating))
-             for n in nodes]
-    decision = Decision()
-    # quota usage counts servers and guaranteed jobs; fair share counts every GPU in use
-    quota_use = defaultdict(Usage)
-    fair = defaultdict(int)
-    quotas = {owner: replace(quota, servers=None) if quota is not None else None
-              for owner, quota in quotas.items()}
-    for owner, usage in server_usage.items():
-        quota_use[owner] = usage
-        fair[owner] = usage.gpus
-    for job in active:
-        fair[job.owner] += job.gpus
-        if not job.best_effort:
-            quota_use[job.owner] = _usage_add(quota_use[job.owner], job)
 
-    levels = defaultdict(lambda: defaultdict(list))  # (priority, best_effort) -> owner -> jobs
-    for job in queued:
-        levels[(-job.priority, job.best_effort)][job.owner].append(job)
+    Decides as the straightforward algorithm of the module docstring (kept in
+    ``tests/unit/queue_engine_reference.py``; tests compare the two), in about linear time: jobs
+    are ranked once by (submitted, id); a job whose outcome cannot depend on when it is looked at
+    — refused by its owner's quota, or too big for every node this cycle with nothing to preempt
+    — is settled as soon as its owner's previous job is, without a turn in the fair-share heap.
+    """
+    decision = Decision()
+    waiting = decision.waiting
+    place = _Nodes(nodes)
+    owners = {}
+
+    def owner_of(name):
+        state = owners.get(name)
+        if state is None:
+            state = owners[name] = _Owner(quotas.get(name))
+        return state
+
+    # quota usage counts servers and guaranteed jobs; fair share counts every GPU in use
+    for name, usage in server_usage.items():
+        state = owner_of(name)
+        state.gpus = state.fair = usage.gpus
+        state.acc = dict(usage.accelerators)
+    for job in active:
+        state = owner_of(job.owner)
+        state.fair += job.gpus
+        if not job.best_effort and job.accelerator and job.gpus:
+            state.gpus += job.gpus
+            state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
+
+    # rank by (submitted, id): two stable sorts on plain keys, linear when already in order
+    ranked = sorted(queued, key=attrgetter("id"))
+    ranked.sort(key=attrgetter("submitted"))
+    ids = list(map(attrgetter("id"), ranked))
+    levels = defaultdict(dict)  # (-priority, best_effort) -> owner -> [ranks]
+    for rank, job in enumerate(ranked):
+        level = levels[-job.priority, job.best_effort]
+        ranks = level.get(job.owner)
+        if ranks is None:
+            level[job.owner] = [rank]
+        else:
+            ranks.append(rank)
+
     no_fit = set()  # (pool, gpus, cpu, mem) that found no node this cycle (free only shrinks)
-    reserved = set()  # nodes held for a job whose preemption is under way
-    remaining = []
-    victims_taken = set()
     no_victims = set()  # (pool, gpus) for which no node could be freed this cycle
-    for level in sorted(levels):
-        owners = levels[level]
+    preemptions = _Preemptions(place, active)
+    admit, preempted = decision.admit, decision.preempt
+    settled = []  # per level: [(owner state, [ranks still queued])]
+    heappop, heappush = heapq.heappop, heapq.heappush
+    for level_key in sorted(levels):
+        guaranteed = not level_key[1]
+        may_preempt = guaranteed and preempt_after is not None
+        lists = []
         heap = []
-        for owner, jobs in owners.items():
-            jobs.sort(key=lambda j: (j.submitted, j.id))
-            heap.append((fair[owner], jobs[0].submitted, jobs[0].id, owner, 0))
+        for name, ranks in levels[level_key].items():
+            state = owner_of(name)
+            heap.append((state.fair, ranks[0], len(lists), 0))
+            lists.append((state, ranks, []))
+        settled.append(lists)
         heapq.heapify(heap)
         while heap:
-            _, _, _, owner, index = heapq.heappop(heap)
-            jobs = owners[owner]
-            job = jobs[index]
-            why = quota_refusal(quotas.get(owner), quota_use[owner], job)
-            if why:
-                decision.waiting[job.id] = f"over quota: {why}"
-                remaining.extend(jobs[index:])
-                for later in jobs[index + 1:]:
-                    decision.waiting[later.id] = f"behind job {job.id} of the same user (over quota)"
+            _, _, slot, index = heappop(heap)
+            state, ranks, left = lists[slot]
+            checked = guaranteed and state.quota is not None
+            # this job's turn: it may take capacity or plan a preemption
+            rank = ranks[index]
+            job = ranked[rank]
+            index += 1
+            if checked and job.accelerator and job.gpus and state.refuses(job.accelerator, job.gpus):
+                _refuse(state, job, ranks, index - 1, ids, waiting, left)
                 continue
-            need = (job.pool, job.gpus, job.cpu_m, job.mem_b)
-            node = None
+            pool = job.pool
+            slug = None if pool == CPU_POOL else job.accelerator
+            need = (pool, job.gpus, job.cpu_m, job.mem_b)
+            node = -1
             if need not in no_fit:
-                node = next((n for n in nodes if n.name not in reserved and _fits(n, job)), None)
-                if node is None:
+                node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b)
+                if node < 0:
                     no_fit.add(need)
-            if node is not None:
-                _take(node, job)
-                decision.admit.append((job.id, node.name))
-                fair[owner] += job.gpus
-                if not job.best_effort:
-                    quota_use[owner] = _usage_add(quota_use[owner], job)
+            if node >= 0:
+                place.take(node, slug, job.gpus, job.cpu_m, job.mem_b)
+                admit.append((job.id, place.names[node]))
+                state.fair += job.gpus
+                if guaranteed and job.accelerator and job.gpus:
+                    state.gpus += job.gpus
+                    state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
             else:
-                remaining.append(job)
-                decision.waiting[job.id] = "waiting for capacity"
-                if (preempt_after is not None and not job.best_effort and job.pool != CPU_POOL
-                        and now - job.submitted >= preempt_after
-                        and (job.pool, job.gpus) not in no_victims):
-                    plan = _preemption(job, nodes, active, reserved, victims_taken)
+                left.append(rank)
+                waiting[job.id] = _WAITING
+                if (may_preempt and slug is not None and now - job.submitted >= preempt_after
+                        and (pool, job.gpus) not in no_victims):
+                    plan = preemptions.plan(slug, job.gpus)
                     if plan is None:
-                        no_victims.add((job.pool, job.gpus))
+                        no_victims.add((pool, job.gpus))
                     else:
-                        node_name, victims = plan
-                        reserved.add(node_name)
-                        victims_taken.update(victims)
-                        decision.preempt.extend((v, job.id) for v in victims)
-                        decision.waiting[job.id] = (
-                            f"preempting best-effort jobs on {node_name}" if victims
-                            else f"waiting for preempted jobs to leave {node_name}")
-            if index + 1 < len(jobs):
-                nxt = jobs[index + 1]
-                heapq.heappush(heap, (fair[owner], nxt.submitted, nxt.id, owner, index + 1))
+                        node, victims = plan
+                        place.reserve(node)
+                        name = place.names[node]
+                        preempted.extend((v, job.id) for v in victims)
+                        waiting[job.id] = (
+                            f"preempting best-effort jobs on {name}" if victims
+                            else f"waiting for preempted jobs to leave {name}")
+            # the owner's next jobs whose outcome is already certain are settled now: refused by
+            # the quota (which only the owner's own admissions change), or no fit and nothing to
+            # preempt (both stay so for the rest of the cycle)
+            if checked:
+                limit, caps, used = state.limit, state.caps, state.acc
+            while index < len(ranks):
+                rank = ranks[index]
+                job = ranked[rank]
+                if checked and job.accelerator and job.gpus:
+                    gpus = job.gpus
+                    cap = caps.get(job.accelerator)
+                    if state.gpus + gpus > limit or (
+                            cap is not None and used.get(job.accelerator, 0) + gpus > cap):
+                        _refuse(state, job, ranks, index, ids, waiting, left)
+                        index = len(ranks)
+                        break
+                pool = job.pool
+                if (pool, job.gpus, job.cpu_m, job.mem_b) not in no_fit:
+                    break  # it may fit: it waits for its turn in fair-share order
+                if (may_preempt and pool != CPU_POOL and now - job.submitted >= preempt_after
+                        and (pool, job.gpus) not in no_victims):
+                    break  # it may preempt: likewise
+                left.append(rank)
+                waiting[job.id] = _WAITING
+                index += 1
+            if index < len(ranks):
+                heappush(heap, (state.fair, ranks[index], slot, index))
 
-    _positions(remaining, fair, decision)
-    _estimates(remaining, active, nodes, quotas, quota_use, now, decision)
+    orders = _orders(settled, ranked)
+    _positions_and_estimates(orders, ranked, ids, active, place, owners, now, decision)
     return decision
 
 
-def _preemption(job, nodes, active, reserved, taken):
-    """(node, [victim ids]) freeing enough on one node for ``job``, fewest devices evicted; a
-    node already being freed (terminating pods) needs no new victim. None when no node works."""
-    candidates = defaultdict(list)
-    for a in active:
-        if a.best_effort and a.node and a.accelerator == job.accelerator and a.id not in taken:
-            candidates[a.node].append(a)
-    best = None
-    for node in nodes:
-        if node.name in reserved or job.accelerator not in node.accelerators:
-            continue
-        have = node.accelerators[job.accelerator] + node.terminating.get(job.accelerator, 0)
-        if have >= job.gpus:
-            return node.name, []
-        victims = sorted(candidates.get(node.name, ()),
-                         key=lambda a: (a.priority, -(a.started or 0), -a.id))
-        chosen = []
-        for victim in victims:
-            if have >= job.gpus:
-                break
-            chosen.append(victim)
-            have += victim.gpus
-        if have >= job.gpus:
-            cost = (sum(v.gpus for v in chosen), len(chosen), node.name)
-            if best is None or cost < best[0]:
-                best = (cost, node.name, [v.id for v in chosen])
-    return None if best is None else (best[1], best[2])
+def _refuse(state, job, ranks, index, ids, waiting, left):
+    """``ranks[index]`` (``job``) is over its owner's quota: it and the owner's later jobs at
+    this level wait."""
+    waiting[job.id] = f"over quota: {state.why(job)}"
+    if index + 1 < len(ranks):
+        behind = f"behind job {job.id} of the same user (over quota)"
+        for rank in ranks[index + 1:]:
+            waiting[ids[rank]] = behind
+    left.extend(ranks[index:])
 
 
-def _positions(remaining, fair, decision):
-    """1-based rank of each still-queued job among those of its pool, in admission order."""
-    by_pool = defaultdict(list)
-    for job in remaining:
-        by_pool[job.pool].append(job)
-    for jobs in by_pool.values():
-        jobs.sort(key=lambda j: order_key(j, fair[j.owner]))
-        for i, job in enumerate(jobs, 1):
-            decision.positions[job.id] = i
+def _orders(settled, ranked):
+    """pool -> the ranks of its still-queued jobs in admission order: level, then the owner's
+    GPUs in use at the end of the cycle, then (submitted, id)."""
+    order = []
+    for lists in settled:
+        by_fair = defaultdict(list)
+        for state, _, left in lists:
+            if left:
+                by_fair[state.fair].append(left)
+        for fair in sorted(by_fair):
+            groups = by_fair[fair]
+            if len(groups) == 1:
+                order.extend(groups[0])
+            else:
+                merged = [rank for left in groups for rank in left]
+                merged.sort()
+                order.extend(merged)
+    pool_of = list(map(attrgetter("pool"), ranked))
+    pools = list(map(pool_of.__getitem__, order))
+    kinds = set(pools)
+    if len(kinds) <= 1:
+        return {pool: order for pool in kinds}
+    return {pool: list(compress(order, map(pool.__eq__, pools))) for pool in kinds}
 
 
-def _estimates(remaining, active, nodes, quotas, quota_use, now, decision):
-    """Estimated start per queued job: a replay of its pool in queue order, where running jobs
-    end at start + declared (or maximum) run time, and the owner's own quota frees likewise.
+_ANY_TIME = float("-inf")
 
-    It ignores placement on nodes and later arrivals; a job no node can ever hold gets None.
+
+def _quota_start(state, ends, gpus):
+    """The earliest time the owner's own GPU quota lets them start ``gpus`` more (-inf: any
+    time), or None (never): their guaranteed jobs end in turn (``ends``: sorted (time, gpus))."""
+    excess = state.gpus + gpus - state.quota.gpus
+    start = _ANY_TIME
+    for end, held in ends:
+        if excess <= 0:
+            break
+        start = end
+        excess -= held
+    return None if excess > 0 else start
+
+
+def _positions_and_estimates(orders, ranked, ids, active, place, owners, now, decision):
+    """Each still-queued job's 1-based position in its pool, and its estimated start: a replay of
+    its pool in queue order, where running jobs end at start + declared (or maximum) run time,
+    and the owner's own quota frees likewise.
+
+    The estimate ignores placement on nodes and later arrivals; a job no node can ever hold gets
+    None. The replay keeps its releases as a heap of distinct times and the units each frees:
+    which of several releases at one time is taken first changes no start time.
     """
     free = defaultdict(int)
-    for node in nodes:
-        for slug, n in node.accelerators.items():
-            free[slug] += n + node.terminating.get(slug, 0)
-        free[CPU_POOL] += node.cpu_m
-    releases = defaultdict(list)  # pool -> heap of (time, units)
-    own = defaultdict(list)  # owner -> [(time, gpus)] of their guaranteed jobs
+    capacity = defaultdict(int)  # the most a pool could hold at once, to spot impossible jobs
+    for acc, term, cpu in zip(place.acc, place.term, place.cpu, strict=True):
+        for slug, n in acc.items():
+            held = n + term.get(slug, 0)
+            free[slug] += held
+            capacity[slug] += held
+        free[CPU_POOL] += cpu
+    releases = defaultdict(dict)  # pool -> time -> units freed then
+    ends = defaultdict(list)  # owner -> [(time, gpus)] of their guaranteed jobs
     for job in active:
         end = max(now, (job.started if job.started is not None else now) + job.runtime)
-        releases[job.pool].append((end, job.units))
+        at = releases[job.pool]
+        at[end] = at.get(end, 0) + job.units
+        capacity[job.pool] += job.units
         if not job.best_effort and job.gpus:
-            own[job.owner].append((end, job.gpus))
-    for heap in releases.values():
+            ends[job.owner].append((end, job.gpus))
+    for owned in ends.values():
+        owned.sort()
+    # owner -> {gpus: _quota_start}, for the owners whose quota limits GPUs
+    bounds = {name: {} for name, state in owners.items()
+              if state.quota is not None and state.quota.gpus is not None}
+    positions, estimated = decision.positions, decision.estimated_start
+    heappop, heappush = heapq.heappop, heapq.heappush
+    for pool, order in orders.items():
+        at = releases[pool]
+        heap = list(at)
         heapq.heapify(heap)
-    for ends in own.values():
-        ends.sort()
-    order = sorted(remaining, key=lambda j: decision.positions[j.id])
-    clock = defaultdict(lambda: now)
-    by_pool = defaultdict(list)
-    for job in order:
-        by_pool[job.pool].append(job)
-    capacity = defaultdict(int)  # the most a pool could hold at once, to spot impossible jobs
-    for node in nodes:
-        for slug in node.accelerators:
-            capacity[slug] += node.accelerators[slug] + node.terminating.get(slug, 0)
-    for a in active:
-        capacity[a.pool] += a.units
-    for pool, jobs in by_pool.items():
-        heap = releases[pool]
-        for job in sorted(jobs, key=lambda j: decision.positions[j.id]):
-            if job.units > capacity[pool] + (free[pool] if pool == CPU_POOL else 0):
-                decision.estimated_start[job.id] = None
+        have = free[pool]
+        # the CPU pool's limit counts its free millicores as they are now in the replay
+        most, cpu = capacity[pool], pool == CPU_POOL
+        clock = now
+        starts = []
+        add = starts.append
+        for job in list(map(ranked.__getitem__, order)):
+            units = job.units
+            if units > most and (not cpu or units > most + have):
+                add(None)
                 continue
-            t = clock[pool]
-            while free[pool] < job.units and heap:
-                t, units = heapq.heappop(heap)
-                free[pool] += units
-            if free[pool] < job.units:
-                decision.estimated_start[job.id] = None
-                continue
-            clock[pool] = t
-            free[pool] -= job.units
-            heapq.heappush(heap, (t + job.runtime, job.units))
-            start = t
-            quota = quotas.get(job.owner)
-            if quota is not None and quota.gpus is not None and job.gpus and not job.best_effort:
-                excess = quota_use[job.owner].gpus + job.gpus - quota.gpus
-                for end, gpus in own.get(job.owner, ()):
-                    if excess <= 0:
-                        break
-                    start = max(start, end)
-                    excess -= gpus
-                if excess > 0:
-                    start = None
-            decision.estimated_start[job.id] = start
+            t = clock
+            if have < units:
+                while have < units and heap:
+                    t = heappop(heap)
+                    have += at.pop(t)
+                if have < units:
+                    add(None)
+                    continue
+                clock = t
+            have -= units
+            end = t + job.runtime
+            if end in at:
+                at[end] += units
+            else:
+                at[end] = units
+                heappush(heap, end)
+            gpus = job.gpus
+            if gpus and not job.best_effort:
+                own = bounds.get(job.owner)
+                if own is not None:
+                    bound = own.get(gpus, own)
+                    if bound is own:
+                        bound = own[gpus] = _quota_start(
+                            owners[job.owner], ends.get(job.owner, ()), gpus)
+                    if bound is None:
+                        t = None
+                    elif bound > t:
+                        t = bound
+            add(t)
+        job_ids = list(map(ids.__getitem__, order))
+        positions.update(zip(job_ids, range(1, len(job_ids) + 1), strict=True))
+        estimated.update(zip(job_ids, starts, strict=True))

@@ -1,10 +1,13 @@
 """The embedded admission engine as data: priority, fair share, FIFO, quota, capacity,
 best-effort preemption, positions and estimated start."""
 
+import random
 import time
 
 from crater_hub.queue.engine import ActiveJob, NodeFree, QueuedJob, schedule
 from crater_hub.spawner.quotas import Quota, Usage
+
+from .queue_engine_reference import schedule as reference_schedule
 
 A100 = "a100"
 
@@ -154,3 +157,88 @@ def test_one_cycle_over_100k_queued_jobs_of_1000_users():
     seconds = time.perf_counter() - began
     assert len(d.positions) == 100_000 and not d.admit
     print(f"one scheduling cycle, 100,000 queued jobs of 1,000 users: {seconds * 1000:.0f} ms")
+
+
+def _random_cycle(seed, jobs=3000, users=60, nodes=40):
+    """A random cycle that exercises every rule: priorities and best-effort, quotas (total, per
+    accelerator, none, admins'), servers' usage, CPU-only jobs and GPU jobs without an
+    accelerator, equal submit times, nodes that are full, partly free or being freed, and
+    best-effort jobs to preempt."""
+    rng = random.Random(seed)
+    slugs = [A100, "t4", "h100"]
+    free_nodes, active, next_id = [], [], 100_000
+    for i in range(nodes):
+        slug = slugs[i % 4] if i % 4 < 3 else None
+        cap = rng.choice((2, 4, 8)) if slug else 0
+        free = {slug: cap} if slug else {}
+        cpu, mem = rng.choice((8000, 32000, 64000)), rng.choice((16, 64, 256)) * 2**30
+        name = f"n{i:03d}"
+        while slug and free[slug] > 0 and rng.random() < 0.8:
+            gpus = min(free[slug], rng.choice((1, 1, 2, 4)))
+            free[slug] -= gpus
+            next_id += 1
+            best_effort = rng.random() < 0.4
+            active.append(ActiveJob(
+                id=next_id, owner=f"u{rng.randrange(users)}", priority=0 if best_effort else 50,
+                best_effort=best_effort, accelerator=slug, gpus=gpus, cpu_m=1000, mem_b=2**30,
+                submitted=0.0, runtime=rng.choice((600, 3600)),
+                node=name if rng.random() < 0.95 else None,
+                started=rng.choice((None, 50.0, 400.0, 900.0))))
+        terminating = {slug: rng.choice((1, 2, 4))} if slug and rng.random() < 0.3 else {}
+        free_nodes.append(NodeFree(name, free, cpu - rng.randrange(0, cpu, 500),
+                                   mem - rng.randrange(0, mem, 2**28), terminating))
+    active.append(ActiveJob(id=99_999, owner="u1", best_effort=True, accelerator=A100, gpus=1,
+                            node="gone", started=10.0))  # on a node that is not Ready
+    queued = []
+    for i in range(jobs):
+        kind = rng.random()
+        accelerator, gpus = rng.choice(slugs + ["nope"]), rng.choice((1, 1, 2, 4, 8))
+        if kind < 0.15:
+            accelerator, gpus = None, 0
+        elif kind < 0.18:
+            accelerator = None  # GPUs asked without an accelerator: a CPU-pool job
+        elif kind < 0.2:
+            gpus = 0
+        best_effort = rng.random() < 0.2
+        queued.append(QueuedJob(
+            id=rng.randrange(10**9) * 1000 + i, owner=f"u{rng.randrange(users)}",
+            priority=0 if best_effort else rng.choice((10, 50, 50, 100)), best_effort=best_effort,
+            accelerator=accelerator, gpus=gpus, cpu_m=rng.choice((100, 500, 2000, 16000)),
+            mem_b=rng.choice((1, 4, 32)) * 2**28, submitted=float(rng.randrange(0, 1000, 10)),
+            runtime=rng.choice((0, 60, 600, 3600, 7200))))
+    rng.shuffle(queued)
+    quotas, servers = {}, {}
+    for u in range(users):
+        name = f"u{u}"
+        pick = u % 5
+        if pick == 0:
+            continue  # absent: unlimited
+        quotas[name] = [None, Quota(servers=2, gpus=4), Quota(gpus=8, accelerators={A100: 2}),
+                        Quota(accelerators={"t4": 3})][pick - 1]
+        if u % 3 == 0:
+            servers[name] = Usage(1, 1, {"t4": 1})
+    return queued, active, free_nodes, quotas, servers
+
+
+def _same(fast, slow):
+    for name in ("admit", "preempt", "positions", "estimated_start", "waiting"):
+        assert getattr(fast, name) == getattr(slow, name), name
+
+
+def test_fast_schedule_decides_as_the_reference_on_random_cycles():
+    for seed in range(6):
+        queued, active, free_nodes, quotas, servers = _random_cycle(seed)
+        for now, preempt_after in ((1000.0, None), (1000.0, 300), (1500.0, 0)):
+            args = (queued, active, free_nodes, quotas, servers, now, preempt_after)
+            fast, slow = schedule(*args), reference_schedule(*args)
+            assert slow.admit and slow.positions  # the cycle decides something
+            _same(fast, slow)
+
+
+def test_fast_schedule_decides_as_the_reference_when_capacity_is_plenty_and_when_none():
+    queued, active, free_nodes, quotas, servers = _random_cycle(7, jobs=2000, nodes=12)
+    roomy = [NodeFree(n.name, {s: 64 for s in n.accelerators}, 10**6, 2**50) for n in free_nodes]
+    full = [NodeFree(n.name, {s: 0 for s in n.accelerators}, 0, 0) for n in free_nodes]
+    for nodes in (roomy, full, []):
+        args = (queued, active, nodes, quotas, servers, 2000.0, 100)
+        _same(schedule(*args), reference_schedule(*args))
