@@ -144,27 +144,25 @@ class _Nodes:
         self.bcpu = [0] * len(self.blocks)
         self.bmem = [0] * len(self.blocks)
         self.bacc = {slug: [0] * len(self.blocks) for slug in self.slugs}
+        self.cursor = {}  # request -> the node that last held it
         for b in range(len(self.blocks)):
             self._bound(b)
 
     def _bound(self, b):
-        cpu = mem = 0
-        accs = dict.fromkeys(self.slugs, 0)
-        for i in self.blocks[b]:
-            if self.reserved[i]:
-                continue
-            cpu = max(cpu, self.cpu[i])
-            mem = max(mem, self.mem[i])
-            for slug, free in self.acc[i].items():
-                if free > accs[slug]:
-                    accs[slug] = free
-        self.bcpu[b], self.bmem[b] = cpu, mem
-        for slug, free in accs.items():
-            self.bacc[slug][b] = free
+        block = self.blocks[b]
+        live = [i for i in block if not self.reserved[i]]
+        cpu, mem, acc = self.cpu, self.mem, self.acc
+        self.bcpu[b] = max([cpu[i] for i in live], default=0)
+        self.bmem[b] = max([mem[i] for i in live], default=0)
+        for slug, bounds in self.bacc.items():
+            bounds[b] = max([acc[i].get(slug, 0) for i in live], default=0)
 
     def first_fit(self, slug, gpus, cpu_m, mem_b):
         """The first unreserved node that holds the request (``slug``: None for a CPU-only
-        job, whose devices are not counted), or -1."""
+        job, whose devices are not counted), or -1.
+
+        The answer for one request can only move later in the list during a cycle, so the search
+        for it starts where it last found a node."""
         bcpu, bmem = self.bcpu, self.bmem
         if slug is None:
             bacc = None
@@ -173,15 +171,20 @@ class _Nodes:
             if bacc is None:
                 return -1  # no node has the accelerator (gpus > 0 in a device pool)
         acc, cpu, mem, reserved = self.acc, self.cpu, self.mem, self.reserved
-        for b in range(len(self.blocks)):
+        key = (slug, gpus, cpu_m, mem_b)
+        start = self.cursor.get(key, 0)
+        for b in range(start // _BLOCK, len(self.blocks)):
             if bcpu[b] < cpu_m or bmem[b] < mem_b or (bacc is not None and bacc[b] < gpus):
                 continue
-            for i in self.blocks[b]:
+            block = self.blocks[b]
+            for i in block if block.start >= start else range(start, block.stop):
                 if reserved[i] or cpu[i] < cpu_m or mem[i] < mem_b:
                     continue
                 if bacc is None or acc[i].get(slug, 0) >= gpus:
+                    self.cursor[key] = i
                     return i
-            self._bound(b)
+            if block.start >= start:
+                self._bound(b)
         return -1
 
     def take(self, i, slug, gpus, cpu_m, mem_b):
