@@ -14,6 +14,8 @@ feature discovery (``nvidia.com/gpu.product``, ``nvidia.com/gpu.memory``) and AM
 import re
 from dataclasses import dataclass, field
 
+from .checks import ConfigError, check_mapping, check_slug
+
 DEFAULT_ENV = {
     "nvidia.com/": "NVIDIA_VISIBLE_DEVICES",
     "amd.com/": "ROCR_VISIBLE_DEVICES",
@@ -21,11 +23,6 @@ DEFAULT_ENV = {
 }
 PRODUCT_LABELS = {"nvidia.com/gpu": "nvidia.com/gpu.product", "amd.com/gpu": "amd.com/gpu.product-name"}
 KNOWN_KEYS = {"slug", "display_name", "resource", "node_selector", "tolerations", "memory", "env"}
-SLUG = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key and what is allowed."""
 
 
 def default_env(resource):
@@ -66,14 +63,8 @@ def parse(entries, where="Crater.accelerators"):
     out, seen = [], set()
     for i, entry in enumerate(entries):
         here = f"{where}[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{here} must be a mapping with at least 'slug' and 'resource'")
-        unknown = set(entry) - KNOWN_KEYS
-        if unknown:
-            raise ConfigError(f"{here} has unknown keys {sorted(unknown)}; allowed: {sorted(KNOWN_KEYS)}")
-        slug = entry.get("slug")
-        if not isinstance(slug, str) or not SLUG.match(slug):
-            raise ConfigError(f"{here}.slug must be lowercase letters, digits and '-' (≤ 40), got {slug!r}")
+        check_mapping(entry, KNOWN_KEYS, here, "at least 'slug' and 'resource'")
+        slug = check_slug(entry.get("slug"), f"{here}.slug")
         if slug in seen or slug == "none":
             raise ConfigError(f"{here}.slug {slug!r} is used twice or reserved")
         seen.add(slug)

@@ -9,7 +9,7 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, obs
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
-from .accelerators import ConfigError
+from .checks import ConfigError
 from .queue import settings as queue_settings
 from .spawner import profiles as profiles_mod
 from .spawner import quotas as quotas_mod

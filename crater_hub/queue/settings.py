@@ -15,12 +15,11 @@ classes configured there is one, ``normal``, open to everyone.
 import re
 from dataclasses import dataclass
 
-from ..accelerators import ConfigError
+from ..checks import ConfigError, check_mapping, check_slug
 from ..spawner.profiles import Access
 
 PRIORITY_KEYS = {"name", "value", "default", "best_effort", "allowed_groups", "allowed_users",
                  "description"}
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 BACKENDS = ("embedded", "kueue")
 
 
@@ -57,14 +56,8 @@ def parse_priorities(entries, where="Crater.job_priorities"):
     out, seen = [], set()
     for i, entry in enumerate(entries):
         here = f"{where}[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{here} must be a mapping with keys {sorted(PRIORITY_KEYS)}")
-        unknown = set(entry) - PRIORITY_KEYS
-        if unknown:
-            raise ConfigError(f"{here} has unknown keys {sorted(unknown)}; allowed: {sorted(PRIORITY_KEYS)}")
-        name = entry.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
-            raise ConfigError(f"{here}.name must be lowercase letters, digits and '-' (≤ 40), got {name!r}")
+        check_mapping(entry, PRIORITY_KEYS, here)
+        name = check_slug(entry.get("name"), f"{here}.name")
         if name in seen:
             raise ConfigError(f"{here}.name {name!r} is used twice")
         seen.add(name)

@@ -9,7 +9,7 @@ REST API and spawn validation all start from it, so they never disagree.
 
 from dataclasses import dataclass, field, replace
 
-from ..accelerators import SLUG, ConfigError
+from ..checks import ConfigError, check_mapping, check_slug
 from ..kube.quantity import parse_quantity
 
 PROFILE_KEYS = {"slug", "display_name", "description", "default", "image", "images", "cpu", "memory",
@@ -86,24 +86,10 @@ def _access(entry, where):
     return Access(out["allowed_groups"], out["allowed_users"])
 
 
-def _check_keys(entry, allowed, where):
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a mapping")
-    unknown = set(entry) - allowed
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-
-
-def _slug(value, where):
-    if not isinstance(value, str) or not SLUG.match(value):
-        raise ConfigError(f"{where} must be lowercase letters, digits and '-' (≤ 40), got {value!r}")
-    return value
-
-
 def _limits(entry, where, kind):
     if entry is None:
         return Limits()
-    _check_keys(entry, LIMIT_KEYS, where)
+    check_mapping(entry, LIMIT_KEYS, where)
     values = {}
     for key in LIMIT_KEYS:
         if entry.get(key) is None:
@@ -132,8 +118,8 @@ def _images(entry, where):
     out, seen = [], set()
     for i, img in enumerate(entry.get("images", [])):
         here = f"{where}.images[{i}]"
-        _check_keys(img, IMAGE_KEYS, here)
-        slug = _slug(img.get("slug"), f"{here}.slug")
+        check_mapping(img, IMAGE_KEYS, here)
+        slug = check_slug(img.get("slug"), f"{here}.slug")
         if slug in seen:
             raise ConfigError(f"{here}.slug {slug!r} is used twice")
         seen.add(slug)
@@ -147,12 +133,12 @@ def _accelerators(entry, where, known):
     out, seen = [], set()
     for i, acc in enumerate(entry.get("accelerators", [])):
         here = f"{where}.accelerators[{i}]"
-        _check_keys(acc, ACCELERATOR_KEYS, here)
+        check_mapping(acc, ACCELERATOR_KEYS, here)
         slug = acc.get("accelerator")
         if known is not None and slug not in known:
             raise ConfigError(f"{here}.accelerator {slug!r} is not in Crater.accelerators; "
                               f"known: {', '.join(sorted(known)) or 'none'}")
-        _slug(slug, f"{here}.accelerator")
+        check_slug(slug, f"{here}.accelerator")
         if slug in seen:
             raise ConfigError(f"{here}.accelerator {slug!r} is listed twice")
         seen.add(slug)
@@ -176,8 +162,8 @@ def parse(entries, accelerator_slugs=None, where="Crater.profiles"):
     out, seen = [], set()
     for i, entry in enumerate(entries):
         here = f"{where}[{i}]"
-        _check_keys(entry, PROFILE_KEYS, here)
-        slug = _slug(entry.get("slug"), f"{here}.slug")
+        check_mapping(entry, PROFILE_KEYS, here)
+        slug = check_slug(entry.get("slug"), f"{here}.slug")
         if slug in seen:
             raise ConfigError(f"{here}.slug {slug!r} is used twice")
         seen.add(slug)

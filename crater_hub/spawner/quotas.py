@@ -17,7 +17,7 @@ unless ``admins_exempt`` is false.
 
 from dataclasses import dataclass, field
 
-from ..accelerators import ConfigError
+from ..checks import ConfigError, check_mapping
 
 QUOTA_KEYS = {"servers", "gpus", "accelerators"}
 
@@ -65,11 +65,7 @@ def _count(value, where):
 
 
 def _quota(entry, where):
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a mapping with keys {sorted(QUOTA_KEYS)}")
-    unknown = set(entry) - QUOTA_KEYS
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(QUOTA_KEYS)}")
+    check_mapping(entry, QUOTA_KEYS, where)
     per_type = entry.get("accelerators", {})
     if not isinstance(per_type, dict):
         raise ConfigError(f"{where}.accelerators must map accelerator slugs to counts")
@@ -78,11 +74,7 @@ def _quota(entry, where):
 
 
 def parse(config, where="Crater.quotas"):
-    if not isinstance(config, dict):
-        raise ConfigError(f"{where} must be a mapping with keys default, groups, admins_exempt")
-    unknown = set(config) - {"default", "groups", "admins_exempt"}
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: admins_exempt, default, groups")
+    check_mapping(config, {"default", "groups", "admins_exempt"}, where)
     groups = config.get("groups", {})
     if not isinstance(groups, dict):
         raise ConfigError(f"{where}.groups must map group names to quotas")
