@@ -60,10 +60,12 @@ async def measure(hub, args):
     print(f"  after {args.jobs:,} submits ({rate:.0f}/s), all queued: {after_jobs / MB:8.1f} MB "
           f"(growth {growth / MB:+.1f} MB; the list API shows {queued} queued, capped at 1000)")
     net = growth - baseline
-    print(f"\n{args.jobs:,} queued jobs: +{growth / MB:.1f} MB (target <= 50 MB), "
+    ratio = (f"{growth / baseline:.1f}x the baseline's growth" if baseline >= MB
+             else "the baseline's growth is below 1 MB (no ratio)")
+    print(f"\n{args.jobs:,} queued jobs: {growth / MB:+.1f} MB (target <= 50 MB), "
           f"{growth / args.jobs / 1024:.1f} KiB per job; net of the baseline's "
           f"{baseline / MB:+.1f} MB: {net / MB:+.1f} MB, {net / args.jobs / 1024:.1f} KiB per job; "
-          f"ratio to the baseline: {growth / baseline if baseline > 0 else float('inf'):.1f}x")
+          f"{ratio}")
 
 
 def main():

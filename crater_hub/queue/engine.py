@@ -80,14 +80,6 @@ class Decision:
     waiting: dict = field(default_factory=dict)  # job id -> why it is still queued
 
 
-def _usage_add(usage, job, sign=1):
-    if job.accelerator and job.gpus:
-        acc = dict(usage.accelerators)
-        acc[job.accelerator] = acc.get(job.accelerator, 0) + sign * job.gpus
-        return Usage(usage.servers, usage.gpus + sign * job.gpus, acc)
-    return usage
-
-
 class _Spec:  # the shape quotas.violation reads
     __slots__ = ("accelerator", "gpus")
 
@@ -100,19 +92,6 @@ class _Spec:  # the shape quotas.violation reads
 class _Slug:
     slug: str
     display_name: str
-
-
-def quota_refusal(quota, usage, job):
-    """Why ``job`` would break ``quota`` on top of ``usage`` (servers not counted), or None."""
-    if quota is None or job.best_effort or not job.gpus:
-        return None
-    if quota.servers is not None:
-        quota = replace(quota, servers=None)
-    return violation(quota, usage, _Spec(job))
-
-
-def order_key(job, gpus_in_use):
-    return (-job.priority, job.best_effort, gpus_in_use, job.submitted, job.id)
 
 
 _UNLIMITED = float("inf")
@@ -198,7 +177,7 @@ class _Nodes:
 
 
 class _Preemptions:
-    """Preemption plans (:func:`_preemption`'s answers) without scanning every node per job.
+    """Preemption plans without scanning every node and active job for each waiting job.
 
     For one (accelerator, devices) request the answer is the first unreserved node (in order)
     whose free plus terminating devices suffice; else the node where evicting best-effort jobs
