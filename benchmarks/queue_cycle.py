@@ -5,7 +5,7 @@
 
 The input is one cycle of a busy cluster in steady state: 5,000 nodes in the demo cluster's mix
 scaled up (2 of 5 with 4 × A100, 2 of 5 with 8 × T4, 1 of 5 CPU only), nearly full (running jobs
-hold ~97 % of the GPUs, a fifth of them best-effort), 100,000 queued jobs of 1,000 users (15 %
+hold ~93 % of the GPUs, a fifth of them best-effort), 100,000 queued jobs of 1,000 users (15 %
 CPU only; 10 % high priority, 70 % normal, 20 % best-effort; 1 to 8 GPUs), per-user quotas as
 in the demo (most users 8 GPUs with at most 4 A100, some 32, a few admins unlimited), servers
 holding T4s, and a preemption threshold most queued jobs have passed — so every rule (priority,
