@@ -567,26 +567,46 @@ class QueueService:
         return out
 
     def _engine_job(self, job, cls=engine.QueuedJob, **extra):
-        return cls(id=job.id, owner=job.owner, priority=job.priority_value,
-                   best_effort=job.best_effort, accelerator=job.accelerator, gpus=job.gpus,
-                   cpu_m=millicores(job.cpu), mem_b=bytes_of(job.memory),
-                   submitted=seconds(job.submitted), runtime=job.max_runtime, **extra)
+        """The engine's view of a record, kept on the record while ``cls`` and ``extra`` (an
+        active job's node and start) stay the same: the spec is fixed at submit, and parsing
+        its quantities for 10^5 queued jobs on every cycle would cost more than the cycle."""
+        key = (cls, *extra.values())
+        cached = getattr(job, "_crater_engine_job", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        built = cls(id=job.id, owner=job.owner, priority=job.priority_value,
+                    best_effort=job.best_effort, accelerator=job.accelerator, gpus=job.gpus,
+                    cpu_m=millicores(job.cpu), mem_b=bytes_of(job.memory),
+                    submitted=seconds(job.submitted), runtime=job.max_runtime, **extra)
+        job._crater_engine_job = (key, built)  # a plain attribute: the ORM ignores it
+        return built
 
-    def _nodes(self, active):
+    def _nodes(self, active, finished=None):
         """Free capacity per node: the inventory's, less what admitted jobs will take once their
-        pods are bound, plus what pods of finished jobs still hold (``terminating``)."""
+        pods are bound, plus what pods of finished jobs still hold (``terminating``).
+
+        ``active``, ``finished``: the records in those states (None: look them up)."""
         capacity = self.inventory.capacity()
         nodes = {}
+        parsed = {}  # quantity text -> value: nodes repeat the same few
+
+        def quantity(text):
+            value = parsed.get(text)
+            if value is None:
+                value = parsed[text] = parse_quantity(text)
+            return value
+
         for n in capacity["nodes"]:
             if not (n["ready"] and n["schedulable"]):
                 continue
-            cpu = parse_quantity(n["cpu"]["allocatable"]) - parse_quantity(n["cpu"]["requested"])
-            mem = parse_quantity(n["memory"]["allocatable"]) - \
-                parse_quantity(n["memory"]["requested"])
+            cpu = quantity(n["cpu"]["allocatable"]) - quantity(n["cpu"]["requested"])
+            mem = quantity(n["memory"]["allocatable"]) - quantity(n["memory"]["requested"])
             nodes[n["name"]] = engine.NodeFree(
                 n["name"], {slug: a["free"] for slug, a in n["accelerators"].items()},
                 int(cpu * 1000), int(mem))
-        for job in self.jobs.values():
+        if finished is None:
+            finished = [j for j in self.jobs.values() if j.state in FINAL]
+        for job in (*active, *finished):  # queued jobs have no pods
             pods = self.pods_of(job)
             bound = next((p for p in pods if (p.get("spec") or {}).get("nodeName")), None)
             if job.state in ACTIVE and bound is None and job.gpus and job.accelerator:
@@ -602,21 +622,46 @@ class QueueService:
         return list(nodes.values())
 
     async def _admit(self):
-        queued = [j for j in self.jobs.values() if j.state == "queued"]
+        # With a large queue the pure work (sorting out 10^5 records, the engine's cycle) runs
+        # on a worker thread so that the hub's event loop keeps serving; a small one stays here,
+        # where it costs less than the hop. What reads the caches, the pods and the hub's users
+        # stays on the loop. The thread sees a snapshot: what changes meanwhile (a cancel, a
+        # submit) is checked again below, as every decision is before it is written.
+        inline_max = 1000
+        records = list(self.jobs.values())
+
+        def sort_out():
+            queued, active, finished = [], [], []
+            for j in records:
+                state = j.state
+                if state == "queued":
+                    queued.append(j)
+                elif state in ACTIVE:
+                    active.append(j)
+                elif state in FINAL:
+                    finished.append(j)
+            engine_jobs = [self._engine_job(j) for j in queued]
+            return engine_jobs, {j.owner for j in engine_jobs}, active, finished
+
+        large = len(records) > inline_max
+        queued, owners, active, finished = (
+            await asyncio.to_thread(sort_out) if large else sort_out())
         if not queued:
             self.decision = engine.Decision()
             return
-        active = [j for j in self.jobs.values() if j.state in ACTIVE]
-        info = self._owner_info({j.owner for j in queued} | {j.owner for j in active})
-        now = time.time()
-        decision = engine.schedule(
-            [self._engine_job(j) for j in queued],
+        info = self._owner_info(owners | {j.owner for j in active})
+        args = (
+            queued,
             [self._engine_job(j, engine.ActiveJob, node=j.node,
                               started=seconds(j.started or j.admitted)) for j in active],
-            self._nodes(active),
+            self._nodes(active, finished),
             {owner: quota for owner, (quota, _) in info.items()},
             {owner: usage for owner, (_, usage) in info.items()},
-            now, self.crater.job_preemption_after)
+            time.time(), self.crater.job_preemption_after)
+        if len(queued) > inline_max:
+            decision = await asyncio.to_thread(engine.schedule, *args)
+        else:
+            decision = engine.schedule(*args)
         self.decision = decision
         for victim_id, for_id in decision.preempt:
             victim = self.jobs.get(victim_id)
