@@ -87,6 +87,27 @@ def _exit_info(pod):
     return None, None
 
 
+def _parse_time(text):
+    """A Kubernetes timestamp (``2026-12-01T20:31:16Z``) as a naive UTC datetime, or None."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(
+            timezone.utc).replace(tzinfo=None)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _start_info(pod, k8s_job):
+    """(started, node) of a job that ended before the hub saw its pod running: the container's
+    ``startedAt``, else the Job's ``startTime``; (None, None) when neither says."""
+    node = ((pod or {}).get("spec") or {}).get("nodeName")
+    for status in ((pod or {}).get("status") or {}).get("containerStatuses") or ():
+        term = (status.get("state") or {}).get("terminated") or {}
+        # a container that never started reads 1970-01-01 here, on real clusters too
+        if status.get("name") == manifest.CONTAINER and term.get("startedAt", "1970") > "1971":
+            return _parse_time(term["startedAt"]), node
+    return _parse_time((k8s_job.get("status") or {}).get("startTime")), node
+
+
 def _condition(k8s_job, kind):
     for c in (k8s_job.get("status") or {}).get("conditions") or ():
         if c.get("type") == kind and c.get("status") == "True":
@@ -367,6 +388,10 @@ class QueueService:
         if complete or failed or _condition(k8s, "SuccessCriteriaMet") or \
                 _condition(k8s, "FailureTarget"):
             code, why = _exit_info(pods[0]) if pods else (None, None)
+            if job.started is None:  # it ran and ended between two looks: when, and where
+                started, node = _start_info(pods[0] if pods else None, k8s)
+                if started is not None:
+                    await self._update(job, started=started, node=node or job.node)
             if complete or _condition(k8s, "SuccessCriteriaMet"):
                 await self._finish(job, "succeeded", "Completed: exit code 0", 0 if code is None else code)
             else:
