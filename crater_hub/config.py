@@ -141,16 +141,36 @@ class Crater(LoggingConfigurable):
         return [a["slug"] for a in self.accelerators] if self.accelerators else None
 
     # -- parsed views ----------------------------------------------------------------------------
+    # Parsed once per value and kept: they are read on every spawn, submit and admission cycle.
+    # Assigning a setting anew forgets them; changing a list or dict in place after the first
+    # read does not (configuration is loaded once, at the hub's start).
+
+    @observe("accelerators", "profiles", "quotas", "job_priorities")
+    def _forget_parsed(self, change):
+        self._parsed_views.clear()
+
+    @property
+    def _parsed_views(self):
+        return self.__dict__.setdefault("_crater_parsed_views", {})
+
+    def _view(self, name, parse):
+        views = self._parsed_views
+        if name not in views:
+            views[name] = parse()
+        return views[name]
 
     def accelerator_catalog(self):
         """The configured accelerators, or None to discover them from the cluster."""
-        return accelerators_mod.parse(self.accelerators) or None
+        return self._view("accelerators",
+                          lambda: accelerators_mod.parse(self.accelerators) or None)
 
     def profile_list(self):
-        return profiles_mod.parse(self.profiles, self._known_slugs())
+        return self._view("profiles",
+                          lambda: profiles_mod.parse(self.profiles, self._known_slugs()))
 
     def quota_policy(self):
-        return quotas_mod.parse(self.quotas)
+        return self._view("quotas", lambda: quotas_mod.parse(self.quotas))
 
     def priority_classes(self):
-        return queue_settings.parse_priorities(self.job_priorities)
+        return self._view("priorities",
+                          lambda: queue_settings.parse_priorities(self.job_priorities))

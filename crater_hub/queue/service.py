@@ -123,7 +123,7 @@ class QueueService:
     """The job queue of one hub process (see the module docstring).
 
     ``crater``: the :class:`crater_hub.config.Crater` settings; ``db_url``: where the records
-    live; ``users``: an object with ``info(name) -> (groups, is_admin, Usage of servers)``
+    live; ``users``: an object with ``info(names) -> {name: (groups, is_admin, Usage of servers)}``
     (:class:`crater_hub.queue.starter.HubUsers`), None in tests without a hub.
     """
 
@@ -149,6 +149,8 @@ class QueueService:
         self._kueue_positions = {}  # kueue backend: Job name -> position, from the last read
         self._visibility_warned = False
         self._task = None
+        self._to_insert = []  # [(spec, future)] waiting for the next insert transaction
+        self._inserting = None  # the task committing them
         self.started = asyncio.get_running_loop().create_future()
 
     # -- start and stop ------------------------------------------------------------------------
@@ -582,14 +584,10 @@ class QueueService:
     def _owner_info(self, owners):
         """owner -> (quota, Usage of servers), from the hub's users."""
         policy = self.crater.quota_policy()
-        out = {}
-        for owner in owners:
-            if self.users is None:
-                out[owner] = (policy.for_user([], False), Usage())
-                continue
-            groups, is_admin, usage = self.users.info(owner)
-            out[owner] = (policy.for_user(groups, is_admin), usage)
-        return out
+        if self.users is None:
+            return {owner: (policy.for_user([], False), Usage()) for owner in owners}
+        return {owner: (policy.for_user(groups, is_admin), usage)
+                for owner, (groups, is_admin, usage) in self.users.info(owners).items()}
 
     def _engine_job(self, job, cls=engine.QueuedJob, **extra):
         """The engine's view of a record, kept on the record while ``cls`` and ``extra`` (an
@@ -722,32 +720,62 @@ class QueueService:
     # -- the API's operations ------------------------------------------------------------------
 
     async def submit(self, spec):
-        """Store a new job (``queued``) and return its model after the next admission cycle."""
+        """Store a new job (``queued``) and return its model after the next admission cycle.
+
+        Submits that arrive while an insert is being committed are inserted together in the
+        next transaction (a group commit): one commit, not one per job, so that a burst of
+        submits is not held to the rate at which the database can sync. Each is answered only
+        after its transaction has committed."""
         faults.point("submit.before_insert")
-
-        def insert(session):
-            now = utcnow()
-            job = Job(owner=spec.owner, name=spec.name, profile=spec.profile,
-                      accelerator=spec.accelerator.slug if spec.accelerator else None,
-                      gpus=spec.gpus, cpu=spec.cpu, cpu_limit=spec.cpu_limit, memory=spec.memory,
-                      memory_limit=spec.memory_limit, image=spec.image, command=list(spec.command),
-                      env=dict(spec.env), priority=spec.priority,
-                      priority_value=spec.priority_value, best_effort=spec.best_effort,
-                      queue=self.queue_name(), max_runtime=spec.max_runtime, shape=spec.shape(),
-                      state="queued", reason="submitted", attempt=0, dispatched=False,
-                      cleaned=False, submitted=now)
-            session.add(job)
-            session.flush()
-            session.add(JobTransition(job_id=job.id, state="queued", reason="submitted", at=now))
-            session.flush()
-            session.expunge(job)
-            return job
-
-        job = await self.db.run(insert)
-        self.jobs[job.id] = job
+        future = asyncio.get_running_loop().create_future()
+        self._to_insert.append((spec, future))
+        if self._inserting is None or self._inserting.done():
+            self._inserting = asyncio.create_task(self._insert_pending(), name="crater-submit")
+        job = await future
         faults.point("submit.after_insert")
         await self.next_cycle()
+        if job.state == "queued" and job.id in self.jobs:
+            # nothing but its submit has happened to it: answer from memory
+            return self.model(job, [{"state": "queued", "reason": "submitted",
+                                     "at": isotime(job.submitted)}])
         return await self.get(job.id)
+
+    async def _insert_pending(self):
+        while self._to_insert:
+            batch, self._to_insert = self._to_insert, []
+            try:
+                jobs = await self.db.run(self._insert, [spec for spec, _ in batch])
+            except Exception as e:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), job in zip(batch, jobs, strict=True):
+                # known to the loop even if its submitter has gone (the client disconnected)
+                self.jobs[job.id] = job
+                if not future.done():
+                    future.set_result(job)
+
+    def _insert(self, session, specs):
+        now = utcnow()
+        jobs = [Job(owner=spec.owner, name=spec.name, profile=spec.profile,
+                    accelerator=spec.accelerator.slug if spec.accelerator else None,
+                    gpus=spec.gpus, cpu=spec.cpu, cpu_limit=spec.cpu_limit, memory=spec.memory,
+                    memory_limit=spec.memory_limit, image=spec.image, command=list(spec.command),
+                    env=dict(spec.env), priority=spec.priority,
+                    priority_value=spec.priority_value, best_effort=spec.best_effort,
+                    queue=self.queue_name(), max_runtime=spec.max_runtime, shape=spec.shape(),
+                    state="queued", reason="submitted", attempt=0, dispatched=False,
+                    cleaned=False, submitted=now)
+                for spec in specs]
+        session.add_all(jobs)
+        session.flush()
+        session.add_all([JobTransition(job_id=job.id, state="queued", reason="submitted", at=now)
+                         for job in jobs])
+        session.flush()
+        for job in jobs:
+            session.expunge(job)
+        return jobs
 
     def queue_name(self):
         return self.crater.job_kueue_local_queue if self.backend == "kueue" else "default"
@@ -801,7 +829,9 @@ class QueueService:
 
         return await self.db.run(read)
 
-    def model(self, job):
+    def model(self, job, transitions=None):
+        """The API's view of a record; ``transitions``: its history as the API shows it, when
+        ``job`` is a detached record whose history was not loaded."""
         position = eta = None
         if job.state == "queued":
             position = self.decision.positions.get(job.id)
@@ -820,8 +850,9 @@ class QueueService:
             "submitted": isotime(job.submitted), "admitted": isotime(job.admitted),
             "started": isotime(job.started), "finished": isotime(job.finished),
             "k8s_job": job.k8s_job, "node": job.node,
-            "transitions": [{"state": t.state, "reason": t.reason, "at": isotime(t.at)}
-                            for t in job.transitions],
+            "transitions": transitions if transitions is not None else [
+                {"state": t.state, "reason": t.reason, "at": isotime(t.at)}
+                for t in job.transitions],
         }
 
     def queues(self, models):

@@ -34,20 +34,32 @@ class HubUsers:
         self.app = app
         self.crater = crater
 
-    def info(self, name):
+    def info(self, names):
+        """name -> (groups, is_admin, Usage of their servers) for each of ``names``.
+
+        Users are found in the hub's in-memory user cache (one pass over it), and only those not
+        there yet are looked up by name, which is a database query each in JupyterHub's UserDict:
+        this runs on every admission cycle, for every owner with a job."""
         from ..kube.inventory import shared_inventory
         from ..spawner.quotas import Usage
         from ..spawner.usage import active_specs
 
-        user = self.app.users.get(name)
-        if user is None:
-            return [], False, Usage()
-        groups = [g.name for g in user.groups]
+        cached = {user.name: user for user in dict.values(self.app.users)}
         profiles = self.crater.profile_list()
-        if not profiles:
-            return groups, user.admin, Usage()
-        catalog = {a.slug: a for a in shared_inventory(self.crater.accelerator_catalog()).accelerators()}
-        return groups, user.admin, Usage.of(active_specs(user, profiles, catalog))
+        catalog = None
+        if profiles:
+            catalog = {a.slug: a for a in
+                       shared_inventory(self.crater.accelerator_catalog()).accelerators()}
+        out = {}
+        for name in names:
+            user = cached.get(name) or self.app.users.get(name)
+            if user is None:
+                out[name] = ([], False, Usage())
+                continue
+            groups = [g.name for g in user.groups]
+            usage = Usage.of(active_specs(user, profiles, catalog)) if profiles else Usage()
+            out[name] = (groups, user.admin, usage)
+        return out
 
 
 def _hub_app():
