@@ -67,6 +67,8 @@ STATES = ("queued", *ACTIVE, *FINAL)
 LOG_TAIL_BYTES = 64 * 1024
 #: how long a Job this process created may be missing from the cache before it counts as gone
 CREATE_GRACE = 30.0
+#: how long a finished Job's pod may be missing from the pod cache before it is finished without
+POD_GRACE = 30.0
 #: kueue backend: at most one read of Kueue's visibility API per this many seconds
 KUEUE_POSITIONS_EVERY = 2.0
 
@@ -149,6 +151,7 @@ class QueueService:
         self._kueue_positions = {}  # kueue backend: Job name -> position, from the last read
         self._visibility_warned = False
         self._task = None
+        self._podless = {}  # Job name -> when it was first seen finished with no pod in the cache
         self._to_insert = []  # [(spec, future)] waiting for the next insert transaction
         self._inserting = None  # the task committing them
         self.started = asyncio.get_running_loop().create_future()
@@ -364,6 +367,20 @@ class QueueService:
             self._created.pop(name, None)
         return name, obj
 
+    def _pod_not_seen_yet(self, name, k8s):
+        """Whether a finished Job that ran a pod should wait for that pod to reach the pod
+        cache: Jobs and pods come through two watches, so a Job's Complete condition can arrive
+        before its pod's last events. Up to POD_GRACE seconds; then it finishes without."""
+        status = k8s.get("status") or {}
+        if not (status.get("succeeded") or status.get("failed")):
+            return False  # no pod ever ran (e.g. the deadline passed while it was pending)
+        first = self._podless.setdefault(name, time.monotonic())
+        if time.monotonic() - first < POD_GRACE:
+            return True
+        log.warning("Job %s finished but its pod never reached the cache; finishing without "
+                    "its exit code and logs", name)
+        return False
+
     def _recently_created(self, name):
         created = self._created.get(name)
         return created is not None and time.monotonic() - created < CREATE_GRACE
@@ -389,6 +406,8 @@ class QueueService:
         complete, failed = _condition(k8s, "Complete"), _condition(k8s, "Failed")
         if complete or failed or _condition(k8s, "SuccessCriteriaMet") or \
                 _condition(k8s, "FailureTarget"):
+            if not pods and self._pod_not_seen_yet(name, k8s):
+                return  # finish with its exit code and output once its pod is in the cache
             code, why = _exit_info(pods[0]) if pods else (None, None)
             if job.started is None:  # it ran and ended between two looks: when, and where
                 started, node = _start_info(pods[0] if pods else None, k8s)
@@ -576,6 +595,7 @@ class QueueService:
                 faults.point("requeue.after_commit")
             return
         await self._update(job, cleaned=True)
+        self._podless.pop(name, None)
         self.jobs.pop(job.id, None)
         self._locks.pop(job.id, None)
 
