@@ -26,6 +26,16 @@ def isotime(value):
     return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
 
 
+def from_isotime(text):
+    """A Kubernetes or API timestamp (``2026-12-01T20:31:16Z``) as a naive UTC datetime, the way
+    the tables keep times; None for None or anything unreadable."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(
+            timezone.utc).replace(tzinfo=None)
+    except (AttributeError, ValueError):
+        return None
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

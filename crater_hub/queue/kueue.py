@@ -20,6 +20,8 @@ suspended Job), the same on both backends.
 
 from dataclasses import dataclass
 
+from ..db.models import from_isotime
+
 GROUP = "kueue.x-k8s.io"
 VERSION = "v1beta2"
 WORKLOADS = f"{GROUP}/{VERSION}/workloads"
@@ -80,6 +82,25 @@ def verdict(workload):
     if pending is not None and pending.get("message"):
         return Verdict("queued", pending["message"])
     return Verdict("queued", "waiting for Kueue to admit it")
+
+
+def evicted_since(workload, since):
+    """A Verdict("evicted") when the Workload was evicted after ``since`` (a naive UTC datetime:
+    when the hub saw it admitted) even if Kueue has admitted it again meanwhile — its Evicted
+    condition then reads False, "Previously: ...", changed after ``since``. None otherwise.
+
+    This is how an eviction between two looks of the hub (or while it was down) is not missed:
+    the job's pod was stopped and started again, which is a preemption however it ended."""
+    if workload is None or since is None:
+        return None
+    found = verdict(workload)
+    if found is not None and found.state == "evicted":
+        return found
+    evicted = _conditions(workload).get("Evicted")
+    changed = from_isotime((evicted or {}).get("lastTransitionTime"))
+    if changed is not None and changed > since:
+        return Verdict("evicted", _words(evicted, "evicted by Kueue"))
+    return None
 
 
 def _words(condition, default):

@@ -44,12 +44,13 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from ..db import migrate
-from ..db.models import Job, JobTransition, isotime, utcnow
+from ..db.models import Job, JobTransition, from_isotime, isotime, utcnow
 from ..db.session import Database
 from ..kube.caches import WatchCache
 from ..kube.client import shared_client
@@ -71,6 +72,8 @@ CREATE_GRACE = 30.0
 POD_GRACE = 30.0
 #: kueue backend: at most one read of Kueue's visibility API per this many seconds
 KUEUE_POSITIONS_EVERY = 2.0
+#: kueue backend: after a failed read of the visibility API, the next one waits this long
+KUEUE_VISIBILITY_BACKOFF = 30.0
 
 
 def seconds(dt):
@@ -89,25 +92,19 @@ def _exit_info(pod):
     return None, None
 
 
-def _parse_time(text):
-    """A Kubernetes timestamp (``2026-12-01T20:31:16Z``) as a naive UTC datetime, or None."""
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(
-            timezone.utc).replace(tzinfo=None)
-    except (AttributeError, ValueError):
-        return None
-
-
 def _start_info(pod, k8s_job):
     """(started, node) of a job that ended before the hub saw its pod running: the container's
-    ``startedAt``, else the Job's ``startTime``; (None, None) when neither says."""
-    node = ((pod or {}).get("spec") or {}).get("nodeName")
-    for status in ((pod or {}).get("status") or {}).get("containerStatuses") or ():
+    ``startedAt``; the Job's ``startTime`` when the pod is gone; (None, None) when its container
+    never started."""
+    if pod is None:
+        return from_isotime((k8s_job.get("status") or {}).get("startTime")), None
+    node = (pod.get("spec") or {}).get("nodeName")
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
         term = (status.get("state") or {}).get("terminated") or {}
-        # a container that never started reads 1970-01-01 here, on real clusters too
-        if status.get("name") == manifest.CONTAINER and term.get("startedAt", "1970") > "1971":
-            return _parse_time(term["startedAt"]), node
-    return _parse_time((k8s_job.get("status") or {}).get("startTime")), node
+        # a container that never started reads 1970-01-01 (or nothing) here, on real clusters too
+        if status.get("name") == manifest.CONTAINER and (term.get("startedAt") or "1970") > "1971":
+            return from_isotime(term["startedAt"]), node
+    return None, None
 
 
 def _condition(k8s_job, kind):
@@ -147,7 +144,8 @@ class QueueService:
         self._pods = defaultdict(dict)  # Job name -> {pod key: pod}
         self.workload_cache = None  # kueue backend: Workloads in the jobs namespace
         self._workloads = {}  # kueue backend: Job name -> its Workload
-        self._positions_read = 0.0  # kueue backend: monotonic time of the last visibility read
+        self._positions_next = 0.0  # kueue backend: monotonic time of the next visibility read
+        self._positions_task = None
         self._kueue_positions = {}  # kueue backend: Job name -> position, from the last read
         self._visibility_warned = False
         self._task = None
@@ -202,6 +200,8 @@ class QueueService:
         self.pod_cache.remove_listener(self._on_pod)
         if self.workload_cache is not None:
             self.workload_cache.remove_listener(self._on_workload)
+        if self._positions_task is not None:
+            self._positions_task.cancel()
         self.db.close()
 
     def _load(self, session):
@@ -348,7 +348,9 @@ class QueueService:
     # -- reconcile -----------------------------------------------------------------------------
 
     async def _reconcile_all(self):
-        for job in list(self.jobs.values()):
+        for count, job in enumerate(list(self.jobs.values()), 1):
+            if count % 500 == 0:
+                await asyncio.sleep(0)  # 10^5 queued Kueue jobs: let the hub serve meanwhile
             if job.state == "queued" and self.backend == "embedded":
                 continue
             async with self._locks[job.id]:
@@ -359,6 +361,10 @@ class QueueService:
                 except ApiException as e:
                     log.warning("job %s: Kubernetes API error %s (%s); will retry",
                                 job.id, e.status, e.reason)
+                except Exception:
+                    # one job's surprise (an object shaped as we did not expect) must not stop
+                    # every other job's progress: log it, go on, try it again next cycle
+                    log.exception("job %s: reconciling it failed; will retry", job.id)
 
     def _k8s_job(self, job):
         name = manifest.job_name(job.id, job.attempt)
@@ -450,18 +456,21 @@ class QueueService:
             if await self._transition(job, "admitted", found.reason):
                 faults.point("admit.after_commit")
             return True
-        if found is not None and found.state == "evicted":
+        evicted = kueue.evicted_since(self._workloads.get(name), job.admitted)
+        if evicted is not None:
             # Kueue suspends the Job again (its pods stop); the record ends as preempted and the
             # loop deletes the Job, then requeues a new attempt if job_requeue_preempted is on.
-            if await self._transition(job, "preempted", found.reason):
+            if await self._transition(job, "preempted", evicted.reason):
                 faults.point("preempt.after_commit")
             self.wake()
             return False
         return True
 
     async def _read_kueue_positions(self):
-        """Kueue backend: positions from Kueue's visibility API (one GET per LocalQueue, at most
-        every KUEUE_POSITIONS_EVERY seconds), and why each queued job waits, from its Workload."""
+        """Kueue backend: why each queued job waits, from its Workload, and the positions from
+        the last read of Kueue's visibility API — read in a task of its own (one GET per
+        LocalQueue, at most every KUEUE_POSITIONS_EVERY seconds, every KUEUE_VISIBILITY_BACKOFF
+        after a failure), so that a slow visibility server never holds up the queue's loop."""
         queued = [j for j in self.jobs.values() if j.state == "queued"]
         decision = engine.Decision()
         for job in queued:
@@ -469,14 +478,23 @@ class QueueService:
             decision.waiting[job.id] = found.reason if found is not None else \
                 "waiting for Kueue to see its Job"
         by_name = {manifest.job_name(j.id, j.attempt): j.id for j in queued}
-        if queued and time.monotonic() - self._positions_read >= KUEUE_POSITIONS_EVERY:
-            self._positions_read = time.monotonic()
-            summary = await self._pending_workloads()
-            self._kueue_positions = kueue.positions(summary) if summary is not None else {}
         for name, position in self._kueue_positions.items():
             if name in by_name:
                 decision.positions[by_name[name]] = position
         self.decision = decision
+        reading = self._positions_task is not None and not self._positions_task.done()
+        if queued and not reading and time.monotonic() >= self._positions_next:
+            self._positions_task = asyncio.create_task(self._refresh_positions(),
+                                                       name="crater-kueue-positions")
+
+    async def _refresh_positions(self):
+        summary = await self._pending_workloads()
+        if summary is None:
+            self._positions_next = time.monotonic() + KUEUE_VISIBILITY_BACKOFF
+            return
+        self._positions_next = time.monotonic() + KUEUE_POSITIONS_EVERY
+        self._kueue_positions = kueue.positions(summary)
+        self.wake()  # show them
 
     async def _pending_workloads(self):
         """Kueue's PendingWorkloadsSummary for our LocalQueue; None when it cannot be read (Kueue's
@@ -486,12 +504,12 @@ class QueueService:
         try:
             response = await api.call_api(
                 path, "GET", header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=10)
+                auth_settings=["BearerToken"], _preload_content=False, _request_timeout=5)
             try:
                 body = await response.read()
             finally:
                 response.release()
-        except (OSError, asyncio.TimeoutError, ApiException) as e:
+        except (OSError, asyncio.TimeoutError, aiohttp.ClientError, ApiException) as e:
             self._visibility_problem(f"{type(e).__name__}: {e}")
             return None
         if response.status != 200:
@@ -585,6 +603,7 @@ class QueueService:
                 return  # its pods are still stopping: done once they are gone
         elif self._recently_created(name):
             return
+        self._podless.pop(name, None)
         if job.state == "preempted" and self.crater.job_requeue_preempted:
             faults.point("requeue.before_commit")
             attempt = job.attempt + 1
@@ -595,7 +614,6 @@ class QueueService:
                 faults.point("requeue.after_commit")
             return
         await self._update(job, cleaned=True)
-        self._podless.pop(name, None)
         self.jobs.pop(job.id, None)
         self._locks.pop(job.id, None)
 
@@ -624,11 +642,11 @@ class QueueService:
         job._crater_engine_job = (key, built)  # a plain attribute: the ORM ignores it
         return built
 
-    def _nodes(self, active, finished=None):
+    def _nodes(self, active, finished):
         """Free capacity per node: the inventory's, less what admitted jobs will take once their
         pods are bound, plus what pods of finished jobs still hold (``terminating``).
 
-        ``active``, ``finished``: the records in those states (None: look them up)."""
+        ``active``, ``finished``: the records in those states."""
         capacity = self.inventory.capacity()
         nodes = {}
         parsed = {}  # quantity text -> value: nodes repeat the same few
@@ -647,8 +665,6 @@ class QueueService:
             nodes[n["name"]] = engine.NodeFree(
                 n["name"], {slug: a["free"] for slug, a in n["accelerators"].items()},
                 int(cpu * 1000), int(mem))
-        if finished is None:
-            finished = [j for j in self.jobs.values() if j.state in FINAL]
         for job in (*active, *finished):  # queued jobs have no pods
             pods = self.pods_of(job)
             bound = next((p for p in pods if (p.get("spec") or {}).get("nodeName")), None)
@@ -711,7 +727,10 @@ class QueueService:
             if victim is None or victim.state not in ACTIVE:
                 continue
             async with self._locks[victim_id]:
-                if await self._transition(victim, "preempted", f"preempted by job {for_id}"):
+                # a cancel (or its end) may have come while this cycle decided: only an active
+                # job is preempted, never one the user was already told is cancelled
+                if victim.state in ACTIVE and await self._transition(
+                        victim, "preempted", f"preempted by job {for_id}", expect=victim.state):
                     faults.point("preempt.after_commit")
         admitted = []
         for job_id, _node in decision.admit:
@@ -719,10 +738,12 @@ class QueueService:
             if job is None or job.state != "queued":
                 continue
             async with self._locks[job_id]:
+                if job.state != "queued":
+                    continue  # cancelled while this cycle decided
                 faults.point("admit.before_commit")
                 reason = (f"admitted: fits {job.owner}'s quota and the free capacity"
                           if not job.best_effort else "admitted on idle capacity (best-effort)")
-                if await self._transition(job, "admitted", reason):
+                if await self._transition(job, "admitted", reason, expect="queued"):
                     faults.point("admit.after_commit")
                     admitted.append(job)
         await asyncio.gather(*(self._dispatch_locked(job) for job in admitted))
@@ -763,18 +784,24 @@ class QueueService:
     async def _insert_pending(self):
         while self._to_insert:
             batch, self._to_insert = self._to_insert, []
-            try:
-                jobs = await self.db.run(self._insert, [spec for spec, _ in batch])
-            except Exception as e:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for (_, future), job in zip(batch, jobs, strict=True):
-                # known to the loop even if its submitter has gone (the client disconnected)
-                self.jobs[job.id] = job
-                if not future.done():
-                    future.set_result(job)
+            await self._insert_batch(batch)
+
+    async def _insert_batch(self, batch):
+        try:
+            jobs = await self.db.run(self._insert, [spec for spec, _ in batch])
+        except Exception as e:
+            if len(batch) > 1:  # one refused row must not fail the others: each on its own
+                for item in batch:
+                    await self._insert_batch([item])
+                return
+            if not batch[0][1].done():
+                batch[0][1].set_exception(e)
+            return
+        for (_, future), job in zip(batch, jobs, strict=True):
+            # known to the loop even if its submitter has gone (the client disconnected)
+            self.jobs[job.id] = job
+            if not future.done():
+                future.set_result(job)
 
     def _insert(self, session, specs):
         now = utcnow()

@@ -242,3 +242,15 @@ def test_fast_schedule_decides_as_the_reference_when_capacity_is_plenty_and_when
     for nodes in (roomy, full, []):
         args = (queued, active, nodes, quotas, servers, 2000.0, 100)
         _same(schedule(*args), reference_schedule(*args))
+
+
+def test_fast_schedule_decides_as_the_reference_across_many_node_blocks():
+    """More nodes than one first-fit block (64): block skipping, bounds and resuming in a later
+    block are compared too."""
+    for seed in (11, 12):
+        queued, active, free_nodes, quotas, servers = _random_cycle(seed, jobs=3000, nodes=300)
+        for now, preempt_after in ((1000.0, None), (1500.0, 0)):
+            args = (queued, active, free_nodes, quotas, servers, now, preempt_after)
+            fast, slow = schedule(*args), reference_schedule(*args)
+            assert slow.admit and slow.positions
+            _same(fast, slow)

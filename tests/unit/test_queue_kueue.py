@@ -73,3 +73,21 @@ def test_positions_are_one_based_by_owning_job():
 def test_the_visibility_path_is_kueues():
     assert kueue.pending_workloads_path("ns", "lq") == \
         "/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/ns/localqueues/lq/pendingworkloads"
+
+
+def test_an_eviction_between_two_looks_is_still_seen():
+    from datetime import datetime
+
+    admitted_at = datetime(2026, 12, 1, 10, 0, 0)
+    readmitted = workload(("QuotaReserved", "True", "QuotaReserved", ""),
+                          ("Admitted", "True", "Admitted", ""),
+                          ("Evicted", "False", "QuotaReserved", "Previously: Preempted to make room"))
+    readmitted["status"]["conditions"][2]["lastTransitionTime"] = "2026-12-01T10:05:00Z"
+    found = kueue.evicted_since(readmitted, admitted_at)
+    assert found == kueue.Verdict("evicted", "QuotaReserved: Previously: Preempted to make room")
+    # an eviction before the hub saw it admitted is history, not a preemption of this run
+    readmitted["status"]["conditions"][2]["lastTransitionTime"] = "2026-12-01T09:55:00Z"
+    assert kueue.evicted_since(readmitted, admitted_at) is None
+    evicted_now = workload(("Evicted", "True", "Preempted", "for a higher priority job"))
+    assert kueue.evicted_since(evicted_now, admitted_at).state == "evicted"
+    assert kueue.evicted_since(None, admitted_at) is None

@@ -1,0 +1,65 @@
+"""A cancel that lands while an admission cycle is deciding wins: the user who was told
+"cancelled" never sees the job admitted or run. A real QueueService on a real (in-memory SQLite)
+database; the cluster side (capacity, dispatch) is replaced, as no cluster takes part."""
+
+import asyncio
+
+from crater_hub.config import Crater
+from crater_hub.db import migrate
+from crater_hub.queue import engine
+from crater_hub.queue import service as service_mod
+
+
+class Spec:
+    owner, name, profile, accelerator, gpus = "alice", "j", "cpu", None, 0
+    cpu, cpu_limit, memory, memory_limit = "1", None, "1Gi", None
+    image, command, env = "python", ["true"], {}
+    priority, priority_value, best_effort, max_runtime = "normal", 50, False, 60
+
+    def shape(self):
+        return {}
+
+
+async def _service(monkeypatch, decision):
+    service = service_mod.QueueService(Crater(), "sqlite://", namespace="ns")
+    await service.db.call(migrate.upgrade, service.db.engine)
+    [job] = await service.db.run(service._insert, [Spec()])
+    service.jobs[job.id] = job
+    monkeypatch.setattr(service, "_nodes", lambda active, finished: [])
+    monkeypatch.setattr(service_mod.engine, "schedule", lambda *args: decision(job))
+    dispatched = []
+
+    async def dispatch(job):
+        dispatched.append(job.id)
+
+    monkeypatch.setattr(service, "_dispatch_locked", dispatch)
+    return service, job, dispatched
+
+
+async def test_cancel_during_admission_stays_cancelled(monkeypatch):
+    service, job, dispatched = await _service(
+        monkeypatch, lambda job: engine.Decision(admit=[(job.id, "node-1")]))
+    cancel = asyncio.create_task(service.cancel(job.id, "alice"))
+    await asyncio.sleep(0)  # the cancel holds the job's lock, its write on the database thread
+    await service._admit()
+    assert (await cancel)["state"] == "cancelled"
+    model = await service.get(job.id)
+    assert model["state"] == "cancelled"
+    assert [t["state"] for t in model["transitions"]] == ["queued", "cancelled"]
+    assert dispatched == []
+    service.db.close()
+
+
+async def test_cancel_during_preemption_stays_cancelled(monkeypatch):
+    service, victim, _ = await _service(monkeypatch, lambda job: engine.Decision(
+        preempt=[(job.id, 99)]))
+    assert await service._transition(victim, "admitted", "admitted for the test")
+    [other] = await service.db.run(service._insert, [Spec()])  # something queued to decide on
+    service.jobs[other.id] = other
+    cancel = asyncio.create_task(service.cancel(victim.id, "alice"))
+    await asyncio.sleep(0)
+    await service._admit()
+    assert (await cancel)["state"] == "cancelled"
+    model = await service.get(victim.id)
+    assert [t["state"] for t in model["transitions"]] == ["queued", "admitted", "cancelled"]
+    service.db.close()
