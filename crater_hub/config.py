@@ -81,6 +81,13 @@ class Crater(LoggingConfigurable):
     job_kueue_local_queue = Unicode(
         "crater", config=True, help="The Kueue LocalQueue jobs go to with the kueue backend.",
     )
+    job_kueue_priority_classes = Bool(
+        False, config=True,
+        help="""With the kueue backend, label each Job ``kueue.x-k8s.io/priority-class: <its
+        priority class>`` (``high``, ``normal``, ... from ``job_priorities``), so that Kueue
+        orders and preempts by them. Create a WorkloadPriorityClass of each name first: Kueue
+        leaves a Job whose class does not exist suspended.""",
+    )
     job_ttl_after_finished = Integer(
         7 * 86400, config=True,
         help="""ttlSecondsAfterFinished of Jobs: a backstop only, the hub deletes a finished Job

@@ -26,6 +26,7 @@ GROUP = "kueue.x-k8s.io"
 VERSION = "v1beta2"
 WORKLOADS = f"{GROUP}/{VERSION}/workloads"
 QUEUE_LABEL = f"{GROUP}/queue-name"
+PRIORITY_CLASS_LABEL = f"{GROUP}/priority-class"  # names a WorkloadPriorityClass
 VISIBILITY = f"/apis/visibility.{GROUP}/{VERSION}"
 
 

@@ -532,7 +532,7 @@ class QueueService:
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
         body = manifest.build(job, self.namespace, self.crater.job_ttl_after_finished,
-                              suspend=self.backend == "kueue", extra_labels=self._queue_labels())
+                              suspend=self.backend == "kueue", extra_labels=self._queue_labels(job))
         faults.point("dispatch.before_create")
         try:
             await shared_client("BatchV1Api").create_namespaced_job(self.namespace, body)
@@ -547,10 +547,13 @@ class QueueService:
         await self._update(job, dispatched=True, k8s_job=name)
         faults.point("dispatch.after_commit")
 
-    def _queue_labels(self):
-        if self.backend == "kueue":
-            return {kueue.QUEUE_LABEL: self.crater.job_kueue_local_queue}
-        return {}
+    def _queue_labels(self, job):
+        if self.backend != "kueue":
+            return {}
+        labels = {kueue.QUEUE_LABEL: self.crater.job_kueue_local_queue}
+        if self.crater.job_kueue_priority_classes and job.priority:
+            labels[kueue.PRIORITY_CLASS_LABEL] = job.priority
+        return labels
 
     async def _finish(self, job, state, reason, exit_code):
         faults.point("finish.before_logs")

@@ -7,6 +7,7 @@ JupyterHub app, whose spawner, routes, roles and scopes are what users get.
 """
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm, roles, scopes
@@ -253,10 +254,11 @@ async def test_the_queue_runs_its_jobs_where_rbac_allows(chart_defaults, files, 
         assert service.namespace == JOBS_NS
         assert service.backend == crater.job_queue_backend
         if service.backend == "kueue":
-            assert service._queue_labels() == {"kueue.x-k8s.io/queue-name": "crater"}
+            job = SimpleNamespace(priority="normal")
+            assert service._queue_labels(job) == {"kueue.x-k8s.io/queue-name": "crater"}
             assert service.queue_name() == "crater"
         else:
-            assert service._queue_labels() == {}
+            assert service._queue_labels(SimpleNamespace(priority="normal")) == {}
     finally:
         service.db.close()
 

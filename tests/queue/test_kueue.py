@@ -165,7 +165,8 @@ def kueue_hub(queue_dir, queue_cluster, postgres, kube):
     process.extra_args += ["--Crater.job_queue_backend=kueue",
                            f"--Crater.job_kueue_local_queue={LOCAL_QUEUE}",
                            f"--Crater.jobs_namespace={NAMESPACE}",
-                           "--Crater.job_requeue_preempted=True"]
+                           "--Crater.job_requeue_preempted=True",
+                           "--Crater.job_kueue_priority_classes=True"]
     process.start()
     yield process
     process.stop()
@@ -306,6 +307,8 @@ async def test_a_job_waits_suspended_in_kueue_then_runs_when_admitted(kueue_hub,
     k8s_validate(job)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"][kueue.QUEUE_LABEL] == LOCAL_QUEUE
+    # Kueue orders it by the WorkloadPriorityClass named like the job's priority class
+    assert job["metadata"]["labels"][kueue.PRIORITY_CLASS_LABEL] == "normal"
 
     message = ("couldn't assign flavors to pod set main: insufficient unused quota for cpu in "
                "flavor default-flavor, 1 more needed")
