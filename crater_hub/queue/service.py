@@ -114,6 +114,12 @@ def _condition(k8s_job, kind):
     return None
 
 
+def _ended(k8s_job):
+    """Whether the Job ran to an end (or is about to: the *Target/*Met conditions come first)."""
+    return any(_condition(k8s_job, kind) for kind in
+               ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"))
+
+
 def _pod_running(pod):
     return (pod.get("status") or {}).get("phase") == "Running"
 
@@ -410,8 +416,7 @@ class QueueService:
             return
         pods = self.pods_of(job)
         complete, failed = _condition(k8s, "Complete"), _condition(k8s, "Failed")
-        if complete or failed or _condition(k8s, "SuccessCriteriaMet") or \
-                _condition(k8s, "FailureTarget"):
+        if _ended(k8s):
             if not pods and self._pod_not_seen_yet(name, k8s):
                 return  # finish with its exit code and output once its pod is in the cache
             code, why = _exit_info(pods[0]) if pods else (None, None)
@@ -445,8 +450,7 @@ class QueueService:
         """Kueue backend: move the record as the Job's Workload says. True when the usual
         following of the Job and its pod applies; False while the job is still Kueue's to admit
         (its Job suspended) or was just evicted."""
-        if any(_condition(k8s, kind) for kind in ("Complete", "Failed", "SuccessCriteriaMet",
-                                                   "FailureTarget")):
+        if _ended(k8s):
             return True  # it ran to an end: the Job's conditions and pod tell how
         found = kueue.verdict(self._workloads.get(name))
         if job.state == "queued":
