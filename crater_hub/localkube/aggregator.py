@@ -7,11 +7,11 @@ without a service is "Local": served by localkube itself. Those are registered a
 every built-in group-version and every CRD's served versions, as the real apiserver does.
 
 Backends are found the way ``--enable-aggregator-routing`` does it: the Service's endpoints, not
-its cluster IP (nothing routes cluster IPs here). A Service with a selector has no endpoints
-controller behind it in localkube, so its endpoints are its ready pods, computed as the endpoints
-controller would; a selector-less Service uses its ``Endpoints`` object of the same name; an
-``ExternalName`` Service is its external name. localkube speaks plain HTTP to backends (real: TLS
-verified with ``spec.caBundle``) — a listed deviation.
+its cluster IP. For a Service with a selector they are computed from its ready pods by
+:mod:`.endpoints`, exactly as the endpoints controller writes them (read directly so that a pod
+becoming ready is seen at once); a selector-less Service uses its ``Endpoints`` object of the same
+name; an ``ExternalName`` Service is its external name. localkube speaks plain HTTP to backends
+(real: TLS verified with ``spec.caBundle``) — a listed deviation.
 
 :class:`APIServiceController` keeps each APIService's ``Available`` condition, with the reasons
 the real availability controller uses; :class:`Aggregator` does the proxying.
@@ -27,6 +27,7 @@ import aiohttp
 from tornado.iostream import StreamClosedError
 
 from .controller import Controller
+from .endpoints import selector_matches, service_subsets
 from .resources import BUILTINS
 from .store import isotime
 
@@ -52,6 +53,7 @@ CHECK_USER, CHECK_GROUPS = "system:kube-aggregator", ("system:masters",)
 # groupPriorityMinimum/versionPriority of the built-in groups, as kube-apiserver registers them.
 BUILTIN_PRIORITIES = {
     "": 18000, "apiregistration.k8s.io": 18000, "events.k8s.io": 17750, "batch": 17400,
+    "discovery.k8s.io": 16200,
     "rbac.authorization.k8s.io": 17000, "storage.k8s.io": 16800, "apiextensions.k8s.io": 16700,
     "scheduling.k8s.io": 16600, "coordination.k8s.io": 16500,
 }
@@ -90,59 +92,6 @@ def service_ref(apiservice):
     """(namespace, name, port) of the APIService's service; the port defaults to 443."""
     svc = apiservice["spec"]["service"]
     return svc.get("namespace", ""), svc.get("name", ""), int(svc.get("port") or 443)
-
-
-def _pod_ready(pod):
-    status = pod.get("status") or {}
-    if pod["metadata"].get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-        return False
-    if not status.get("podIP"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in status.get("conditions") or [])
-
-
-def _target_port(svc_port, pod):
-    target = svc_port.get("targetPort", svc_port.get("port"))
-    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
-        return int(target)
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if port.get("name") == target:
-                return port.get("containerPort")
-    return None
-
-
-def service_subsets(store, registry, svc):
-    """The Service's endpoints as ``Endpoints.subsets``; None when it has no Endpoints object.
-
-    A Service with a selector gets the subsets the endpoints controller would write: one per
-    ready pod matching the selector, with each service port's targetPort resolved on that pod.
-    """
-    spec = svc.get("spec") or {}
-    selector = spec.get("selector")
-    ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-    if not selector:
-        ep = store.find(registry.lookup("", "v1", "endpoints"), ns, name)
-        return None if ep is None else ep.get("subsets") or []
-    subsets = []
-    pods, _ = store.list(registry.lookup("", "v1", "pods"), ns)
-    for pod in pods:
-        labels = pod["metadata"].get("labels") or {}
-        if any(labels.get(k) != v for k, v in selector.items()) or not _pod_ready(pod):
-            continue
-        ports = []
-        for p in spec.get("ports") or []:
-            target = _target_port(p, pod)
-            if target:
-                ports.append({"name": p.get("name", ""), "port": target,
-                              "protocol": p.get("protocol", "TCP")})
-        if ports:
-            ref = {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
-                   "uid": pod["metadata"]["uid"]}
-            subsets.append({"addresses": [{"ip": pod["status"]["podIP"], "targetRef": ref}],
-                            "ports": ports})
-    return subsets
 
 
 def resolve(store, registry, namespace, name, port):
@@ -234,8 +183,7 @@ class APIServiceController(Controller):
                 if not selector:
                     continue
                 olds = [change.obj] + ([change.old] if change.old is not None else [])
-                if not any(all((o["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-                           for o in olds):
+                if not any(selector_matches(selector, o["metadata"].get("labels")) for o in olds):
                     continue
             elif meta["name"] != svc_name:
                 continue

@@ -30,7 +30,7 @@ class LocalKube:
     """
 
     def __init__(self, cluster_file=None, state_dir=None, host="127.0.0.1", port=0,
-                 history_size=10000, pod_network="127.1.0.0/16", image_table=None):
+                 history_size=10000, pod_network="127.1.0.0/16", image_table=None, service_cidr=None):
         self.cluster_file = Path(cluster_file) if cluster_file else DEMO_CLUSTER
         self._tmp = None
         if state_dir is None:
@@ -43,7 +43,9 @@ class LocalKube:
         self.pod_network = pod_network
         self.image_table_file = image_table
         self.registry = Registry()
-        self.store = Store(self.registry, history_size=history_size)
+        self.store = Store(self.registry, history_size=history_size,
+                           **({"service_cidr": service_cidr} if service_cidr else {}))
+        self.dns = None
         self.controllers = []
         self.server = None
         from .aggregator import Aggregator
@@ -69,6 +71,7 @@ class LocalKube:
 
     def _make_controllers(self):
         from .aggregator import APIServiceController
+        from .endpoints import EndpointsController
         from .gc import (
             CRDController,
             GarbageCollector,
@@ -87,8 +90,28 @@ class LocalKube:
             NamespaceController(self),
             Scheduler(self),
             JobController(self),
+            EndpointsController(self),
+            *self._service_controllers(),
             Kubelet(self),
         ]
+
+    def _service_controllers(self):
+        """The service proxy, where cluster IPs can be served (an isolated pod network, or a
+        service CIDR on loopback)."""
+        from .proxy import ServiceProxy, bridge_of
+
+        if bridge_of(self) is None and not self.store.service_ips.network.is_loopback:
+            return []
+        return [ServiceProxy(self)]
+
+    async def _start_dns(self):
+        """Cluster DNS on the host's bridge address, where pods' resolv.conf points."""
+        network = getattr(self, "network", None)
+        if network is None or not getattr(network, "isolated", False):
+            return
+        from .dns import DNSServer
+
+        self.dns = await DNSServer(self.store, self.registry, network.gateway_ip, 53).start()
 
     async def start(self):
         """Start controllers and the HTTP server; returns when the API answers."""
@@ -98,6 +121,7 @@ class LocalKube:
         self._bootstrap()
         for c in self.controllers:
             c.start()
+        await self._start_dns()
         app = make_app(self)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,6 +140,8 @@ class LocalKube:
         """Stop everything; every pod process is terminated before this returns."""
         if self.server:
             self.server.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         for c in reversed(self.controllers):
             await c.stop()
         await self.aggregator.close()

@@ -5,12 +5,31 @@ namespace phase, PVC binding, Service cluster IPs, CRD conditions. Validation re
 ``(field, message)`` causes for a 422 ``Invalid``.
 """
 
-import ipaddress
-import itertools
-
+from .clusterip import AllocationError
 from .errors import invalid
 
-_cluster_ips = (str(ipaddress.IPv4Address("10.96.0.10") + i) for i in itertools.count())
+
+def _allocate_cluster_ip(store, res, obj):
+    """A Service's cluster IP from the store's allocator: asked for, ``None`` (headless) or free."""
+    spec = obj["spec"]
+    if spec["type"] == "ExternalName":
+        spec.pop("clusterIP", None)
+        spec.pop("clusterIPs", None)
+        return
+    requested = spec.get("clusterIP") or (spec.get("clusterIPs") or [None])[0]
+    if requested == "None":
+        spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
+        return
+    try:
+        ip = store.service_ips.allocate(requested)
+    except AllocationError as e:
+        field = "spec.clusterIPs[0]" if requested else "spec.clusterIPs"
+        raise invalid(res, obj["metadata"]["name"], [(field, f'Invalid value: "{requested or ""}": {e}')]) \
+            from None
+    spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
 
 
 def _pod_spec_defaults(spec):
@@ -75,9 +94,7 @@ def apply_on_create(store, res, obj):
         spec = obj.setdefault("spec", {})
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
-        if spec.get("clusterIP") != "None":
-            spec.setdefault("clusterIP", next(_cluster_ips))
-            spec["clusterIPs"] = [spec["clusterIP"]]
+        _allocate_cluster_ip(store, res, obj)
         for port in spec.get("ports", []):
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port.get("port"))
@@ -236,6 +253,15 @@ def check_update(res, old, new):
         o, n = old.get("spec", {}), new.get("spec", {})
         if o.get("nodeName") and n.get("nodeName") != o.get("nodeName"):
             raise invalid(res, old["metadata"]["name"], [("spec.nodeName", "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations)")])
+    if kind == ("", "services"):
+        o, n = old.get("spec") or {}, new.setdefault("spec", {})
+        if o.get("clusterIP") and n.get("type", "ClusterIP") != "ExternalName":
+            for key in ("clusterIP", "clusterIPs"):
+                if not n.get(key):
+                    n[key] = o.get(key)  # left out of a PUT: kept, as the real apiserver does
+            if n["clusterIP"] != o["clusterIP"]:
+                raise invalid(res, old["metadata"]["name"], [
+                    ("spec.clusterIPs[0]", f'Invalid value: ["{n["clusterIP"]}"]: may not change once set')])
     if kind == ("batch", "jobs"):
         if new.get("spec", {}).get("selector") != old.get("spec", {}).get("selector"):
             raise invalid(res, old["metadata"]["name"], [("spec.selector", "Invalid value: field is immutable")])

@@ -86,6 +86,7 @@ BUILTINS = [
         "apiregistration.k8s.io", "v1", "APIService", "apiservices", False, "apiservice", (), (),
         ("status",),
     ),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, "endpointslice"),
     Resource("events.k8s.io", "v1", "Event", "events", True, "event", ("ev",)),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "lease"),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True, "role"),

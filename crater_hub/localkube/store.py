@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import defaults
+from .clusterip import DEFAULT_SERVICE_CIDR, ClusterIPAllocator
 from .errors import (
     ApiError,
     already_exists,
@@ -100,15 +101,17 @@ class Watcher:
 class Store:
     """All objects of all kinds, keyed by storage key, then (namespace, name)."""
 
-    def __init__(self, registry, history_size=10000):
+    def __init__(self, registry, history_size=10000, service_cidr=DEFAULT_SERVICE_CIDR):
         self.registry = registry
+        # Service cluster IPs are handed out at create, by the API server (defaults.py).
+        self.service_ips = ClusterIPAllocator(service_cidr)
         self.rv = 0
         self.history = deque()
         self.history_size = history_size
         self.compacted_rv = 0  # changes at or below this version are no longer replayable
         self._objects = {}
         self._watchers = set()
-        self._listeners = []
+        self._listeners = [self.service_ips.on_change]
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -104,6 +104,30 @@ def _service_row(svc):
             ports, age(svc["metadata"].get("creationTimestamp"))]
 
 
+def _first_three(items):
+    """kubectl's list of endpoints: three, then "+ N more..."."""
+    if not items:
+        return "<none>"
+    more = f" + {len(items) - 3} more..." if len(items) > 3 else ""
+    return ",".join(items[:3]) + more
+
+
+def _endpoints_row(ep):
+    items = []
+    for ss in ep.get("subsets") or []:
+        ports = ss.get("ports") or []
+        for addr in ss.get("addresses") or []:
+            items += [f"{addr['ip']}:{p['port']}" for p in ports] if ports else [addr["ip"]]
+    return [ep["metadata"]["name"], _first_three(items), age(ep["metadata"].get("creationTimestamp"))]
+
+
+def _endpointslice_row(obj):
+    ports = ",".join(str(p.get("port")) for p in obj.get("ports") or []) or "<unset>"
+    ips = [ip for e in obj.get("endpoints") or [] for ip in e.get("addresses") or []]
+    return [obj["metadata"]["name"], obj.get("addressType", ""), ports, _first_three(ips),
+            age(obj["metadata"].get("creationTimestamp"))]
+
+
 def _pvc_row(pvc):
     st = pvc.get("status", {})
     return [pvc["metadata"]["name"], st.get("phase", "Pending"), pvc.get("spec", {}).get("volumeName", ""),
@@ -140,6 +164,9 @@ PRINTERS = {
     ("", "events"): ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")], _event_row),
     ("", "services"): ([_col("Name", fmt="name"), _col("Type"), _col("Cluster-IP"), _col("External-IP"),
                         _col("Port(s)"), _col("Age")], _service_row),
+    ("", "endpoints"): ([_col("Name", fmt="name"), _col("Endpoints"), _col("Age")], _endpoints_row),
+    ("discovery.k8s.io", "endpointslices"): ([_col("Name", fmt="name"), _col("AddressType"), _col("Ports"),
+                                              _col("Endpoints"), _col("Age")], _endpointslice_row),
     ("", "persistentvolumeclaims"): ([_col("Name", fmt="name"), _col("Status"), _col("Volume"), _col("Capacity"),
                                       _col("Access Modes"), _col("StorageClass"), _col("VolumeAttributesClass"),
                                       _col("Age")], _pvc_row),

@@ -5,11 +5,12 @@ from tests.localkube.helpers import Cluster
 
 @pytest_asyncio.fixture
 async def make_cluster(tmp_path):
-    """``make_cluster(spec=None)``: a Cluster on the demo nodes (or ``spec``), stopped after the test."""
+    """``make_cluster(spec=None, **store_options)``: a Cluster on the demo nodes (or ``spec``),
+    stopped after the test."""
     made = []
 
-    def make(spec=None):
-        made.append(Cluster(tmp_path, spec))
+    def make(spec=None, **store_options):
+        made.append(Cluster(tmp_path, spec, **store_options))
         return made[-1]
 
     yield make

@@ -22,9 +22,9 @@ __all__ = ["Cluster", "DEMO", "wait_for"]
 class Cluster:
     """A store with namespaces and nodes, and controllers started on the running loop."""
 
-    def __init__(self, tmp_path, spec=None):
+    def __init__(self, tmp_path, spec=None, **store_options):
         self.registry = Registry()
-        self.store = Store(self.registry)
+        self.store = Store(self.registry, **store_options)
         self.state_dir = tmp_path
         self.controllers = []
         ns = self.res("", "namespaces")
