@@ -33,6 +33,7 @@ class Image:
         """The image's env with its placeholders filled in for a pod whose rootfs is ``rootfs``."""
         values = {
             "{python_bin}": os.path.dirname(sys.executable),
+            "{node_bin}": os.path.join(sys.prefix, "node", "node_modules", ".bin"),
             "{rootfs}": str(rootfs),
             "{host_path}": os.environ.get("PATH", os.defpath),
         }

@@ -1,0 +1,219 @@
+"""Services on localkube as clients see them: Endpoints and EndpointSlices following pod readiness
+(kubernetes_asyncio and kubectl), cluster IPs that carry traffic, and cluster DNS inside pods.
+
+Traffic and DNS need the isolated pod network (each pod in its own namespaces on a bridge, the
+default as root): those tests skip where localkube runs in the loopback fallback.
+"""
+
+import asyncio
+import ipaddress
+import json
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.helpers import wait_for
+
+# A pod's HTTP server: answers every GET with its hostname (which is the pod's name).
+SERVER = """
+import http.server, socket
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = socket.gethostname().encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+
+# A client pod: GETs each URL until it answers (or 60 s pass), then prints one JSON line per URL.
+CLIENT = """
+import json, sys, time, urllib.request
+for url in sys.argv[1:]:
+    deadline, last = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                last = {"url": url, "status": r.status, "body": r.read().decode()}
+                break
+        except Exception as e:
+            last = {"url": url, "error": repr(e)}
+            time.sleep(0.2)
+    print(json.dumps(last), flush=True)
+print("DONE", flush=True)
+"""
+
+# A client pod: resolves each name with the system resolver (glibc, the pod's resolv.conf).
+RESOLVER = """
+import json, socket, sys
+for name in sys.argv[1:]:
+    try:
+        ips = sorted({a[4][0] for a in socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)})
+    except socket.gaierror as e:
+        ips = repr(e)
+    print(json.dumps({"name": name, "ips": ips}), flush=True)
+print("DONE", flush=True)
+"""
+
+
+def python_pod(name, script, *args, labels=None, ports=(), restart="Never", **spec):
+    container = {"name": "main", "image": "python:3.11", "command": ["python3", "-c", script, *args]}
+    if ports:
+        container["ports"] = list(ports)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"restartPolicy": restart, "containers": [container], **spec}}
+
+
+def service(name, selector, ports, **spec):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector, "ports": ports, **spec}}
+
+
+@pytest.fixture
+def isolated(kube):
+    network = getattr(kube.lk, "network", None)
+    if network is None or not network.isolated:
+        pytest.skip("needs the isolated pod network (root): pods on a bridge, cluster DNS")
+    return kube
+
+
+async def pod_ip(kube, name):
+    async def ip():
+        pod = await kube.core.read_namespaced_pod(name, "default")
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return pod.status.pod_ip if ready else None
+
+    return await wait_for(ip, timeout=30, message=f"{name} ready")
+
+
+async def json_lines(kube, name, timeout=90):
+    """The JSON lines a client pod printed, once it printed DONE."""
+    async def done():
+        try:
+            text = await kube.core.read_namespaced_pod_log(name, "default")
+        except ApiException:
+            return None
+        return text if "DONE" in text else None
+
+    text = await wait_for(done, timeout=timeout, message=f"{name} finished")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def endpoint_ips(kube, name):
+    ep = await kube.core.read_namespaced_endpoints(name, "default")
+    ready = sorted(a.ip for s in ep.subsets or [] for a in s.addresses or [])
+    not_ready = sorted(a.ip for s in ep.subsets or [] for a in s.not_ready_addresses or [])
+    return ready, not_ready
+
+
+async def slice_ips(kube, name):
+    slices = await client.DiscoveryV1Api(kube.api).list_namespaced_endpoint_slice(
+        "default", label_selector=f"kubernetes.io/service-name={name}")
+    return sorted((e.addresses[0], e.conditions.ready) for s in slices.items for e in s.endpoints or [])
+
+
+async def test_endpoints_and_endpointslices_follow_pod_readiness(kube, kubectl):
+    await kube.core.create_namespaced_service("default", service(
+        "web", {"app": "web"}, [{"name": "http", "port": 80, "targetPort": "http"}]))
+    ports = [{"name": "http", "containerPort": 8080}]
+    for name in ("web-1", "web-2"):
+        await kube.core.create_namespaced_pod("default", python_pod(
+            name, "import time; time.sleep(600)", labels={"app": "web"}, ports=ports))
+    ips = sorted([await pod_ip(kube, "web-1"), await pod_ip(kube, "web-2")])
+
+    async def both_ready():
+        return await endpoint_ips(kube, "web") == (ips, []) and \
+            await slice_ips(kube, "web") == [(ip, True) for ip in ips]
+
+    await wait_for(both_ready, timeout=10, message="both pods in Endpoints and EndpointSlices")
+    ep = await kube.core.read_namespaced_endpoints("web", "default")
+    assert [(p.name, p.port) for p in ep.subsets[0].ports] == [("http", 8080)]
+    out = await kubectl("get", "endpoints", "web")
+    assert all(f"{ip}:8080" in out for ip in ips), out
+    out = await kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web")
+    assert "IPv4" in out and "8080" in out and all(ip in out for ip in ips), out
+
+    # A pod whose container ends is no longer ready: it leaves the ready addresses.
+    gone = await kube.core.read_namespaced_pod("web-2", "default")
+    await kube.core.delete_namespaced_pod("web-2", "default", grace_period_seconds=0)
+    await wait_for(lambda: _equals(endpoint_ips(kube, "web"), ([ip for ip in ips if ip != gone.status.pod_ip], [])),
+                   timeout=10, message="web-2 left the Endpoints")
+    await wait_for(lambda: _equals(slice_ips(kube, "web"), [(ip, True) for ip in ips if ip != gone.status.pod_ip]),
+                   timeout=10, message="web-2 left the slices")
+
+    await kube.core.delete_namespaced_service("web", "default")
+
+    async def cleaned():
+        try:
+            await kube.core.read_namespaced_endpoints("web", "default")
+            return False
+        except ApiException as e:
+            return e.status == 404 and await slice_ips(kube, "web") == []
+
+    await wait_for(cleaned, timeout=10, message="Endpoints and slices gone with the Service")
+
+
+async def _equals(awaitable, expected):
+    return (await awaitable) == expected
+
+
+async def test_pod_reaches_another_through_the_service_names_and_cluster_ip(isolated):
+    kube = isolated
+    await kube.core.create_namespaced_pod("default", python_pod(
+        "web-0", SERVER, labels={"app": "web"}, ports=[{"name": "http", "containerPort": 8080}]))
+    svc = await kube.core.create_namespaced_service("default", service(
+        "web", {"app": "web"}, [{"name": "http", "port": 80, "targetPort": "http"}]))
+    cluster_ip = svc.spec.cluster_ip
+    assert ipaddress.ip_address(cluster_ip) in kube.lk.network.service_cidr
+    await pod_ip(kube, "web-0")
+    urls = [f"http://{host}/" for host in
+            ("web.default.svc.cluster.local", "web", "web.default", "web.default.svc", cluster_ip)]
+    await kube.core.create_namespaced_pod("default", python_pod("client", CLIENT, *urls))
+    answers = await json_lines(kube, "client")
+    assert answers == [{"url": url, "status": 200, "body": "web-0"} for url in urls], answers
+
+    # The host (where the hub runs) reaches the cluster IP too.
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(cluster_ip, 80), 5)
+    writer.write(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+    reply = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"web-0"), reply
+
+
+async def test_headless_service_resolves_to_the_ready_pods(isolated):
+    kube = isolated
+    await kube.core.create_namespaced_service("default", service("workers", {"app": "ray"}, [], clusterIP="None"))
+    for i in range(2):
+        await kube.core.create_namespaced_pod("default", python_pod(
+            f"worker-{i}", "import time; time.sleep(600)", labels={"app": "ray"},
+            hostname=f"w{i}", subdomain="workers"))
+    ips = [await pod_ip(kube, f"worker-{i}") for i in range(2)]
+    names = ["workers", "workers.default.svc.cluster.local", "w0.workers", "w1.workers.default.svc.cluster.local",
+             "nobody.default.svc.cluster.local"]
+    await kube.core.create_namespaced_pod("default", python_pod("resolver", RESOLVER, *names))
+    got = {line["name"]: line["ips"] for line in await json_lines(kube, "resolver")}
+    assert got["workers"] == sorted(ips) and got["workers.default.svc.cluster.local"] == sorted(ips), got
+    assert got["w0.workers"] == [ips[0]] and got["w1.workers.default.svc.cluster.local"] == [ips[1]], got
+    assert "Name or service not known" in got["nobody.default.svc.cluster.local"], got
+
+
+async def test_hub_image_pod_runs_jupyterhub_and_answers_through_its_service(isolated):
+    kube = isolated
+    hub = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hub", "labels": {"component": "hub"}},
+           "spec": {"containers": [{"name": "hub", "image": "quay.io/jupyterhub/jupyterhub:5.3",
+                                    "ports": [{"name": "http", "containerPort": 8000}]}]}}
+    await kube.core.create_namespaced_pod("default", hub)
+    await kube.core.create_namespaced_service("default", service(
+        "proxy-public", {"component": "hub"}, [{"name": "http", "port": 80, "targetPort": "http"}]))
+    await pod_ip(kube, "hub")
+    await kube.core.create_namespaced_pod("default", python_pod(
+        "curl", CLIENT, "http://proxy-public/hub/api", "http://proxy-public.default.svc.cluster.local/hub/api"))
+    answers = await json_lines(kube, "curl", timeout=120)
+    for answer in answers:
+        assert answer.get("status") == 200, answers
+        assert "version" in json.loads(answer["body"]), answer
+    # Port 8000 is the proxy's (the hub itself listens on 127.0.0.1:8081): the proxy routed it.
+    log = await kube.core.read_namespaced_pod_log("hub", "default")
+    assert "ConfigProxy" in log, log
