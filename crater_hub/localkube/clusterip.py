@@ -21,6 +21,12 @@ class ClusterIPAllocator:
     """Free and used addresses of one service CIDR (IPv4)."""
 
     def __init__(self, cidr=DEFAULT_SERVICE_CIDR):
+        self.configure(cidr)
+
+    def configure(self, cidr):
+        """Use ``cidr`` (the pod network picks it at start, before any Service exists)."""
+        if getattr(self, "used", None):
+            raise RuntimeError("the service CIDR cannot change once addresses are allocated")
         self.network = ipaddress.ip_network(cidr)
         self.used = set()
         self._next = RESERVED + 1 if self.network.num_addresses - 2 > RESERVED else 1
