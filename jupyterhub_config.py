@@ -12,7 +12,7 @@ import yaml
 from traitlets.config import Config
 
 import crater_hub
-from crater_hub.embedded import proxy_command, start_embedded_cluster
+from crater_hub.embedded import pod_reachable_ip, proxy_command, start_embedded_cluster
 from crater_hub.kube.client import cluster_configured
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -33,10 +33,11 @@ if crater_file := os.environ.get("CRATER_CONFIG_FILE", str(demo_crater) if embed
 
 # The hub, its database and its proxy
 c.JupyterHub.bind_url = "http://127.0.0.1:8000"
-c.JupyterHub.hub_ip = "127.0.0.1"
+# Pods reach the hub's API here: on localkube, the host's address on the pods' bridge (pods have
+# network namespaces of their own), or 127.0.0.1 (its loopback fallback, where pods are on 127.1.x.y).
+c.JupyterHub.hub_ip = pod_reachable_ip()
 c.JupyterHub.hub_port = 8081
-# Pods reach the hub here: localkube's pods live on 127.1.x.y, all on this machine's loopback.
-c.JupyterHub.hub_connect_ip = "127.0.0.1"
+c.JupyterHub.hub_connect_ip = c.JupyterHub.hub_ip
 c.JupyterHub.db_url = os.environ.get(
     "CRATER_DB_URL", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}"
 )

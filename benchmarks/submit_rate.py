@@ -63,7 +63,7 @@ class Hub:
 
 def direct_url(hub, path):
     """``path`` (under /hub/api/) on the hub's own port."""
-    return f"http://127.0.0.1:{hub.hub_port}/hub/api/{path}"
+    return f"http://{hub.hub_ip}:{hub.hub_port}/hub/api/{path}"
 
 
 async def make_users(hub, count, prefix="bench"):

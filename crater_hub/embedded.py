@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .localkube import LocalKubeProcess
+from .localkube.network import read_network_file
 
 PROXY = "configurable-http-proxy"
 
@@ -38,6 +39,18 @@ def use_kubeconfig(path):
 
     os.environ["KUBECONFIG"] = str(path)
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+
+
+def pod_reachable_ip(kubeconfig=None):
+    """The host address where pods reach the hub: the pod bridge's gateway of a localkube.
+
+    An isolated localkube's pods live in network namespaces of their own, so the hub's API must
+    listen where they reach the host: the gateway it wrote next to its kubeconfig (``kubeconfig``,
+    else ``$KUBECONFIG``). A loopback localkube or a real cluster: 127.0.0.1.
+    """
+    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    info = read_network_file(path) if path else None
+    return (info or {}).get("gateway_ip", "127.0.0.1")
 
 
 def proxy_command():

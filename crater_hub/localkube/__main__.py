@@ -23,13 +23,22 @@ def parser():
     p.add_argument("--state-dir", metavar="DIR", help="pod sandboxes, logs and volume data (default: a temporary directory)")
     p.add_argument("--history", type=int, default=10000, help="watch history size (older versions get 410)")
     p.add_argument("--images", metavar="FILE", help="image table (YAML); default: the built-in one")
+    p.add_argument("--isolation", choices=("isolated", "loopback"),
+                   help="pods in namespaces of their own on a bridge (default as root; needs root) or "
+                   "host processes on loopback addresses (default otherwise); env LOCALKUBE_ISOLATION")
+    p.add_argument("--pod-cidr", help="isolated: the pods' range (default: a free /22 in 100.64.0.0/10)")
+    p.add_argument("--service-cidr", help="the Services' range (default: a free /24 next to the pods')")
+    p.add_argument("--mask", action="append", default=[], metavar="DIR",
+                   help="isolated: a host directory pods may not see (repeatable; the state dir always is)")
     p.add_argument("--log-level", default="INFO")
     return p
 
 
 async def serve(args):
     lk = LocalKube(cluster_file=args.cluster, state_dir=args.state_dir, host=args.host,
-                   port=args.port, history_size=args.history, image_table=args.images)
+                   port=args.port, history_size=args.history, image_table=args.images,
+                   isolation=args.isolation, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
+                   masked_paths=args.mask)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

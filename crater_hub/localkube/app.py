@@ -5,6 +5,7 @@ the hub and the tests start and stop), and directly in-process for unit tests of
 """
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -27,10 +28,14 @@ class LocalKube:
     ``cluster_file``: YAML with the nodes (defaults to the demo cluster).
     ``state_dir``: where pod sandboxes, logs and PVC data live (a temporary directory if None).
     ``history_size``: watch history kept for resuming; older resourceVersions get 410 Gone.
+    ``isolation``: ``"isolated"`` (pods in namespaces of their own; the default as root) or
+    ``"loopback"`` (see :mod:`.network`); ``pod_cidr``/``service_cidr``: ranges (chosen if None);
+    ``masked_paths``: more host directories hidden from isolated pods (the state dir always is).
     """
 
     def __init__(self, cluster_file=None, state_dir=None, host="127.0.0.1", port=0,
-                 history_size=10000, pod_network="127.1.0.0/16", image_table=None, service_cidr=None):
+                 history_size=10000, image_table=None, isolation=None, pod_cidr=None,
+                 service_cidr=None, masked_paths=()):
         self.cluster_file = Path(cluster_file) if cluster_file else DEMO_CLUSTER
         self._tmp = None
         if state_dir is None:
@@ -40,11 +45,13 @@ class LocalKube:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port
-        self.pod_network = pod_network
         self.image_table_file = image_table
+        self.masked_paths = [Path(p).absolute() for p in masked_paths]
+        from .network import PodNetwork
+
+        self.network = PodNetwork(self.state_dir, isolation, pod_cidr, service_cidr)
         self.registry = Registry()
-        self.store = Store(self.registry, history_size=history_size,
-                           **({"service_cidr": service_cidr} if service_cidr else {}))
+        self.store = Store(self.registry, history_size=history_size)
         self.dns = None
         self.controllers = []
         self.server = None
@@ -106,35 +113,55 @@ class LocalKube:
 
     async def _start_dns(self):
         """Cluster DNS on the host's bridge address, where pods' resolv.conf points."""
-        network = getattr(self, "network", None)
-        if network is None or not getattr(network, "isolated", False):
+        if not self.network.isolated:
             return
         from .dns import DNSServer
 
-        self.dns = await DNSServer(self.store, self.registry, network.gateway_ip, 53).start()
+        self.dns = await DNSServer(self.store, self.registry, self.network.gateway_ip, 53).start()
 
     async def start(self):
         """Start controllers and the HTTP server; returns when the API answers."""
         from .server import make_app
 
+        await self.network.start()
+        self.store.service_ips.configure(self.network.service_cidr)  # chosen by the network
+        sockets = self._listen()
         self.controllers = self._make_controllers()
         self._bootstrap()
         for c in self.controllers:
             c.start()
         await self._start_dns()
         app = make_app(self)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
         from tornado.httpserver import HTTPServer
 
         self.server = HTTPServer(app, idle_connection_timeout=3600)
-        self.server.add_sockets([sock])
+        self.server.add_sockets(sockets)
         log.info("localkube API at %s (state in %s)", self.url, self.state_dir)
         return self
+
+    def _listen(self):
+        """Sockets for the API: ``host`` and, when pods live on a bridge, the gateway (same port)."""
+        hosts = [self.host]
+        if self.network.isolated and self.network.gateway_ip != self.host and self.host not in ("0.0.0.0", ""):
+            hosts.append(self.network.gateway_ip)
+        for attempt in range(20):
+            sockets = []
+            try:
+                for host in hosts:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    sockets.append(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((host, self.port if not sockets[1:] else sockets[0].getsockname()[1]))
+                    sock.listen(128)
+                    sock.setblocking(False)
+            except OSError:
+                for sock in sockets:
+                    sock.close()
+                if self.port or attempt == 19:
+                    raise
+                continue  # the free port on 127.0.0.1 was taken on the gateway: another one
+            self.port = sockets[0].getsockname()[1]
+            return sockets
 
     async def stop(self):
         """Stop everything; every pod process is terminated before this returns."""
@@ -144,6 +171,7 @@ class LocalKube:
             await self.dns.stop()
         for c in reversed(self.controllers):
             await c.stop()
+        await self.network.stop()
         await self.aggregator.close()
         if self.server:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
@@ -166,6 +194,12 @@ class LocalKube:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        from .network import network_file
+
+        info = network_file(path)
+        info_tmp = info.with_name(info.name + f".{os.getpid()}.tmp")
+        info_tmp.write_text(json.dumps(self.network.info()))
+        info_tmp.replace(info)  # before the kubeconfig: whoever sees the kubeconfig sees this too
         tmp.write_text(yaml.safe_dump(self.kubeconfig()))
         tmp.replace(path)
         return path

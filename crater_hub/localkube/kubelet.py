@@ -1,7 +1,9 @@
 """The process kubelet: runs every pod bound to any node as local processes.
 
-One Kubelet serves all nodes of the cluster. For each bound pod it allocates a loopback address
-from ``cluster.pod_network``, prepares the pod's sandbox (:mod:`.sandbox`), runs the init
+One Kubelet serves all nodes of the cluster. For each bound pod it allocates an address from the
+pod network (:mod:`.network`), prepares the pod's sandbox (:mod:`.sandbox`) and, when isolated,
+starts the pod's namespace holder (:mod:`.holder`: network, UTS, IPC and mount namespaces, which
+every container of the pod joins — one mount view per pod, not per container), runs the init
 containers one after the other and then the containers, each as a process in its own process
 group, and keeps ``status`` (phase, conditions, container statuses) and the usual events as a
 real kubelet would. restartPolicy and back-off decide restarts; a deletion sends SIGTERM, waits
@@ -19,19 +21,23 @@ import copy
 import ctypes
 import functools
 import hashlib
-import ipaddress
+import json
 import logging
 import os
-import random
 import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 from . import events
 from .controller import Controller
 from .devices import device_env_for_pod
 from .errors import ApiError
 from .images import ImageTable, image_id
+from .network import NetworkError, PodNetwork
 from .sandbox import ConfigError, MountError, Sandbox
 from .store import isotime
 
@@ -39,7 +45,15 @@ log = logging.getLogger("localkube")
 
 MARKER = "LOCALKUBE_CONTAINER"
 PR_SET_PDEATHSIG = 1
+HOLDER = str(Path(__file__).with_name("holder.py"))
+HOLDER_TIMEOUT = 30.0
 _libc = ctypes.CDLL(None, use_errno=True)
+# Joined in this order: the mount namespace last, since /proc/<pid>/ns is looked up in the host's view.
+_NAMESPACES = ("ipc", "uts", "net", "mnt")
+
+
+class SandboxError(Exception):
+    """The pod's namespaces could not be made (FailedCreatePodSandBox); the kubelet retries."""
 
 
 def log_path(cluster, pod, container, previous=False):
@@ -56,6 +70,45 @@ def _die_with_parent(parent):
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)  # localkube died before prctl took effect
+
+
+def _enter_pod(parent, holder, cwd):
+    """preexec_fn: die with localkube, join the pod's namespaces, go to the container's cwd."""
+    _die_with_parent(parent)
+    _setns(holder, _NAMESPACES)
+    os.chdir(cwd)
+
+
+def _setns(pid, namespaces):
+    for ns in namespaces:
+        fd = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY)
+        try:
+            if _libc.setns(fd, 0) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns {ns}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
+
+
+def _socket_in(pid):
+    """A TCP socket created in process ``pid``'s network namespace (sockets keep their netns).
+
+    Blocking and thread-local: run it in a thread of its own (``asyncio.to_thread``)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(pid, ("net",))
+        try:
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        finally:
+            if _libc.setns(own, 0) != 0:  # a thread left in the pod would poison the pool
+                os._exit(70)
+    finally:
+        os.close(own)
+
+
+def kill_marked(prefix):
+    """SIGKILL every process marked as a container of a sandbox under ``prefix``. Blocking."""
+    _kill(_marked_pids(prefix))
 
 
 def _marked_pids(prefix):
@@ -140,6 +193,8 @@ class PodRun:
 
     def __init__(self, pod, sandbox, ip):
         meta = pod["metadata"]
+        self.holder = None  # isolated: the process keeping the pod's namespaces
+        self.veth = None
         self.pod = pod
         self.uid, self.namespace, self.name = meta["uid"], meta["namespace"], meta["name"]
         self.node = pod["spec"]["nodeName"]
@@ -189,13 +244,16 @@ class Kubelet(Controller):
         super().__init__(cluster)
         self.pods = self.res("", "pods")
         self.nodes = self.res("", "nodes")
-        self.images = ImageTable.load(cluster.image_table_file)
-        self.network = ipaddress.ip_network(cluster.pod_network)
-        self._ips = {}  # address -> uid of the pod holding it
-        # Loopback is shared by every localkube on the machine (parallel test runs): starting at a
-        # random address makes two instances handing out the same one unlikely.
-        self._next_ip = random.randrange(1, self.network.num_addresses - 1)
+        self.images = ImageTable.load(getattr(cluster, "image_table_file", None))
+        self.net = getattr(cluster, "network", None)
+        if self.net is None:  # controller tests on a bare store
+            self.net = PodNetwork(cluster.state_dir, isolation="loopback")
         self.runs = {}  # (namespace, name) -> PodRun
+
+    @property
+    def host_ip(self):
+        """The node's address as pods see it (the gateway when isolated)."""
+        return self.net.gateway_ip
 
     def start(self):
         _kill(_marked_pids(self._marker_root()))  # what a localkube that died with this state dir left
@@ -218,7 +276,7 @@ class Kubelet(Controller):
                 self._shutdown(run, grace=pod["metadata"].get("deletionGracePeriodSeconds", 30), remove=True)
             return
         if run is None and pod["status"].get("phase") not in ("Succeeded", "Failed"):
-            run = PodRun(pod, Sandbox(self.cluster.state_dir, pod), self._allocate_ip(pod["metadata"]["uid"]))
+            run = PodRun(pod, Sandbox(self.cluster.state_dir, pod), self.net.allocate(pod["metadata"]["uid"]))
             self.runs[(ns, name)] = run
             self._publish(run)
             run.driver = asyncio.create_task(self._run_pod(run), name=f"pod {ns}/{name}")
@@ -245,20 +303,107 @@ class Kubelet(Controller):
 
     # -- addresses ----------------------------------------------------------------------------
 
-    def _allocate_ip(self, uid):
-        """The next free address of the pod network, round robin so a freed one is reused last."""
-        size = self.network.num_addresses - 2
-        for _ in range(size):
-            candidate = str(self.network.network_address + self._next_ip)
-            self._next_ip = self._next_ip % size + 1
-            if candidate not in self._ips:
-                self._ips[candidate] = uid
-                return candidate
-        raise RuntimeError(f"pod network {self.network} has no free address")
-
     def _release_ip(self, run):
-        if self._ips.get(run.ip) == run.uid:
-            del self._ips[run.ip]
+        self.net.release(run.ip, run.uid)
+
+    # -- entering a pod (pods/exec, port-forward) --------------------------------------------
+
+    def _running(self, namespace, pod_name):
+        run = self.runs.get((namespace, pod_name))
+        if run is None or run.terminating is not None or (self.net.isolated and run.holder is None):
+            raise LookupError(f"pod {namespace}/{pod_name} is not running here")
+        return run
+
+    def enter(self, namespace, pod_name, container):
+        """``(env, cwd, preexec_fn)`` to run a process in ``container`` of a running pod.
+
+        Isolated: pass ``cwd=None`` to subprocess; ``preexec_fn`` joins the pod's namespaces and
+        changes to the container's working directory (the ``cwd`` returned, a path in the pod).
+        The env is the container's own (as its main process got it), marked as the container's
+        so the process dies with it. Raises LookupError if the pod or container is not running.
+        """
+        run = self._running(namespace, pod_name)
+        c = next((c for c in run.containers if c.name == container), None)
+        if c is None or c.proc is None or "running" not in c.state:
+            raise LookupError(f"container {container} of pod {namespace}/{pod_name} is not running")
+        view = self._view(run, c)
+        env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
+        return env, str(view.cwd), functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd))
+
+    async def open_connection(self, namespace, pod_name, port):
+        """``(reader, writer)`` connected to ``127.0.0.1:port`` inside the pod's network namespace."""
+        run = self._running(namespace, pod_name)
+        if not self.net.isolated:
+            return await asyncio.open_connection(run.ip, port)
+        sock = await asyncio.to_thread(_socket_in, run.holder.pid)
+        try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
+    def _view(self, run, c):
+        node = self.store.find(self.nodes, None, run.node) or {}
+        root = f"/proc/{run.holder.pid}/root" if run.holder else None
+        return run.sandbox.view(
+            self.store, run.pod, c.spec, self.images.lookup(c.spec["image"]), ip=run.ip,
+            host_ip=self.host_ip, node=node, api=(self.host_ip, self.cluster.port),
+            device_env=device_env_for_pod(run.pod, node), root=root)
+
+    # -- the pod's namespaces ------------------------------------------------------------------
+
+    async def _start_holder(self, run):
+        """Start the pod's holder and join it to the bridge; raises SandboxError."""
+        spec = run.sandbox.holder_spec(
+            run.pod, self.images, ip=run.ip, prefixlen=self.net.pod_cidr.prefixlen,
+            gateway=self.net.gateway_ip, mask=self._masked())
+        errors = run.sandbox.dir / "holder.log"
+        errors.parent.mkdir(parents=True, exist_ok=True)
+        err = os.open(errors, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", HOLDER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=err, start_new_session=True, cwd="/",
+                env={"PATH": os.environ.get("PATH", os.defpath), MARKER: f"{run.marker_prefix()}holder"},
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+        finally:
+            os.close(err)
+        run.holder = proc
+        try:
+            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            await self._holder_says(run, "unshared", errors)
+            run.veth = await self.net.attach(proc.pid, run.ip)
+            proc.stdin.write(b"net\n")
+            layer = await self._holder_says(run, "ready", errors)
+        except (SandboxError, NetworkError, OSError, asyncio.TimeoutError) as e:
+            await self._stop_holder(run)
+            raise SandboxError(str(e)) from None
+        if layer != "overlay":
+            log.warning("pod %s: the upper layer's filesystem cannot host an overlay: writes go to a tmpfs",
+                        run.ref)
+
+    async def _holder_says(self, run, word, errors):
+        line = (await asyncio.wait_for(run.holder.stdout.readline(), HOLDER_TIMEOUT)).decode().strip()
+        said, _, rest = line.partition(" ")
+        if said != word:
+            detail = rest if said == "error" else (errors.read_text(errors="replace").strip()[-500:] or "exited")
+            raise SandboxError(f"failed to create pod sandbox: {detail}")
+        return rest
+
+    def _masked(self):
+        """Paths no pod may see: localkube's state directory (every pod's volumes) and more."""
+        return [self.cluster.state_dir.absolute(), *getattr(self.cluster, "masked_paths", ())]
+
+    async def _stop_holder(self, run):
+        proc, run.holder = run.holder, None
+        if proc is not None and proc.returncode is None:
+            _kill([proc.pid])
+            await proc.wait()
+        if self.net.isolated and self.net.started:
+            await self.net.detach(run.ip, run.veth)
+        run.veth = None
 
     # -- running a pod -------------------------------------------------------------------------
 
@@ -266,10 +411,22 @@ class Kubelet(Controller):
         delay = self.retry_delay
         while True:
             try:
-                run.sandbox.prepare(self.store, run.pod, self.images, run.ip, "127.0.0.1")
-                break
+                run.sandbox.prepare(self.store, run.pod, self.images, run.ip, self.host_ip,
+                                    isolated=self.net.isolated)
             except (MountError, OSError) as e:
                 self._event(run, "FailedMount", str(e), "Warning")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+                continue
+            if not self.net.isolated:
+                break
+            began = time.monotonic()
+            try:
+                await self._start_holder(run)
+                log.debug("pod %s: namespaces in %.0f ms", run.ref, (time.monotonic() - began) * 1000)
+                break
+            except SandboxError as e:
+                self._event(run, "FailedCreatePodSandBox", str(e), "Warning")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
         run.sandbox_ready = True
@@ -283,6 +440,7 @@ class Kubelet(Controller):
             self._publish(run)
             await asyncio.gather(*(self._supervise(run, c) for c in run.containers if not c.init))
         self._publish(run)
+        await self._stop_holder(run)  # the sandbox goes with the last container, as in Kubernetes
         self._release_ip(run)  # a finished pod keeps its podIP in status only, as in Kubernetes
 
     async def _supervise(self, run, c):
@@ -290,12 +448,8 @@ class Kubelet(Controller):
         policy = run.pod["spec"].get("restartPolicy", "Always")
         backoff = self.backoff_base
         while True:
-            node = self.store.find(self.nodes, None, run.node) or {}
             try:
-                view = run.sandbox.view(
-                    self.store, run.pod, c.spec, self.images.lookup(c.spec["image"]), ip=run.ip,
-                    host_ip="127.0.0.1", node=node, api=(self.cluster.host, self.cluster.port),
-                    device_env=device_env_for_pod(run.pod, node))
+                view = self._view(run, c)
             except ConfigError as e:
                 c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
                 self._event(run, "Failed", f"Error: {e}", "Warning")
@@ -343,7 +497,9 @@ class Kubelet(Controller):
             try:
                 c.proc = await asyncio.shield(c.spawning)
             except OSError as e:
-                error = f'exec: "{view.argv[0]}": {e.strerror.lower()}'
+                error = f'exec: "{view.argv[0]}": {(e.strerror or str(e)).lower()}'
+            except subprocess.SubprocessError as e:  # entering the pod failed (it is going away)
+                error = f"entering the pod: {e}"
         if error:
             message = (f"failed to create containerd task: failed to create shim task: OCI runtime create "
                        f"failed: runc create failed: unable to start container process: {error}: unknown")
@@ -370,12 +526,16 @@ class Kubelet(Controller):
 
     async def _spawn(self, run, c, view, logfile):
         env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
+        if run.holder is not None:
+            cwd, preexec = None, functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd))
+        else:
+            cwd, preexec = view.cwd, functools.partial(_die_with_parent, os.getpid())
         out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             return await asyncio.create_subprocess_exec(
-                *view.argv, executable=view.executable, env=env, cwd=view.cwd,
+                *view.argv, executable=view.executable, env=env, cwd=cwd,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+                preexec_fn=preexec)
         finally:
             os.close(out)
 
@@ -396,6 +556,7 @@ class Kubelet(Controller):
             run.driver.cancel()
             await asyncio.wait([run.driver])
         await asyncio.gather(*(self._stop_container(run, c, grace, record) for c in run.containers))
+        await self._stop_holder(run)
         if self.runs.get((run.namespace, run.name)) is run:
             del self.runs[(run.namespace, run.name)]
         self._release_ip(run)
@@ -483,7 +644,7 @@ class Kubelet(Controller):
             status["conditions"] = ours + [c for c in status.get("conditions", []) if c["type"] not in mine]
             status.update({
                 "phase": phase,
-                "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}],
                 "podIP": run.ip, "podIPs": [{"ip": run.ip}],
                 "startTime": run.start_time,
                 "containerStatuses": [c.status() for c in mains],

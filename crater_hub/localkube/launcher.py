@@ -14,6 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .network import network_file, read_network_file
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -41,11 +43,12 @@ class LocalKubeProcess:
         self.extra_args = list(extra_args)
         self.proc = None
         self.url = None
+        self.network = None  # what localkube wrote about its pod network (network.PodNetwork.info)
 
     def start(self, timeout=30):
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.kubeconfig.exists():
-            self.kubeconfig.unlink()
+        for stale in (self.kubeconfig, network_file(self.kubeconfig)):
+            stale.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "crater_hub.localkube", "--state-dir", str(self.state_dir),
                "--kubeconfig", str(self.kubeconfig), "--port", str(self.port), *self.extra_args]
         if self.cluster_file:
@@ -62,6 +65,7 @@ class LocalKubeProcess:
                 raise RuntimeError(f"localkube exited with {self.proc.returncode}; see {self.log_file}")
             if self.kubeconfig.exists():
                 self.url = self._server_url()
+                self.network = read_network_file(self.kubeconfig)
                 try:
                     with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
                         if r.status == 200:
@@ -71,6 +75,11 @@ class LocalKubeProcess:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"localkube did not answer within {timeout}s; see {self.log_file}")
+
+    @property
+    def gateway_ip(self):
+        """The host's address as pods reach it (bind what pods must reach, e.g. the hub, there)."""
+        return (self.network or {}).get("gateway_ip", "127.0.0.1")
 
     def _server_url(self):
         import yaml

@@ -1,15 +1,20 @@
 """A pod's sandbox on the host, and what each of its containers sees: argv, environment, cwd.
 
-Containers are plain host processes, so "inside the container" is emulated with paths. Each pod
-gets ``<state_dir>/pods/<namespace>_<name>_<uid8>/`` holding ``rootfs/`` (the container's view of
-``/``, only for the paths a pod names: mount paths, home, working directory, image files),
-``volumes/`` (emptyDir, configMap, secret, downwardAPI and projected contents) and ``logs/``.
-A volumeMount is a symlink ``rootfs/<mountPath>`` → the volume's host directory; PVC data lives in
-``<state_dir>/volumes/<namespace>/<claim>/`` so it outlives pods.
+Each pod gets ``<state_dir>/pods/<namespace>_<name>_<uid8>/`` holding ``volumes/`` (emptyDir,
+configMap, secret, downwardAPI and projected contents) and ``logs/``; PVC data lives in
+``<state_dir>/volumes/<namespace>/<claim>/`` so it outlives pods. The container's view of ``/``
+depends on the network mode (:mod:`.network`):
 
-A process still sees host paths, so every env value and argument that names a path under a mount,
-the home or the working directory is rewritten to its rootfs path, and the literal ``0.0.0.0`` to
-the pod's own loopback address (every pod binds the same ports; see DESIGN §4).
+- **isolated**: the pod's own mount namespace (:mod:`.holder`) — an overlay of the host's root
+  with the pod's ``upper/`` layer, mounted on ``rootfs/`` in that namespace only; volumes are
+  bind-mounted at their mountPath, ``etc/`` holds the pod's hosts, hostname and resolv.conf.
+  Paths are real: argv and env are passed as the pod gives them.
+- **loopback**: containers are plain host processes and "inside the container" is emulated with
+  paths. ``rootfs/`` holds only the paths a pod names (mount paths, home, working directory,
+  image files); a volumeMount is a symlink ``rootfs/<mountPath>`` → the volume's host directory.
+  Every env value and argument that names a path under a mount, the home or the working
+  directory is rewritten to its rootfs path, and the literal ``0.0.0.0`` to the pod's own
+  loopback address (every pod binds the same ports; see DESIGN §4).
 """
 
 import base64
@@ -114,6 +119,7 @@ class Sandbox:
         self.dir = sandbox_dir(self.state_dir, pod)
         self.rootfs = self.dir / "rootfs"
         self.volumes = {}  # volume name -> host path
+        self.mounts = []  # isolated: what the pod's mount namespace binds, {source, target, readOnly}
 
     def log_file(self, container, previous=False):
         return self.dir / "logs" / container / ("previous.log" if previous else "current.log")
@@ -128,12 +134,14 @@ class Sandbox:
 
     # -- volumes ---------------------------------------------------------------------------
 
-    def prepare(self, store, pod, images, ip, host_ip):
-        """Create the rootfs, every volume, every mount point and the images' files.
+    def prepare(self, store, pod, images, ip, host_ip, isolated=False):
+        """Create every volume and, in loopback mode, the rootfs with mount points and image files.
 
+        Isolated: record the mounts for the pod's namespace (:meth:`holder_spec` hands them over).
         Raises MountError naming the volume, worded like the kubelet's FailedMount events.
         """
         self.rootfs.mkdir(parents=True, exist_ok=True)
+        self.mounts = []
         for vol in pod["spec"].get("volumes", []):
             try:
                 self.volumes[vol["name"]] = self._volume(store, pod, vol, ip, host_ip)
@@ -149,12 +157,55 @@ class Sandbox:
                 target = target / mount["subPath"]
                 if not target.exists():
                     target.mkdir(parents=True)
-            self._link(mount["mountPath"], target)
+            if isolated:
+                if all(m["target"] != mount["mountPath"] for m in self.mounts):  # one view per pod
+                    self.mounts.append({"source": str(target), "target": mount["mountPath"],
+                                        "readOnly": bool(mount.get("readOnly"))})
+            else:
+                self._link(mount["mountPath"], target)
+        if isolated:
+            return
         for c in containers:
             for path, content in images.lookup(c["image"]).files.items():
                 dest = self.host_path(path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(content)
+
+    def holder_spec(self, pod, images, *, ip, prefixlen, gateway, mask):
+        """What :mod:`.holder` needs to build the pod's namespaces (one JSON line).
+
+        Writes the pod's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (nameserver:
+        the gateway, where the cluster DNS answers) into the sandbox; the holder binds them.
+        """
+        meta, spec = pod["metadata"], pod["spec"]
+        hostname = spec.get("hostname") or meta["name"]
+        names = hostname
+        if spec.get("subdomain"):
+            names = f"{hostname}.{spec['subdomain']}.{meta['namespace']}.svc.cluster.local {hostname}"
+        ns = meta["namespace"]
+        etc = self.dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(
+            "# Kubernetes-managed hosts file (localkube).\n127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{ip}\t{names}\n")
+        (etc / "hostname").write_text(hostname + "\n")
+        (etc / "resolv.conf").write_text(
+            f"search {ns}.svc.cluster.local svc.cluster.local cluster.local\n"
+            f"nameserver {gateway}\noptions ndots:5\n")
+        containers = spec.get("initContainers", []) + spec["containers"]
+        files, dirs = {}, []
+        for c in containers:
+            image = images.lookup(c["image"])
+            files.update(image.files)
+            dirs += [image.home, c.get("workingDir") or image.workdir]
+        return {
+            "hostname": hostname[:63], "root": str(self.rootfs), "upper": str(self.dir / "upper"),
+            "work": str(self.dir / "work"), "scratch": str(self.dir / "scratch"),
+            "mask": [str(p) for p in mask], "mounts": self.mounts, "dirs": dirs, "files": files,
+            "binds": {f"/etc/{name}": str(etc / name) for name in ("hosts", "hostname", "resolv.conf")},
+            "network": {"address": ip, "prefixlen": prefixlen, "gateway": gateway},
+        }
 
     def _link(self, mount_path, target):
         link = self.host_path(mount_path)
@@ -240,17 +291,23 @@ class Sandbox:
 
     # -- what a container sees -----------------------------------------------------------
 
-    def view(self, store, pod, container, image, *, ip, host_ip, node, api, device_env):
-        """Build argv, env and cwd for ``container`` (OCI and Kubernetes semantics, paths mapped).
+    def view(self, store, pod, container, image, *, ip, host_ip, node, api, device_env, root=None):
+        """Build argv, env and cwd for ``container`` (OCI and Kubernetes semantics).
 
         ``api``: (host, port) of the API server; ``device_env``: what the device plugin adds.
+        ``root``: isolated mode, where the pod's view of ``/`` is seen from here
+        (``/proc/<holder>/root``): paths are real, nothing is rewritten, cwd is the container's
+        own; without it (loopback), paths are mapped into the rootfs and 0.0.0.0 to ``ip``.
         Raises ConfigError when a referenced ConfigMap/Secret or key is missing.
         """
         home = image.home
         workdir = container.get("workingDir") or image.workdir
-        cwd = self.host_path(workdir)
-        for path in (self.host_path(home), cwd):
-            path.mkdir(parents=True, exist_ok=True)
+        if root is None:
+            cwd = self.host_path(workdir)
+            for path in (self.host_path(home), cwd):
+                path.mkdir(parents=True, exist_ok=True)
+        else:
+            cwd = Path(workdir)
         # What the pod defines; $(VAR) references see only these, as in Kubernetes.
         env = {"HOME": home, "HOSTNAME": pod["metadata"]["name"],
                "KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
@@ -267,6 +324,11 @@ class Sandbox:
         argv += args if args else ([] if command else list(image.cmd))
         argv = [expand(a, env) for a in argv]
 
+        if root is not None:
+            env = {**image.environment(""), **env, **device_env}
+            env.setdefault("PATH", os.defpath)
+            program = _resolve(argv[0], env["PATH"], cwd, root) if argv else None
+            return ContainerView(argv, env, cwd, program)
         prefixes = {m["mountPath"] for m in container.get("volumeMounts", [])} | {home, workdir}
         rewrite = _rewriter(str(self.rootfs), prefixes, ip)
         argv = [rewrite(a) for a in argv]
@@ -358,9 +420,21 @@ def _rewriter(rootfs, prefixes, ip):
     return rewrite
 
 
-def _resolve(program, path, cwd):
-    """Find ``program`` as execve would for the container: on its PATH, or relative to its cwd."""
+def _resolve(program, path, cwd, root=None):
+    """Find ``program`` as execve would for the container: on its PATH, or relative to its cwd.
+
+    ``root``: the container's ``/`` as seen from here; the answer is then a path in the container.
+    """
+    def usable(candidate):
+        seen = Path(root, str(candidate).lstrip("/")) if root else Path(candidate)
+        return os.access(seen, os.X_OK) and seen.is_file()
+
     if "/" in program:
         candidate = Path(program) if program.startswith("/") else cwd / program
-        return str(candidate) if os.access(candidate, os.X_OK) and candidate.is_file() else None
-    return shutil.which(program, path=path)
+        return str(candidate) if usable(candidate) else None
+    if root is None:
+        return shutil.which(program, path=path)
+    for directory in path.split(os.pathsep):
+        if directory.startswith("/") and usable(Path(directory, program)):
+            return str(Path(directory, program))
+    return None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from crater_hub.embedded import pod_reachable_ip
+
 from ..helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +58,12 @@ class HubProcess:
         self.proxy_api_port = free_port()
         self.log_file = self.state_dir / "hub.log"
         self.proc = None
+
+    @property
+    def hub_ip(self):
+        """Where the hub's own API listens: where pods reach the host (see jupyterhub_config.py)."""
+        kubeconfig = self.kubeconfig or self.state_dir / "localkube" / "kubeconfig"  # embedded
+        return pod_reachable_ip(kubeconfig)
 
     @property
     def api_url(self):

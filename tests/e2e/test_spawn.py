@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 from ..helpers import wait_for
+from .conftest import processes_mentioning
 from .hub import api_request, request, server_of, spawn, stop_server
 
 
@@ -87,11 +88,22 @@ async def test_hub_restart_keeps_running_servers_reachable(hub, make_user, core,
     assert (await pod_of(hub, core, user)).metadata.uid == pod_before.metadata.uid
 
 
-def listening_pids(ip, port):
-    """PIDs of the processes listening on ``ip:port`` (the server inside a pod)."""
-    out = subprocess.run(
-        ["ss", "-Hltnp", "src", f"{ip}:{port}"], capture_output=True, text=True, check=True
-    ).stdout
+def listening_pids(pod, port):
+    """PIDs of the processes listening on ``port`` in ``pod`` (the server inside it).
+
+    Loopback pods share the host's network: what listens on the pod's address. Isolated pods
+    have a network namespace of their own: what listens on the port there, seen by entering it
+    through one of the pod's processes (found by the kubelet's container marker).
+    """
+    ip = pod.status.pod_ip
+    if ip.startswith("127."):
+        command = ["ss", "-Hltnp", "src", f"{ip}:{port}"]
+    else:
+        sandbox = f"/pods/{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}/"
+        inside = processes_mentioning(sandbox)
+        assert inside, f"no process of pod {pod.metadata.name}"
+        command = ["nsenter", "-t", str(inside[0]), "-n", "ss", "-Hltnp", "sport", "=", f":{port}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
@@ -104,7 +116,7 @@ async def test_server_whose_process_is_killed_is_noticed(hub, make_user, core, s
     user = await make_user("doomed")
     spawn_times.append((await spawn(hub, user)).seconds)
     pod = await pod_of(hub, core, user)
-    pids = listening_pids(pod.status.pod_ip, 8888)
+    pids = listening_pids(pod, 8888)
     assert pids, f"nothing listens on {pod.status.pod_ip}:8888"
 
     for pid in pids:

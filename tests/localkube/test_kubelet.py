@@ -1,6 +1,7 @@
 """The process kubelet: pods bound to a node really run, as a real kubelet would run them."""
 
 import base64
+import ipaddress
 import json
 import os
 import time
@@ -23,18 +24,36 @@ ECHOER = {"match": ["example.com/echoer"], "entrypoint": ["sh", "-c"], "cmd": ["
           "home": "/home/echo", "workdir": "/srv"}
 
 
+ISOLATED = os.geteuid() == 0  # the default mode as root; loopback otherwise
+MODES = ["isolated", "loopback"] if ISOLATED else ["loopback"]
+
+
 @pytest_asyncio.fixture
 async def kube(tmp_path):
+    """A kubelet in the default mode (isolated as root)."""
+    async for k in _kube(tmp_path, None):
+        yield k
+
+
+@pytest_asyncio.fixture(params=MODES)
+async def any_kube(tmp_path, request):
+    """A kubelet in each mode this machine can run."""
+    async for k in _kube(tmp_path, request.param):
+        yield k
+
+
+async def _kube(tmp_path, isolation):
     table = yaml.safe_load(DEFAULT_TABLE.read_text())
     table["images"].insert(0, ECHOER)
     (tmp_path / "images.yaml").write_text(yaml.safe_dump(table))
-    lk = LocalKube(state_dir=tmp_path / "state", image_table=tmp_path / "images.yaml")
+    lk = LocalKube(state_dir=tmp_path / "state", image_table=tmp_path / "images.yaml", isolation=isolation)
     try:
         lk._bootstrap()
     except (ImportError, OSError):  # no cluster file yet: a namespace is all pods need
         if lk.store.find(res(lk, "namespaces"), None, "default") is None:
             lk.store.create(res(lk, "namespaces"), {"metadata": {"name": "default"}})
     nodes, _ = lk.store.list(res(lk, "nodes"))
+    await lk.network.start()
     kubelet = Kubelet(lk)
     kubelet.backoff_base = 0.2
     kubelet.retry_delay = 0.2
@@ -42,6 +61,7 @@ async def kube(tmp_path):
     yield SimpleNamespace(lk=lk, store=lk.store, kubelet=kubelet,
                           node=nodes[0]["metadata"]["name"] if nodes else "node-1")
     await kubelet.stop()
+    await lk.network.stop()
 
 
 def res(lk, plural):
@@ -87,7 +107,8 @@ def sh(name, script, **extra):
 
 
 @pytest.mark.asyncio
-async def test_command_and_args_follow_oci_and_expand_variables(kube):
+async def test_command_and_args_follow_oci_and_expand_variables(any_kube):
+    kube = any_kube
     env = [{"name": "GREETING", "value": "hello"}]
     make_pod(kube, "defaults", [{"name": "main", "image": "example.com/echoer:1"}], restartPolicy="Never")
     make_pod(kube, "args-only", [{"name": "main", "image": "example.com/echoer", "args": ["echo from-args"]}],
@@ -104,12 +125,16 @@ async def test_command_and_args_follow_oci_and_expand_variables(kube):
     assert read_log(kube, "command-only") == "cmd\n"
     greeting, cwd = read_log(kube, "expand").splitlines()
     assert greeting == "hello $(KEPT) $(MISSING)"
-    assert cwd == str(kube.lk.state_dir / "pods" / f"default_expand_{get_pod(kube, 'expand')['metadata']['uid'][:8]}"
-                      / "rootfs")
+    if kube.lk.network.isolated:
+        assert cwd == "/"
+    else:
+        assert cwd == str(kube.lk.state_dir / "pods" / f"default_expand_{get_pod(kube, 'expand')['metadata']['uid'][:8]}"
+                          / "rootfs")
 
 
 @pytest.mark.asyncio
-async def test_environment_from_downward_api_secrets_and_configmaps(kube):
+async def test_environment_from_downward_api_secrets_and_configmaps(any_kube):
+    kube = any_kube
     kube.store.create(res(kube.lk, "secrets"), {"metadata": {"name": "creds"},
                       "data": {"token": base64.b64encode(b"s3cret").decode()}}, "default")
     kube.store.create(res(kube.lk, "configmaps"), {"metadata": {"name": "settings"},
@@ -142,15 +167,23 @@ async def test_environment_from_downward_api_secrets_and_configmaps(kube):
     ip = pod["status"]["podIP"]
     rootfs = log_path(kube.lk, pod, "main").parents[2] / "rootfs"
     e = out["env"]
-    assert ip.startswith("127.1.")
+    isolated = kube.lk.network.isolated
+    assert ipaddress.ip_address(ip) in kube.lk.network.pod_cidr
     assert (e["POD_NAME"], e["POD_NS"], e["APP"], e["POD_IP"], e["NODE"]) == ("env", "default", "demo", ip, kube.node)
     assert (e["TOKEN"], e["MODE"], e["CFG_mode"], e["CFG_level"], e["MEM"]) == ("s3cret", "fast", "fast", "3", "256")
     assert "ABSENT" not in e
     assert e["NVIDIA_VISIBLE_DEVICES"] == "1,3"
-    assert e["SERVICE_URL"] == f"http://{ip}:8888/user/env/"
-    assert e["HOME"] == f"{rootfs}/home/jovyan" and e["HOSTNAME"] == "env"
-    assert e["NOTEBOOK_DIR"] == f"{rootfs}/home/jovyan/work" == out["cwd"]
-    assert out["argv"] == [f"--ip={ip}", f"--dir={rootfs}/home/jovyan/work"]
+    if isolated:  # paths and addresses are real: nothing is rewritten
+        assert e["SERVICE_URL"] == "http://0.0.0.0:8888/user/env/"
+        assert e["HOME"] == "/home/jovyan" and e["HOSTNAME"] == "env"
+        assert e["NOTEBOOK_DIR"] == "/home/jovyan/work" == out["cwd"]
+        assert out["argv"] == ["--ip=0.0.0.0", "--dir=/home/jovyan/work"]
+        assert e["JUPYTER_CONFIG_PATH"] == "/etc/jupyter"
+    else:
+        assert e["SERVICE_URL"] == f"http://{ip}:8888/user/env/"
+        assert e["HOME"] == f"{rootfs}/home/jovyan" and e["HOSTNAME"] == "env"
+        assert e["NOTEBOOK_DIR"] == f"{rootfs}/home/jovyan/work" == out["cwd"]
+        assert out["argv"] == [f"--ip={ip}", f"--dir={rootfs}/home/jovyan/work"]
     assert e["PATH"].split(":")[0] == os.path.dirname(os.sys.executable)
 
 
@@ -275,6 +308,15 @@ async def test_on_failure_restarts_with_back_off_and_keeps_the_previous_log(kube
         in pod_events(kube, "crashing")
 
 
+OUT_MOUNT = [{"name": "out", "mountPath": "/out"}]
+
+
+def out_volume(kube):
+    """A hostPath volume the test reads (a pod's other writes stay in its own view)."""
+    path = kube.lk.state_dir.parent / "out"
+    return [{"name": "out", "hostPath": {"path": str(path), "type": "DirectoryOrCreate"}}]
+
+
 async def _running_with_pid(kube, name, pidfile):
     await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
     pod = await wait_phase(kube, name, "Running")
@@ -310,22 +352,23 @@ async def test_graceful_delete_sends_sigterm_then_sigkill_after_the_grace_period
 
 @pytest.mark.asyncio
 async def test_grace_zero_kills_at_once_and_frees_the_address(kube):
-    pidfile = kube.lk.state_dir / "pid"
-    make_pod(kube, "doomed", [sh("main", f"trap '' TERM; echo $$$$ > {pidfile}; while true; do sleep 0.05; done")])
+    pidfile = kube.lk.state_dir.parent / "out" / "pid"
+    make_pod(kube, "doomed", [sh("main", "trap '' TERM; echo $$$$ > /out/pid; while true; do sleep 0.05; done",
+                                 volumeMounts=OUT_MOUNT)], volumes=out_volume(kube))
     pid = await _running_with_pid(kube, "doomed", pidfile)
     ip = get_pod(kube, "doomed")["status"]["podIP"]
     kube.store.delete(res(kube.lk, "pods"), "default", "doomed", grace=0)
     assert get_pod(kube, "doomed") is None
     await wait_for(lambda: not alive(pid), timeout=3)
-    await wait_for(lambda: ip not in kube.kubelet._ips, timeout=3)
+    await wait_for(lambda: not kube.kubelet.net.holds(ip), timeout=3)
 
 
 @pytest.mark.asyncio
 async def test_stop_leaves_no_process_behind(kube):
-    pidfile = kube.lk.state_dir / "pids"
+    pidfile = kube.lk.state_dir.parent / "out" / "pids"
     # A child in the group, and one that left the group with setsid: both must go.
-    script = f"sleep 300 & echo $! >> {pidfile}; setsid sleep 301 & echo $! >> {pidfile}; echo $$$$ >> {pidfile}; wait"
-    make_pod(kube, "tree", [sh("main", script)])
+    script = "sleep 300 & echo $! >> /out/pids; setsid sleep 301 & echo $! >> /out/pids; echo $$$$ >> /out/pids; wait"
+    make_pod(kube, "tree", [sh("main", script, volumeMounts=OUT_MOUNT)], volumes=out_volume(kube))
     await wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 3)
     pids = [int(p) for p in pidfile.read_text().split()]
     assert all(alive(p) for p in pids)
@@ -336,7 +379,8 @@ async def test_stop_leaves_no_process_behind(kube):
 
 
 @pytest.mark.asyncio
-async def test_jupyter_server_runs_as_root_on_the_pod_address(kube):
+async def test_jupyter_server_runs_as_root_on_the_pod_address(any_kube):
+    kube = any_kube
     make_pod(kube, "jupyter", [{
         "name": "notebook", "image": "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0",
         "command": ["jupyter", "server", "--ServerApp.token=x", "--ip=0.0.0.0", "--port=8888"],
