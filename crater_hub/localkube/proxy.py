@@ -196,13 +196,13 @@ class ServiceProxy(Controller):
         for port, backends in wanted.items():
             proxy = current.get(port)
             if proxy is None:
-                proxy = PortProxy(ip, port, affinity)
+                proxy = current[port] = PortProxy(ip, port, affinity)  # recorded first: stop() closes it
                 try:
                     await proxy.open()
                 except OSError as e:
+                    del current[port]
                     log.warning("proxy: cannot listen on %s:%s for service %s/%s: %s", ip, port, ns, name, e)
-                    return 5.0
-                current[port] = proxy
+                    return 1.0
             proxy.backends = backends
             proxy.affinity_seconds = affinity
         return None
