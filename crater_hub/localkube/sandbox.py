@@ -27,6 +27,8 @@ from pathlib import Path
 
 from crater_hub.kube.quantity import parse_quantity
 
+from .servicelinks import service_links
+
 DEFAULT_MODE = 0o644
 # A dummy service-account token: localkube accepts any bearer token.
 SERVICE_ACCOUNT_TOKEN = "localkube"
@@ -309,7 +311,7 @@ class Sandbox:
         else:
             cwd = Path(workdir)
         # What the pod defines; $(VAR) references see only these, as in Kubernetes.
-        env = {"HOME": home, "HOSTNAME": pod["metadata"]["name"],
+        env = {**service_links(store, store.registry, pod), "HOME": home, "HOSTNAME": pod["metadata"]["name"],
                "KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
         for source in container.get("envFrom", []):
             for key, value in self._env_source(store, pod, source).items():

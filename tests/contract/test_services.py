@@ -217,3 +217,18 @@ async def test_hub_image_pod_runs_jupyterhub_and_answers_through_its_service(iso
     # Port 8000 is the proxy's (the hub itself listens on 127.0.0.1:8081): the proxy routed it.
     log = await kube.core.read_namespaced_pod_log("hub", "default")
     assert "ConfigProxy" in log, log
+
+
+async def test_pods_get_service_link_variables_for_services_that_exist_when_they_start(kube):
+    svc = await kube.core.create_namespaced_service("default", service(
+        "proxy-api", {"app": "proxy"}, [{"name": "http", "port": 8001}]))
+    script = 'print(os.environ.get("PROXY_API_SERVICE_HOST"), os.environ.get("PROXY_API_SERVICE_PORT_HTTP"), "DONE")'
+    await kube.core.create_namespaced_pod("default", python_pod("env", f"import os; {script}"))
+
+    async def printed():
+        try:
+            return "DONE" in (text := await kube.core.read_namespaced_pod_log("env", "default")) and text
+        except ApiException:
+            return None
+
+    assert (await wait_for(printed, timeout=30, message="env printed")).split() == [svc.spec.cluster_ip, "8001", "DONE"]
