@@ -79,13 +79,14 @@ def isolated(kube):
     return kube
 
 
-async def pod_ip(kube, name):
+async def pod_ip(kube, name, ready=True):
+    """The pod's IP once it is Ready (``ready=False``: once it has one)."""
     async def ip():
         pod = await kube.core.read_namespaced_pod(name, "default")
-        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-        return pod.status.pod_ip if ready else None
+        is_ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return pod.status.pod_ip if is_ready or not ready else None
 
-    return await wait_for(ip, timeout=30, message=f"{name} ready")
+    return await wait_for(ip, timeout=30, message=f"{name} ready" if ready else f"{name} has an IP")
 
 
 async def json_lines(kube, name, timeout=90):
@@ -135,13 +136,23 @@ async def test_endpoints_and_endpointslices_follow_pod_readiness(kube, kubectl):
     out = await kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web")
     assert "IPv4" in out and "8080" in out and all(ip in out for ip in ips), out
 
-    # A pod whose container ends is no longer ready: it leaves the ready addresses.
-    gone = await kube.core.read_namespaced_pod("web-2", "default")
+    # A pod whose container keeps crashing is not ready: listed as such, not as an address.
+    await kube.core.create_namespaced_pod("default", python_pod(
+        "crashy", "import time; time.sleep(1); raise SystemExit(1)", labels={"app": "web"}, ports=ports,
+        restart="Always"))
+    crashy = await pod_ip(kube, "crashy", ready=False)
+    await wait_for(lambda: _equals(endpoint_ips(kube, "web"), (ips, [crashy])), timeout=20,
+                   message="crashy among notReadyAddresses")
+    assert (crashy, False) in await slice_ips(kube, "web")
+
+    # A deleted pod leaves both.
     await kube.core.delete_namespaced_pod("web-2", "default", grace_period_seconds=0)
-    await wait_for(lambda: _equals(endpoint_ips(kube, "web"), ([ip for ip in ips if ip != gone.status.pod_ip], [])),
-                   timeout=10, message="web-2 left the Endpoints")
-    await wait_for(lambda: _equals(slice_ips(kube, "web"), [(ip, True) for ip in ips if ip != gone.status.pod_ip]),
-                   timeout=10, message="web-2 left the slices")
+    await kube.core.delete_namespaced_pod("crashy", "default", grace_period_seconds=0)
+    left = [await pod_ip(kube, "web-1")]
+    await wait_for(lambda: _equals(endpoint_ips(kube, "web"), (left, [])), timeout=10,
+                   message="web-2 and crashy left the Endpoints")
+    await wait_for(lambda: _equals(slice_ips(kube, "web"), [(left[0], True)]), timeout=10,
+                   message="web-2 and crashy left the slices")
 
     await kube.core.delete_namespaced_service("web", "default")
 
