@@ -247,6 +247,7 @@ class DNSServer:
         self.host, self.port = host, port
         self._udp = None
         self._tcp = None
+        self._clients = set()  # TCP connections being served
 
     async def start(self):
         loop = asyncio.get_running_loop()
@@ -263,10 +264,15 @@ class DNSServer:
             self._udp.close()
             self._udp = None
         if self._tcp is not None:
-            self._tcp.close()  # open client connections end with the loop or their client
+            self._tcp.close()
             self._tcp = None
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
 
     async def _serve_tcp(self, reader, writer):
+        task = asyncio.current_task()
+        self._clients.add(task)
         try:
             while True:
                 size = struct.unpack("!H", await reader.readexactly(2))[0]
@@ -278,4 +284,5 @@ class DNSServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._clients.discard(task)
             writer.close()

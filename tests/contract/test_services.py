@@ -135,6 +135,8 @@ async def test_endpoints_and_endpointslices_follow_pod_readiness(kube, kubectl):
     assert all(f"{ip}:8080" in out for ip in ips), out
     out = await kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web")
     assert "IPv4" in out and "8080" in out and all(ip in out for ip in ips), out
+    out = await kubectl("describe", "service", "web")
+    assert all(f"{ip}:8080" in out for ip in ips), out
 
     # A pod whose container keeps crashing is not ready: listed as such, not as an address.
     await kube.core.create_namespaced_pod("default", python_pod(
