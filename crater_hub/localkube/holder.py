@@ -3,8 +3,9 @@
 Run by the kubelet as ``python -I holder.py`` (standard library only: it starts fast and sees
 nothing of the package). It reads one JSON line on stdin describing the pod, then:
 
-1. unshares network, UTS, IPC and mount namespaces and says ``unshared`` (the kubelet then moves
-   the veth's pod end in, as ``eth0``) and waits for a ``net`` line;
+1. unshares network, UTS, IPC and mount namespaces (a ``hostNetwork`` pod: IPC and mount only)
+   and says ``unshared`` (the kubelet then moves the veth's pod end in, as ``eth0``) and waits
+   for a ``net`` line;
 2. configures ``lo`` and ``eth0`` (address, default route via the gateway);
 3. builds the pod's filesystem view: an overlay with ``lowerdir=/`` and the pod's upper and work
    directories (a tmpfs holds them when their filesystem cannot: it says so), fresh ``/proc``,
@@ -112,8 +113,9 @@ def build_view(spec):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w") as f:
             f.write(content)
-    name = spec["hostname"].encode()
-    check(libc.sethostname(name, len(name)), "sethostname")
+    if spec["hostname"] is not None:
+        name = spec["hostname"].encode()
+        check(libc.sethostname(name, len(name)), "sethostname")
     # Make the view the root: pivot_root(".", ".") stacks the old root on the new one, then detach it.
     os.chdir(root)
     check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
@@ -139,12 +141,15 @@ def main():
     spec = json.loads(sys.stdin.readline())
     ip_binary = shutil.which("ip") or "/usr/sbin/ip"
     try:
-        check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
+        own_network = spec["network"] is not None  # hostNetwork pods keep the host's (and its name)
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWNET | CLONE_NEWUTS if own_network else 0)),
+              "unshare")
         say("unshared")
         layer = build_view(spec)
         if sys.stdin.readline().strip() != "net":
             return 1
-        configure_network(spec, ip_binary)
+        if own_network:
+            configure_network(spec, ip_binary)
     except OSError as e:
         say(f"error {e}")
         return 1

@@ -7,6 +7,7 @@ test through its log or over HTTP at its pod IP, as a user would see it.
 import asyncio
 import json
 import os
+import socket
 import textwrap
 import uuid
 
@@ -187,3 +188,14 @@ async def _log_has(kube, name, text):
         return text in await kube.core.read_namespaced_pod_log(name, "default")
     except ApiException:
         return False
+
+
+async def test_a_host_network_pod_shares_the_nodes_network_and_name(kube):
+    code = "import socket; print('result', socket.gethostname())"
+    pod = python_pod("hostnet", code)
+    pod["spec"]["hostNetwork"] = True
+    await kube.core.create_namespaced_pod("default", pod)
+    log = await finished_log(kube, "hostnet")
+    status = (await kube.core.read_namespaced_pod("hostnet", "default")).status
+    assert log.split("result ", 1)[1].strip() == socket.gethostname()
+    assert status.pod_ip == status.host_ip == kube.lk.network.gateway_ip
