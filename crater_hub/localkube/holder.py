@@ -9,8 +9,9 @@ nothing of the package). It reads one JSON line on stdin describing the pod, the
 2. configures ``lo`` and ``eth0`` (address, default route via the gateway);
 3. builds the pod's filesystem view: an overlay with ``lowerdir=/`` and the pod's upper and work
    directories (a tmpfs holds them when their filesystem cannot: it says so), fresh ``/proc``,
-   ``/sys``, ``/dev`` (the host's, with a ``/dev/shm`` of its own), the masked paths (localkube's
-   state directory) hidden under empty read-only tmpfs, the volumes bound at their mount paths
+   ``/sys``, ``/dev`` (the host's, with a ``/dev/shm`` of its own), the shared host directories
+   bound as they are, the masked paths (localkube's state directory) hidden under empty
+   read-only tmpfs (over a shared directory too), the volumes bound at their mount paths
    (read-only remounted where asked), ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``
    bound from the sandbox, the image's files written; sets the hostname; pivots into the view;
 4. says ``ready <overlay|tmpfs>`` and sleeps until its stdin closes or it is killed.
@@ -92,6 +93,11 @@ def build_view(spec):
     shm = view_path(root, "/dev/shm")
     os.makedirs(shm, exist_ok=True)
     mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for path in spec.get("shared", ()):  # host directories every pod sees as they are (opt-in, tests)
+        if os.path.isdir(path):
+            target = view_path(root, path)
+            ensure_target(target, True)
+            mount(path, target, None, MS_BIND | MS_REC)
     for path in spec["mask"]:
         target = view_path(root, path)
         if os.path.isdir(target):

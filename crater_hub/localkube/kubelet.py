@@ -364,7 +364,7 @@ class Kubelet(Controller):
         """Start the pod's holder and join it to the bridge; raises SandboxError."""
         spec = run.sandbox.holder_spec(
             run.pod, self.images, ip=run.ip, prefixlen=self.net.pod_cidr.prefixlen,
-            gateway=self.net.gateway_ip, mask=self._masked())
+            gateway=self.net.gateway_ip, mask=self._masked(), shared=getattr(self.cluster, "shared_paths", ()))
         errors = run.sandbox.dir / "holder.log"
         errors.parent.mkdir(parents=True, exist_ok=True)
         err = os.open(errors, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)

@@ -171,7 +171,7 @@ class Sandbox:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(content)
 
-    def holder_spec(self, pod, images, *, ip, prefixlen, gateway, mask):
+    def holder_spec(self, pod, images, *, ip, prefixlen, gateway, mask, shared=()):
         """What :mod:`.holder` needs to build the pod's namespaces (one JSON line).
 
         Writes the pod's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (nameserver:
@@ -204,7 +204,7 @@ class Sandbox:
         return {
             "hostname": None if host_network else hostname[:63], "root": str(self.rootfs),
             "upper": str(self.dir / "upper"), "work": str(self.dir / "work"), "scratch": str(self.dir / "scratch"),
-            "mask": [str(p) for p in mask], "mounts": self.mounts, "dirs": dirs, "files": files,
+            "mask": [str(p) for p in mask], "shared": [str(p) for p in shared], "mounts": self.mounts, "dirs": dirs, "files": files,
             "binds": {} if host_network else {
                 f"/etc/{name}": str(etc / name) for name in ("hosts", "hostname", "resolv.conf")},
             "network": None if host_network else {"address": ip, "prefixlen": prefixlen, "gateway": gateway},
