@@ -22,7 +22,9 @@ def start_embedded_cluster(state_dir):
     localkube (and with it every pod's process) is tied to this process, so it dies with the hub
     even on SIGKILL; on a normal exit it is stopped gracefully.
     """
-    cluster = LocalKubeProcess(state_dir, tie_to_parent=True).start()
+    # The hub's own state (its database, cookie secret) lives next to localkube's: hidden from pods.
+    hub_state = Path(state_dir).absolute().parent
+    cluster = LocalKubeProcess(state_dir, tie_to_parent=True, extra_args=["--mask", str(hub_state)]).start()
     atexit.register(cluster.stop)
     use_kubeconfig(cluster.kubeconfig)
     return cluster

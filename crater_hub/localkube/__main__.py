@@ -30,6 +30,9 @@ def parser():
     p.add_argument("--service-cidr", help="the Services' range (default: a free /24 next to the pods')")
     p.add_argument("--mask", action="append", default=[], metavar="DIR",
                    help="isolated: a host directory pods may not see (repeatable; the state dir always is)")
+    p.add_argument("--share", action="append", default=[], metavar="DIR",
+                   help="isolated: a host directory every pod sees as it is, read-write (repeatable; "
+                   "for tests that hand files to pods)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -38,7 +41,7 @@ async def serve(args):
     lk = LocalKube(cluster_file=args.cluster, state_dir=args.state_dir, host=args.host,
                    port=args.port, history_size=args.history, image_table=args.images,
                    isolation=args.isolation, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
-                   masked_paths=args.mask)
+                   masked_paths=args.mask, shared_paths=args.share)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

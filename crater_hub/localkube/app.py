@@ -30,12 +30,14 @@ class LocalKube:
     ``history_size``: watch history kept for resuming; older resourceVersions get 410 Gone.
     ``isolation``: ``"isolated"`` (pods in namespaces of their own; the default as root) or
     ``"loopback"`` (see :mod:`.network`); ``pod_cidr``/``service_cidr``: ranges (chosen if None);
-    ``masked_paths``: more host directories hidden from isolated pods (the state dir always is).
+    ``masked_paths``: more host directories hidden from isolated pods (the state dir always is);
+    ``shared_paths``: host directories every isolated pod sees as they are, read-write, as if
+    each pod had them as hostPath volumes (for tests that hand files to and from pods).
     """
 
     def __init__(self, cluster_file=None, state_dir=None, host="127.0.0.1", port=0,
                  history_size=10000, image_table=None, isolation=None, pod_cidr=None,
-                 service_cidr=None, masked_paths=()):
+                 service_cidr=None, masked_paths=(), shared_paths=()):
         self.cluster_file = Path(cluster_file) if cluster_file else DEMO_CLUSTER
         self._tmp = None
         if state_dir is None:
@@ -47,6 +49,7 @@ class LocalKube:
         self.port = port
         self.image_table_file = image_table
         self.masked_paths = [Path(p).absolute() for p in masked_paths]
+        self.shared_paths = [Path(p).absolute() for p in shared_paths]
         from .network import PodNetwork
 
         self.network = PodNetwork(self.state_dir, isolation, pod_cidr, service_cidr)

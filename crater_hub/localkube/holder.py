@@ -3,13 +3,15 @@
 Run by the kubelet as ``python -I holder.py`` (standard library only: it starts fast and sees
 nothing of the package). It reads one JSON line on stdin describing the pod, then:
 
-1. unshares network, UTS, IPC and mount namespaces and says ``unshared`` (the kubelet then moves
-   the veth's pod end in, as ``eth0``) and waits for a ``net`` line;
+1. unshares network, UTS, IPC and mount namespaces (a ``hostNetwork`` pod: IPC and mount only)
+   and says ``unshared`` (the kubelet then moves the veth's pod end in, as ``eth0``) and waits
+   for a ``net`` line;
 2. configures ``lo`` and ``eth0`` (address, default route via the gateway);
 3. builds the pod's filesystem view: an overlay with ``lowerdir=/`` and the pod's upper and work
    directories (a tmpfs holds them when their filesystem cannot: it says so), fresh ``/proc``,
-   ``/sys``, ``/dev`` (the host's, with a ``/dev/shm`` of its own), the masked paths (localkube's
-   state directory) hidden under empty read-only tmpfs, the volumes bound at their mount paths
+   ``/sys``, ``/dev`` (the host's, with a ``/dev/shm`` of its own), the shared host directories
+   bound as they are, the masked paths (localkube's state directory) hidden under empty
+   read-only tmpfs (over a shared directory too), the volumes bound at their mount paths
    (read-only remounted where asked), ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``
    bound from the sandbox, the image's files written; sets the hostname; pivots into the view;
 4. says ``ready <overlay|tmpfs>`` and sleeps until its stdin closes or it is killed.
@@ -91,6 +93,11 @@ def build_view(spec):
     shm = view_path(root, "/dev/shm")
     os.makedirs(shm, exist_ok=True)
     mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for path in spec.get("shared", ()):  # host directories every pod sees as they are (opt-in, tests)
+        if os.path.isdir(path):
+            target = view_path(root, path)
+            ensure_target(target, True)
+            mount(path, target, None, MS_BIND | MS_REC)
     for path in spec["mask"]:
         target = view_path(root, path)
         if os.path.isdir(target):
@@ -112,8 +119,9 @@ def build_view(spec):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w") as f:
             f.write(content)
-    name = spec["hostname"].encode()
-    check(libc.sethostname(name, len(name)), "sethostname")
+    if spec["hostname"] is not None:
+        name = spec["hostname"].encode()
+        check(libc.sethostname(name, len(name)), "sethostname")
     # Make the view the root: pivot_root(".", ".") stacks the old root on the new one, then detach it.
     os.chdir(root)
     check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
@@ -139,12 +147,15 @@ def main():
     spec = json.loads(sys.stdin.readline())
     ip_binary = shutil.which("ip") or "/usr/sbin/ip"
     try:
-        check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
+        own_network = spec["network"] is not None  # hostNetwork pods keep the host's (and its name)
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWNET | CLONE_NEWUTS if own_network else 0)),
+              "unshare")
         say("unshared")
         layer = build_view(spec)
         if sys.stdin.readline().strip() != "net":
             return 1
-        configure_network(spec, ip_binary)
+        if own_network:
+            configure_network(spec, ip_binary)
     except OSError as e:
         say(f"error {e}")
         return 1

@@ -276,7 +276,9 @@ class Kubelet(Controller):
                 self._shutdown(run, grace=pod["metadata"].get("deletionGracePeriodSeconds", 30), remove=True)
             return
         if run is None and pod["status"].get("phase") not in ("Succeeded", "Failed"):
-            run = PodRun(pod, Sandbox(self.cluster.state_dir, pod), self.net.allocate(pod["metadata"]["uid"]))
+            host_network = self.net.isolated and pod["spec"].get("hostNetwork")  # the node's address
+            ip = self.host_ip if host_network else self.net.allocate(pod["metadata"]["uid"])
+            run = PodRun(pod, Sandbox(self.cluster.state_dir, pod), ip)
             self.runs[(ns, name)] = run
             self._publish(run)
             run.driver = asyncio.create_task(self._run_pod(run), name=f"pod {ns}/{name}")
@@ -319,6 +321,8 @@ class Kubelet(Controller):
 
         Isolated: pass ``cwd=None`` to subprocess; ``preexec_fn`` joins the pod's namespaces and
         changes to the container's working directory (the ``cwd`` returned, a path in the pod).
+        Loopback: ``cwd`` is the working directory's host path (pass it), and argv paths must be
+        mapped as :mod:`.sandbox` maps a container's.
         The env is the container's own (as its main process got it), marked as the container's
         so the process dies with it. Raises LookupError if the pod or container is not running.
         """
@@ -328,6 +332,8 @@ class Kubelet(Controller):
             raise LookupError(f"container {container} of pod {namespace}/{pod_name} is not running")
         view = self._view(run, c)
         env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
+        if run.holder is None:  # loopback: a host process in the container's rootfs directory
+            return env, str(view.cwd), functools.partial(_die_with_parent, os.getpid())
         return env, str(view.cwd), functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd))
 
     async def open_connection(self, namespace, pod_name, port):
@@ -358,7 +364,7 @@ class Kubelet(Controller):
         """Start the pod's holder and join it to the bridge; raises SandboxError."""
         spec = run.sandbox.holder_spec(
             run.pod, self.images, ip=run.ip, prefixlen=self.net.pod_cidr.prefixlen,
-            gateway=self.net.gateway_ip, mask=self._masked())
+            gateway=self.net.gateway_ip, mask=self._masked(), shared=getattr(self.cluster, "shared_paths", ()))
         errors = run.sandbox.dir / "holder.log"
         errors.parent.mkdir(parents=True, exist_ok=True)
         err = os.open(errors, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)
@@ -374,7 +380,8 @@ class Kubelet(Controller):
         try:
             proc.stdin.write(json.dumps(spec).encode() + b"\n")
             await self._holder_says(run, "unshared", errors)
-            run.veth = await self.net.attach(proc.pid, run.ip)
+            if spec["network"] is not None:
+                run.veth = await self.net.attach(proc.pid, run.ip)
             proc.stdin.write(b"net\n")
             layer = await self._holder_says(run, "ready", errors)
         except (SandboxError, NetworkError, OSError, asyncio.TimeoutError) as e:
@@ -401,7 +408,7 @@ class Kubelet(Controller):
         if proc is not None and proc.returncode is None:
             _kill([proc.pid])
             await proc.wait()
-        if self.net.isolated and self.net.started:
+        if run.veth and self.net.started:
             await self.net.detach(run.ip, run.veth)
         run.veth = None
 

@@ -29,11 +29,12 @@ class LocalKubeProcess:
     """A localkube subprocess: ``start()`` it, use ``kubeconfig``/``url``, ``stop()`` it.
 
     ``tie_to_parent``: the child is terminated when this process dies (the hub's embedded mode);
-    tests that restart the hub keep it False and stop it themselves.
+    tests that restart the hub keep it False and stop it themselves. ``env``: more environment
+    for the child (``LOCALKUBE_ISOLATION``, say).
     """
 
     def __init__(self, state_dir, cluster_file=None, port=0, kubeconfig=None, log_file=None,
-                 tie_to_parent=True, extra_args=()):
+                 tie_to_parent=True, extra_args=(), env=None):
         self.state_dir = Path(state_dir)
         self.cluster_file = cluster_file
         self.port = port
@@ -41,6 +42,7 @@ class LocalKubeProcess:
         self.log_file = Path(log_file) if log_file else self.state_dir / "localkube.log"
         self.tie_to_parent = tie_to_parent
         self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})  # e.g. LOCALKUBE_ISOLATION=loopback
         self.proc = None
         self.url = None
         self.network = None  # what localkube wrote about its pod network (network.PodNetwork.info)
@@ -55,7 +57,7 @@ class LocalKubeProcess:
             cmd += ["--cluster", str(self.cluster_file)]
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **self.extra_env},
             preexec_fn=_die_with_parent if self.tie_to_parent else None,
         )
         log.close()

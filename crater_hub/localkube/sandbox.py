@@ -173,13 +173,15 @@ class Sandbox:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(content)
 
-    def holder_spec(self, pod, images, *, ip, prefixlen, gateway, mask):
+    def holder_spec(self, pod, images, *, ip, prefixlen, gateway, mask, shared=()):
         """What :mod:`.holder` needs to build the pod's namespaces (one JSON line).
 
         Writes the pod's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (nameserver:
         the gateway, where the cluster DNS answers) into the sandbox; the holder binds them.
+        A ``hostNetwork`` pod keeps the host's network, name and those three files.
         """
         meta, spec = pod["metadata"], pod["spec"]
+        host_network = bool(spec.get("hostNetwork"))
         hostname = spec.get("hostname") or meta["name"]
         names = hostname
         if spec.get("subdomain"):
@@ -202,11 +204,12 @@ class Sandbox:
             files.update(image.files)
             dirs += [image.home, c.get("workingDir") or image.workdir]
         return {
-            "hostname": hostname[:63], "root": str(self.rootfs), "upper": str(self.dir / "upper"),
-            "work": str(self.dir / "work"), "scratch": str(self.dir / "scratch"),
-            "mask": [str(p) for p in mask], "mounts": self.mounts, "dirs": dirs, "files": files,
-            "binds": {f"/etc/{name}": str(etc / name) for name in ("hosts", "hostname", "resolv.conf")},
-            "network": {"address": ip, "prefixlen": prefixlen, "gateway": gateway},
+            "hostname": None if host_network else hostname[:63], "root": str(self.rootfs),
+            "upper": str(self.dir / "upper"), "work": str(self.dir / "work"), "scratch": str(self.dir / "scratch"),
+            "mask": [str(p) for p in mask], "shared": [str(p) for p in shared], "mounts": self.mounts, "dirs": dirs, "files": files,
+            "binds": {} if host_network else {
+                f"/etc/{name}": str(etc / name) for name in ("hosts", "hostname", "resolv.conf")},
+            "network": None if host_network else {"address": ip, "prefixlen": prefixlen, "gateway": gateway},
         }
 
     def _link(self, mount_path, target):

@@ -25,9 +25,16 @@ def queue_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("queue")
 
 
+def share_test_files(tmp_path_factory):
+    """localkube arguments letting job pods see the tests' files (flags that release a job, run
+    counters) as they are: isolated pods otherwise see a private copy of the host's files."""
+    return ["--share", str(tmp_path_factory.getbasetemp())]
+
+
 @pytest.fixture(scope="session")
-def queue_cluster(queue_dir):
-    cluster = LocalKubeProcess(queue_dir / "localkube", tie_to_parent=True).start(timeout=60)
+def queue_cluster(queue_dir, tmp_path_factory):
+    cluster = LocalKubeProcess(queue_dir / "localkube", tie_to_parent=True,
+                               extra_args=share_test_files(tmp_path_factory)).start(timeout=60)
     yield cluster
     cluster.stop()
 

@@ -19,7 +19,7 @@ from crater_hub.queue.faults import POINTS
 
 from ..e2e.hub import Response
 from ..helpers import wait_for
-from .conftest import queue_hub
+from .conftest import queue_hub, share_test_files
 
 FINAL = ("succeeded", "failed", "cancelled", "preempted")
 SUBMIT = ("submit.before_insert", "submit.after_insert")
@@ -38,8 +38,9 @@ def test_every_fault_point_is_covered():
 
 
 @pytest.fixture(scope="module")
-def crash_cluster(queue_dir):
-    cluster = LocalKubeProcess(queue_dir / "crash-localkube", tie_to_parent=True).start(timeout=60)
+def crash_cluster(queue_dir, tmp_path_factory):
+    cluster = LocalKubeProcess(queue_dir / "crash-localkube", tie_to_parent=True,
+                               extra_args=share_test_files(tmp_path_factory)).start(timeout=60)
     yield cluster
     cluster.stop()
 

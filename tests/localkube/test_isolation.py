@@ -1,0 +1,128 @@
+"""Nothing of an isolated localkube outlives it: not after stop(), not after a SIGKILL.
+
+A running pod holds a network namespace, a veth on localkube's bridge, a mount namespace with its
+overlay and volume mounts, and processes. After localkube is SIGKILLed and started again on the
+same state directory, none of that may remain; after a clean stop, not even the bridge.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from crater_hub.localkube import LocalKubeProcess
+from crater_hub.localkube.network import RUN_DIR
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolated pods need root (namespaces, a bridge)")
+
+
+def api(cluster, path, body=None):
+    request = urllib.request.Request(cluster.url + path, method="POST" if body else "GET",
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def pids_mentioning(text):
+    """PIDs whose environment or command line contains ``text`` (pod processes carry the
+    kubelet's marker, which names their sandbox under the state directory)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            data = Path(entry.path, "environ").read_bytes() + Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in data:
+            found.append(int(entry.name))
+    return found
+
+
+def namespaces_in_use():
+    """Every (kind, inode) of a net or mnt namespace some process is in."""
+    seen = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            for kind in ("net", "mnt"):
+                try:
+                    seen.add(os.readlink(f"/proc/{entry.name}/ns/{kind}"))
+                except OSError:
+                    pass
+    return seen
+
+
+def links():
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {link["ifname"] for link in json.loads(out)}
+
+
+def routes():
+    return subprocess.run(["ip", "route", "show"], capture_output=True, text=True, check=True).stdout
+
+
+def mount_lines(text):
+    """Lines of any process's mount table naming ``text`` (mounts outlive nothing they name)."""
+    lines = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                lines |= {line for line in Path(entry.path, "mountinfo").read_text().splitlines() if text in line}
+            except OSError:
+                pass
+    return lines
+
+
+def sleeper(name):
+    return {"metadata": {"name": name}, "spec": {
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 3600"],
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}]}}
+
+
+def running_pod(cluster, name):
+    pod = api(cluster, f"/api/v1/namespaces/default/pods/{name}")
+    return pod if pod["status"].get("phase") == "Running" else None
+
+
+async def test_a_sigkilled_localkube_leaves_nothing_after_the_next_start(tmp_path):
+    state = tmp_path / "state"
+    first = LocalKubeProcess(state, tie_to_parent=True, extra_args=["--isolation", "isolated"]).start()
+    try:
+        bridge, ranges = first.network["bridge"], (first.network["pod_cidr"], first.network["service_cidr"])
+        assert bridge in links() and all(r in routes() for r in ranges)
+        api(first, "/api/v1/namespaces/default/pods", sleeper("sleepy"))
+        await wait_for(lambda: running_pod(first, "sleepy"), timeout=30, message="sleepy running")
+        pod_pids = await wait_for(lambda: pids_mentioning(f"{state.absolute()}/pods/"), message="pod processes")
+        pod_namespaces = {os.readlink(f"/proc/{pid}/ns/{kind}") for pid in pod_pids for kind in ("net", "mnt")}
+        veths = {name for name in links() if name.startswith(bridge) and name != bridge}
+        assert veths and pod_namespaces and mount_lines(str(state.absolute()))
+
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait()
+    finally:
+        first.stop()
+
+    second = LocalKubeProcess(state, tie_to_parent=True, extra_args=["--isolation", "isolated"]).start()
+    try:
+        await wait_for(lambda: not pids_mentioning(f"{state.absolute()}/pods/"), timeout=5,
+                       message="the dead localkube's pod processes gone")
+        assert not pod_namespaces & namespaces_in_use()  # network and mount namespaces
+        assert bridge not in links() and not veths & links()
+        new_bridge = second.network["bridge"]
+        new_ranges = (second.network["pod_cidr"], second.network["service_cidr"])
+        for r in ranges:  # its unreachable routes (the new one may well reuse the freed ranges)
+            assert routes().count(f"unreachable {r} ") == (r in new_ranges)
+        assert not mount_lines(str(state.absolute() / "pods"))
+        assert not (RUN_DIR / f"{bridge}.json").exists()
+        assert new_bridge in links()
+    finally:
+        second.stop()
+    assert new_bridge not in links() and not (RUN_DIR / f"{new_bridge}.json").exists()
+    assert not any(r in routes() for r in new_ranges)
