@@ -245,3 +245,33 @@ async def test_pods_get_service_link_variables_for_services_that_exist_when_they
             return None
 
     assert (await wait_for(printed, timeout=30, message="env printed")).split() == [svc.spec.cluster_ip, "8001", "DONE"]
+
+
+async def test_cluster_ips_come_from_the_service_cidr_and_cannot_change(kube):
+    cidr = ipaddress.ip_network(str(kube.lk.network.service_cidr))
+    web = await kube.core.create_namespaced_service("default", service("web", {"app": "web"}, [{"port": 80}]))
+    assert ipaddress.ip_address(web.spec.cluster_ip) in cidr and web.spec.cluster_ips == [web.spec.cluster_ip]
+    headless = await kube.core.create_namespaced_service("default", service("h", {"app": "h"}, [], clusterIP="None"))
+    assert headless.spec.cluster_ip == "None"
+
+    body = web.to_dict()
+    body["spec"]["cluster_ip"] = body["spec"]["cluster_ips"] = None
+    body["spec"]["ports"][0]["port"] = 8080
+    kept = await kube.core.replace_namespaced_service("web", "default", body)
+    assert kept.spec.cluster_ip == web.spec.cluster_ip and kept.spec.ports[0].port == 8080
+
+    other = str(next(ip for ip in cidr.hosts() if str(ip) != web.spec.cluster_ip))
+    with pytest.raises(ApiException) as moved:
+        await kube.core.patch_namespaced_service("web", "default", {"spec": {"clusterIP": other,
+                                                                            "clusterIPs": [other]}})
+    assert moved.value.status == 422 and "may not change once set" in moved.value.body
+    with pytest.raises(ApiException) as taken:
+        await kube.core.create_namespaced_service("default", service(
+            "again", {"app": "web"}, [{"port": 80}], clusterIP=web.spec.cluster_ip))
+    assert taken.value.status == 422 and "provided IP is already allocated" in taken.value.body
+    with pytest.raises(ApiException) as outside:
+        await kube.core.create_namespaced_service("default", service(
+            "far", {"app": "web"}, [{"port": 80}], clusterIP="192.0.2.10"))
+    body = json.loads(outside.value.body)
+    assert outside.value.status == 422 and body["details"]["causes"][0]["field"] == "spec.clusterIPs[0]"
+    assert f"The range of valid IPs is {cidr}" in body["message"], body
