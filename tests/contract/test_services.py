@@ -275,3 +275,46 @@ async def test_cluster_ips_come_from_the_service_cidr_and_cannot_change(kube):
     body = json.loads(outside.value.body)
     assert outside.value.status == 422 and body["details"]["causes"][0]["field"] == "spec.clusterIPs[0]"
     assert f"The range of valid IPs is {cidr}" in body["message"], body
+
+
+# The z2jh shape, cut down: the hub's config finds its Service and the proxy's API through the
+# service-link variables and cluster DNS names, as z2jh's jupyterhub_config.py does.
+Z2JH_HUB_CONFIG = """
+import os
+c.JupyterHub.hub_bind_url = "http://:8081"
+c.JupyterHub.hub_connect_url = f"http://hub:{os.environ['HUB_SERVICE_PORT']}"
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = f"http://proxy-api:{os.environ['PROXY_API_SERVICE_PORT']}"
+c.ConfigurableHTTPProxy.auth_token = os.environ["CONFIGPROXY_AUTH_TOKEN"]
+"""
+
+
+async def test_z2jh_shaped_hub_and_proxy_pods_serve_the_hub_api_through_services(isolated):
+    kube = isolated
+    for name, component, port, target in (("hub", "hub", 8081, 8081), ("proxy-api", "proxy", 8001, 8001),
+                                          ("proxy-public", "proxy", 80, 8000)):
+        await kube.core.create_namespaced_service("default", service(
+            name, {"component": component}, [{"name": "http", "port": port, "targetPort": target}]))
+    await kube.core.create_namespaced_config_map("default", {
+        "metadata": {"name": "hub"}, "data": {"jupyterhub_config.py": Z2JH_HUB_CONFIG}})
+    token = {"name": "CONFIGPROXY_AUTH_TOKEN", "value": "a-shared-secret"}
+    await kube.core.create_namespaced_pod("default", {
+        "metadata": {"name": "hub", "labels": {"component": "hub"}},
+        "spec": {"containers": [{"name": "hub", "image": "quay.io/jupyterhub/k8s-hub:4.2.0", "env": [token],
+                                 "volumeMounts": [{"name": "config", "mountPath": "/usr/local/etc/jupyterhub/"}]}],
+                 "volumes": [{"name": "config", "configMap": {"name": "hub"}}]}})
+    await kube.core.create_namespaced_pod("default", {
+        "metadata": {"name": "proxy", "labels": {"component": "proxy"}},
+        "spec": {"containers": [{"name": "chp", "image": "quay.io/jupyterhub/configurable-http-proxy:4.6.3",
+                                 "env": [token],
+                                 "command": ["configurable-http-proxy", "--ip=", "--api-ip=", "--api-port=8001",
+                                             "--default-target=http://hub:$(HUB_SERVICE_PORT)",
+                                             "--error-target=http://hub:$(HUB_SERVICE_PORT)/hub/error",
+                                             "--port=8000"]}]}})
+    await pod_ip(kube, "hub")
+    await pod_ip(kube, "proxy")
+    await kube.core.create_namespaced_pod("default", python_pod("browser", CLIENT, "http://proxy-public/hub/api"))
+    answers = await json_lines(kube, "browser", timeout=120)
+    assert answers[0].get("status") == 200 and "version" in json.loads(answers[0]["body"]), answers
+    hub_log = await kube.core.read_namespaced_pod_log("hub", "default")
+    assert "Adding route for Hub: / => http://hub:8081" in hub_log, hub_log  # reached proxy-api by name
