@@ -145,25 +145,26 @@ class LocalKube:
     def _listen(self):
         """Sockets for the API: ``host`` and, when pods live on a bridge, the gateway (same port)."""
         hosts = [self.host]
-        if self.network.isolated and self.network.gateway_ip != self.host and self.host not in ("0.0.0.0", ""):
+        if self.network.isolated and self.host not in (self.network.gateway_ip, "0.0.0.0", ""):
             hosts.append(self.network.gateway_ip)
         for attempt in range(20):
-            sockets = []
+            port, sockets = self.port, []
             try:
                 for host in hosts:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     sockets.append(sock)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((host, self.port if not sockets[1:] else sockets[0].getsockname()[1]))
+                    sock.bind((host, port))
                     sock.listen(128)
                     sock.setblocking(False)
+                    port = sock.getsockname()[1]  # the first host's free port, for the others too
             except OSError:
                 for sock in sockets:
                     sock.close()
                 if self.port or attempt == 19:
                     raise
-                continue  # the free port on 127.0.0.1 was taken on the gateway: another one
-            self.port = sockets[0].getsockname()[1]
+                continue  # a port free on 127.0.0.1 was taken on the gateway: try another
+            self.port = port
             return sockets
 
     async def stop(self):

@@ -405,8 +405,10 @@ class Kubelet(Controller):
 
     async def _stop_holder(self, run):
         proc, run.holder = run.holder, None
-        if proc is not None and proc.returncode is None:
-            _kill([proc.pid])
+        if proc is not None:
+            proc.stdin.close()
+            if proc.returncode is None:
+                _kill([proc.pid])
             await proc.wait()
         if run.veth and self.net.started:
             await self.net.detach(run.ip, run.veth)

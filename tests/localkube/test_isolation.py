@@ -2,7 +2,8 @@
 
 A running pod holds a network namespace, a veth on localkube's bridge, a mount namespace with its
 overlay and volume mounts, and processes. After localkube is SIGKILLed and started again on the
-same state directory, none of that may remain; after a clean stop, not even the bridge.
+same state directory, none of that may remain; after a clean stop (pods still running), not even
+the bridge.
 """
 
 import json
@@ -122,7 +123,16 @@ async def test_a_sigkilled_localkube_leaves_nothing_after_the_next_start(tmp_pat
         assert not mount_lines(str(state.absolute() / "pods"))
         assert not (RUN_DIR / f"{bridge}.json").exists()
         assert new_bridge in links()
+        api(second, "/api/v1/namespaces/default/pods", sleeper("again"))
+        await wait_for(lambda: running_pod(second, "again"), timeout=30, message="again running")
+        new_pids = pids_mentioning(f"{state.absolute()}/pods/")
+        assert new_pids
+        new_namespaces = {os.readlink(f"/proc/{pid}/ns/{kind}") for pid in new_pids for kind in ("net", "mnt")}
     finally:
         second.stop()
-    assert new_bridge not in links() and not (RUN_DIR / f"{new_bridge}.json").exists()
+    # A clean stop leaves nothing either, the bridge and its record included.
+    assert not pids_mentioning(f"{state.absolute()}/pods/")
+    assert not new_namespaces & namespaces_in_use()
+    assert not [name for name in links() if name.startswith(new_bridge)]
+    assert not (RUN_DIR / f"{new_bridge}.json").exists()
     assert not any(r in routes() for r in new_ranges)
