@@ -120,7 +120,13 @@ class LocalKube:
             return
         from .dns import DNSServer
 
-        self.dns = await DNSServer(self.store, self.registry, self.network.gateway_ip, 53).start()
+        dns = DNSServer(self.store, self.registry, self.network.gateway_ip, 53)
+        try:
+            self.dns = await dns.start()
+        except OSError as e:  # pods still run, but resolve no cluster names: say so loudly
+            await dns.stop()
+            log.error("cluster DNS cannot listen on %s:53 (%s): pods will not resolve Service names",
+                      self.network.gateway_ip, e)
 
     async def start(self):
         """Start controllers and the HTTP server; returns when the API answers."""
