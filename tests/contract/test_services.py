@@ -194,6 +194,22 @@ async def test_pod_reaches_another_through_the_service_names_and_cluster_ip(isol
     writer.close()
     assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"web-0"), reply
 
+    # The cluster IP is an address of the bridge while the Service exists, and only then.
+    assert cluster_ip in await bridge_addresses(kube)
+    await kube.core.delete_namespaced_service("web", "default")
+    await wait_for(lambda: _not_in(cluster_ip, bridge_addresses(kube)), timeout=10, message="address removed")
+
+
+async def bridge_addresses(kube):
+    proc = await asyncio.create_subprocess_exec("ip", "-j", "addr", "show", "dev", kube.lk.network.bridge,
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return [a["local"] for link in json.loads(out) for a in link.get("addr_info", [])]
+
+
+async def _not_in(item, awaitable):
+    return item not in await awaitable
+
 
 async def test_headless_service_resolves_to_the_ready_pods(isolated):
     kube = isolated
