@@ -129,7 +129,11 @@ class PortProxy:
                 log.info("proxy: %s:%s -> %s:%s: %s", self.ip, self.port, *backend, e)
                 continue
             if self.affinity_seconds:
-                self._affinity[client_ip] = (backend, time.monotonic())
+                now = time.monotonic()
+                if len(self._affinity) > 1000:  # forget clients whose affinity has expired
+                    self._affinity = {c: (b, t) for c, (b, t) in self._affinity.items()
+                                      if now - t < self.affinity_seconds}
+                self._affinity[client_ip] = (backend, now)
             break
         if upstream is None:
             _refuse(writer)
@@ -214,10 +218,11 @@ class ServiceProxy(Controller):
     async def _add_address(self, key, ip):
         if key in self.addresses or _is_loopback(ip):
             return
+        self.addresses[key] = ip  # first: a stop() while `ip` runs still removes it
         code, err = await ip_command("addr", "add", f"{ip}/32", "dev", self.device)
         if code != 0 and "exists" not in err:
+            del self.addresses[key]
             raise OSError(f"ip addr add {ip}/32 dev {self.device}: {err}")
-        self.addresses[key] = ip
 
     async def _drop_address(self, key):
         ip = self.addresses.pop(key, None)

@@ -90,3 +90,30 @@ async def test_cluster_ip_reaches_ready_pods_round_robin_and_refuses_without_end
     finally:
         for s in servers:
             s.close()
+
+
+async def test_client_ip_affinity_keeps_a_client_on_one_endpoint(make_cluster, loopback_net):
+    cluster = make_cluster(service_cidr=f"{loopback_net}.128/28")
+    servers = [await backend(f"{loopback_net}.{i}", f"pod{i}".encode()) for i in (1, 2)]
+    try:
+        _, proxy = cluster.start(EndpointsController, ServiceProxy)
+        ip = service(cluster, "sticky", selector={"app": "s"}, sessionAffinity="ClientIP",
+                     ports=[{"name": "http", "port": 8080, "targetPort": "http"}])["spec"]["clusterIP"]
+        for i, server in zip((1, 2), servers, strict=True):
+            pod(cluster, f"s-{i}", f"{loopback_net}.{i}", {"app": "s"},
+                ports=[{"name": "http", "containerPort": server.sockets[0].getsockname()[1]}])
+
+        async def answers():
+            try:
+                return await ask(ip, 8080)
+            except OSError:
+                return None
+
+        await wait_for(lambda: len(getattr(proxy.ports.get(("default", "sticky"), {}).get(8080), "backends", ()))
+                       == 2, message="the proxy sends to both endpoints")
+        first = await wait_for(answers, message="proxied answer")
+        assert {await answers() for _ in range(6)} == {first}
+    finally:
+        for s in servers:
+            s.close()
+
