@@ -1,6 +1,6 @@
 """A pod's namespace holder (what the pause container is to a real runtime).
 
-Run by the kubelet as ``python -I holder.py`` (standard library only: it starts fast and sees
+Run by the kubelet as ``python -I -S holder.py`` (standard library only: it starts fast and sees
 nothing of the package). It reads one JSON line on stdin describing the pod, then:
 
 1. unshares network, UTS, IPC and mount namespaces (a ``hostNetwork`` pod: IPC and mount only)

@@ -370,7 +370,7 @@ class Kubelet(Controller):
         err = os.open(errors, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", HOLDER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                sys.executable, "-I", "-S", HOLDER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=err, start_new_session=True, cwd="/",
                 env={"PATH": os.environ.get("PATH", os.defpath), MARKER: f"{run.marker_prefix()}holder"},
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()))

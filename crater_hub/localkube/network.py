@@ -166,8 +166,8 @@ class PodNetwork:
         """Pick the bridge name and ranges and record them before creating anything."""
         taken = await self._taken_ranges()
         if self._wanted[0]:
-            pod, service = ipaddress.ip_network(self._wanted[0]), ipaddress.ip_network(
-                self._wanted[1] or next(self._blocks(taken, need_pod=False)))
+            pod = ipaddress.ip_network(self._wanted[0])
+            service = ipaddress.ip_network(self._wanted[1] or next(self._blocks([*taken, pod], need_pod=False)))
             for net in (pod, service):
                 if any(net.overlaps(t) for t in taken):
                     raise NetworkError(f"{net} overlaps a route of this machine or another localkube")

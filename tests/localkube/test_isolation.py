@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from crater_hub.localkube import LocalKubeProcess
+from crater_hub.localkube import LocalKube, LocalKubeProcess
+from crater_hub.localkube.kubelet import log_path
 from crater_hub.localkube.network import RUN_DIR
 from tests.helpers import wait_for
 
@@ -136,3 +137,38 @@ async def test_a_sigkilled_localkube_leaves_nothing_after_the_next_start(tmp_pat
     assert not [name for name in links() if name.startswith(new_bridge)]
     assert not (RUN_DIR / f"{new_bridge}.json").exists()
     assert not any(r in routes() for r in new_ranges)
+
+
+@pytest.fixture
+def state_on_overlay(tmp_path):
+    """A state directory on an overlay mount: a filesystem that cannot host an overlay upper."""
+    for d in ("lower", "upper", "work", "state"):
+        (tmp_path / d).mkdir()
+    state = tmp_path / "state"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={tmp_path / 'lower'},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}",
+                    str(state)], check=True)
+    try:
+        yield state
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=True)
+
+
+async def test_pod_writes_go_to_a_tmpfs_when_the_upper_layer_cannot_be_an_overlay_upper(state_on_overlay, caplog):
+    lk = LocalKube(state_dir=state_on_overlay, isolation="isolated")
+    await lk.start()
+    try:
+        pods = lk.registry.lookup("", "v1", "pods")
+        script = "echo mine > /var/tmp/private-note && cat /var/tmp/private-note && sleep 3600"
+        lk.store.create(pods, {"metadata": {"name": "fallback"}, "spec": {"containers": [
+            {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}, "default")
+        pod = await wait_for(lambda: (p := lk.store.find(pods, "default", "fallback"))
+                             and p["status"].get("phase") == "Running" and p, timeout=30)
+        log = log_path(lk, pod, "main")
+        await wait_for(lambda: log.exists() and log.read_text() == "mine\n", timeout=10)
+        sandbox = log.parents[2]
+        assert not list((sandbox / "upper").rglob("private-note"))  # in the tmpfs, not on disk
+        assert not os.path.exists("/var/tmp/private-note")
+        assert any("cannot host an overlay" in r.getMessage() for r in caplog.records)
+    finally:
+        await lk.stop()
