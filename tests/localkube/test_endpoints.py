@@ -142,3 +142,12 @@ def test_cluster_ips_come_from_the_service_cidr_and_are_released(make_cluster):
     assert ips == ["10.240.0.12", "10.240.0.13", "10.240.0.14"]
     cluster.store.delete(cluster.res("", "services"), "default", "c")
     assert service(cluster, "f", clusterIP="10.240.0.12", ports=[{"port": 80}])["spec"]["clusterIP"] == "10.240.0.12"
+
+
+async def test_publish_not_ready_addresses_lists_unready_pods_as_addresses(make_cluster):
+    cluster = make_cluster()
+    cluster.start(EndpointsController)
+    service(cluster, "peers", selector={"app": "p"}, clusterIP="None", publishNotReadyAddresses=True)
+    pod(cluster, "p-0", "127.1.0.30", {"app": "p"}, ready=False)
+    subsets = await wait_for(lambda: (endpoints(cluster, "peers") or {}).get("subsets"), message="endpoints")
+    assert [a["ip"] for a in subsets[0]["addresses"]] == ["127.1.0.30"] and "notReadyAddresses" not in subsets[0]
