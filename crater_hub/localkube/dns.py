@@ -208,17 +208,17 @@ class ClusterZone:
             return None  # a response sent to us: ignore
         try:
             rcode, records = self.lookup(name)
-        except Exception:
-            log.exception("dns: lookup of %s failed", name)
+            answers = []
+            if qclass in (CLASS_IN, TYPE_ANY):
+                for rtype, value in records:
+                    if rtype == TYPE_CNAME and qtype != TYPE_CNAME:
+                        answers.append((TYPE_CNAME, encode_name(value)))
+                    elif rtype == qtype or qtype == TYPE_ANY:
+                        answers.append((rtype, ipaddress.IPv4Address(value).packed if rtype == TYPE_A
+                                        else encode_name(value)))
+        except Exception:  # a bad object (say an ExternalName no DNS name can hold) fails one answer
+            log.exception("dns: answering %s failed", name)
             return response(query, SERVFAIL, limit=limit)
-        answers = []
-        if qclass in (CLASS_IN, TYPE_ANY):
-            for rtype, value in records:
-                if rtype == TYPE_CNAME and qtype != TYPE_CNAME:
-                    answers.append((TYPE_CNAME, encode_name(value)))
-                elif rtype == qtype or qtype == TYPE_ANY:
-                    answers.append((rtype, ipaddress.IPv4Address(value).packed if rtype == TYPE_A
-                                    else encode_name(value)))
         return response(query, rcode, answers, limit=limit)
 
 

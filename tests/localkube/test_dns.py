@@ -66,6 +66,9 @@ async def test_services_headless_pods_and_unknown_names(dns):
     service(cluster, "db", type="ExternalName", externalName="db.example.org")
     result = await resolver.query_dns("db.default.svc.cluster.local", "CNAME")
     assert [r.data.cname for r in result.answer] == ["db.example.org"]
+    service(cluster, "bad", type="ExternalName", externalName="x" * 70 + ".example.org")
+    assert await error_of(resolver, "bad.default.svc.cluster.local") == aiodns.error.ARES_ESERVFAIL
+    assert await a_records(resolver, "web.default.svc.cluster.local") == [ip]  # still serving
 
 
 async def test_many_endpoints_are_truncated_over_udp_and_complete_over_tcp(dns):
