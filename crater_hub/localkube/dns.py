@@ -3,19 +3,21 @@
 Pods' ``/etc/resolv.conf`` points at it (the host's address on localkube's bridge, port 53) with
 the search path ``<ns>.svc.cluster.local svc.cluster.local cluster.local``, so ``<svc>``,
 ``<svc>.<ns>`` and ``<svc>.<ns>.svc`` all become ``<svc>.<ns>.svc.cluster.local`` in the pod's own
-resolver. Names answered (A records, TTL 5 s, read from the store on every query):
+resolver. Names answered (TTL 5 s, read from the store on every query):
 
 - ``<svc>.<ns>.svc.cluster.local``: the cluster IP; a headless Service's ready endpoint IPs
   (NXDOMAIN while it has none, as CoreDNS); an ExternalName Service's CNAME;
 - ``<hostname>.<svc>.<ns>.svc.cluster.local``: the endpoint of a headless Service whose pod has
   that ``hostname`` and ``subdomain: <svc>``; ``<a-b-c-d>.<svc>.<ns>.svc.cluster.local`` for its
   endpoints by address;
-- ``<a-b-c-d>.<ns>.pod.cluster.local``: ``a.b.c.d`` (CoreDNS ``pods insecure``, kubeadm's default).
+- ``<a-b-c-d>.<ns>.pod.cluster.local``: ``a.b.c.d`` (CoreDNS ``pods insecure``, kubeadm's default);
+- ``_<port>._<proto>.<svc>.<ns>.svc.cluster.local``: SRV records of a named port (the Service's
+  name and port; a headless Service's endpoints by hostname or dashed address, and their port).
 
 Other record types of a name that exists get an empty NOERROR answer (so AAAA lookups do not hide
-the A record); every other name is NXDOMAIN — nothing is forwarded off the machine. No SRV, PTR or
-SOA records; UDP answers over 512 bytes are truncated (TC) and the client retries over TCP, which
-is served too. The wire format (RFC 1035) is written here: it is small.
+the A record); every other name is NXDOMAIN — nothing is forwarded off the machine. No PTR or SOA
+records, no additional section; UDP answers over 512 bytes are truncated (TC) and the client
+retries over TCP, which is served too. The wire format (RFC 1035) is written here: it is small.
 """
 
 import asyncio
@@ -31,7 +33,7 @@ DOMAIN = "cluster.local"
 TTL = 5
 UDP_LIMIT = 512
 
-TYPE_A, TYPE_CNAME, TYPE_AAAA, TYPE_ANY = 1, 5, 28, 255
+TYPE_A, TYPE_CNAME, TYPE_AAAA, TYPE_SRV, TYPE_ANY = 1, 5, 28, 33, 255
 CLASS_IN = 1
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP = 0, 1, 2, 3, 4
 
@@ -129,6 +131,15 @@ def error_response(query, rcode):
     return struct.pack("!HHHHHH", qid, out_flags, 0, 0, 0, 0)
 
 
+def _rdata(rtype, value):
+    if rtype == TYPE_A:
+        return ipaddress.IPv4Address(value).packed
+    if rtype == TYPE_SRV:
+        priority, weight, port, target = value
+        return struct.pack("!HHH", priority, weight, port) + encode_name(target)
+    return encode_name(value)
+
+
 # -- the zone -----------------------------------------------------------------------------------
 
 
@@ -173,6 +184,8 @@ class ClusterZone:
             return (NOERROR, [(TYPE_A, ip)]) if ip else (NXDOMAIN, [])
         if not rest:
             return NOERROR, []  # <ns>.svc.cluster.local
+        if len(rest) == 3 and rest[0].startswith("_") and rest[1] in ("_tcp", "_udp", "_sctp"):
+            return self._srv(ns, rest[2], rest[0][1:], rest[1][1:].upper())
         if len(rest) > 2:
             return NXDOMAIN, []
         svc = self.store.find(self.services, ns, rest[-1])
@@ -196,6 +209,24 @@ class ClusterZone:
             return NXDOMAIN, []
         return NOERROR, [(TYPE_A, ip) for ip in ips]
 
+    def _srv(self, ns, name, port_name, protocol):
+        """SRV records of a named port: the Service's name and port, or a headless one's endpoints."""
+        svc = self.store.find(self.services, ns, name)
+        port = next((p for p in ((svc or {}).get("spec") or {}).get("ports") or []
+                     if p.get("name", "").lower() == port_name and p.get("protocol", "TCP") == protocol), None)
+        if port is None:
+            return NXDOMAIN, []
+        base = f"{name}.{ns}.svc.{self.domain}"
+        if svc["spec"].get("clusterIP") != "None":
+            return NOERROR, [(TYPE_SRV, (0, 100, port["port"], base))]
+        ep = self.store.find(self.endpoints, ns, name)
+        targets = [(f"{(host or ip.replace('.', '-'))}.{base}", target_port)
+                   for ip, target_port, host in ready_addresses((ep or {}).get("subsets"), port.get("name", ""))]
+        if not targets:
+            return NXDOMAIN, []
+        weight = max(1, 100 // len(targets))
+        return NOERROR, [(TYPE_SRV, (0, weight, p, target)) for target, p in targets]
+
     def answer(self, query, limit=None):
         """The reply to one raw query message, or None to stay silent."""
         try:
@@ -214,8 +245,7 @@ class ClusterZone:
                     if rtype == TYPE_CNAME and qtype != TYPE_CNAME:
                         answers.append((TYPE_CNAME, encode_name(value)))
                     elif rtype == qtype or qtype == TYPE_ANY:
-                        answers.append((rtype, ipaddress.IPv4Address(value).packed if rtype == TYPE_A
-                                        else encode_name(value)))
+                        answers.append((rtype, _rdata(rtype, value)))
         except Exception:  # a bad object (say an ExternalName no DNS name can hold) fails one answer
             log.exception("dns: answering %s failed", name)
             return response(query, SERVFAIL, limit=limit)

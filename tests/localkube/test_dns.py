@@ -51,7 +51,8 @@ async def test_services_headless_pods_and_unknown_names(dns):
     assert await error_of(resolver, "web.elsewhere.svc.cluster.local") == aiodns.error.ARES_ENOTFOUND
     assert await error_of(resolver, "example.com") == aiodns.error.ARES_ENOTFOUND
 
-    service(cluster, "workers", selector={"app": "ray"}, clusterIP="None")
+    service(cluster, "workers", selector={"app": "ray"}, clusterIP="None", ports=[{"name": "http", "port": 80,
+                                                                                   "targetPort": 8080}])
     assert await error_of(resolver, "workers.default.svc.cluster.local") == aiodns.error.ARES_ENOTFOUND
     pod(cluster, "w-0", "127.1.0.20", {"app": "ray"}, hostname="w0", subdomain="workers")
     pod(cluster, "w-1", "127.1.0.21", {"app": "ray"})
@@ -62,6 +63,14 @@ async def test_services_headless_pods_and_unknown_names(dns):
     assert await a_records(resolver, "127-1-0-21.workers.default.svc.cluster.local") == ["127.1.0.21"]
     assert await error_of(resolver, "w1.workers.default.svc.cluster.local") == aiodns.error.ARES_ENOTFOUND
     assert await a_records(resolver, "10-1-2-3.default.pod.cluster.local") == ["10.1.2.3"]
+
+    result = await resolver.query_dns("_http._tcp.workers.default.svc.cluster.local", "SRV")
+    assert sorted((r.data.port, r.data.target) for r in result.answer) == [
+        (8080, "127-1-0-21.workers.default.svc.cluster.local"), (8080, "w0.workers.default.svc.cluster.local")]
+    service(cluster, "api", ports=[{"name": "grpc", "port": 50051, "targetPort": 9000}])
+    result = await resolver.query_dns("_grpc._tcp.api.default.svc.cluster.local", "SRV")
+    assert [(r.data.port, r.data.target) for r in result.answer] == [(50051, "api.default.svc.cluster.local")]
+    assert await error_of(resolver, "_grpc._udp.api.default.svc.cluster.local", "SRV") == aiodns.error.ARES_ENOTFOUND
 
     service(cluster, "db", type="ExternalName", externalName="db.example.org")
     result = await resolver.query_dns("db.default.svc.cluster.local", "CNAME")
