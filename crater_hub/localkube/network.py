@@ -6,9 +6,12 @@ Two modes, chosen once per localkube (``LOCALKUBE_ISOLATION`` or ``--isolation``
   its own (:mod:`.holder` keeps them), joined to a bridge ``lk<id>`` by a veth pair. The host
   holds the gateway address (the pod CIDR's first address, as a /32) on the bridge; each pod
   gets a /32 route on the host through the bridge, and the whole pod and service ranges get
-  ``unreachable`` routes (a high metric, so a pod's /32 wins): traffic to an address no pod holds
-  fails at once instead of following the default route off the machine. IP forwarding stays off
-  on the bridge, so pods reach each other (bridged) and the host's addresses, nothing beyond.
+  ``unreachable`` routes (a high metric, so a pod's /32 wins): traffic from the host to an
+  address no pod holds fails at once instead of following the default route off the machine.
+  IP forwarding stays off on the bridge, so pods reach each other (bridged) and the host's
+  addresses, nothing beyond (what a pod sends elsewhere is dropped: it times out). A Service
+  address the host takes as its own (``ip addr add <ip>/32 dev <bridge>``: the local table wins
+  over the unreachable route) is reachable from pods and host alike.
 - ``loopback`` (the fallback without root): one address per pod from ``127.1.0.0/16`` on the
   host's loopback; no namespaces (see README "Deviations").
 
@@ -25,7 +28,10 @@ Contract for the Services and exec/port-forward code (keep it stable):
   the host's address as pods reach it; ``127.0.0.1`` in loopback mode), ``.pod_cidr`` and
   ``.service_cidr`` (``ipaddress.IPv4Network``; the service CIDR is allocated from in both modes).
 - ``Kubelet.enter(namespace, pod_name, container) -> (env, cwd, preexec_fn)``: run a process in
-  the container (pass ``cwd=None`` to subprocess: ``preexec_fn`` enters the pod and changes dir).
+  the container (isolated: pass ``cwd=None`` to subprocess, ``preexec_fn`` enters the pod and
+  changes dir; LookupError when the pod or container is not running).
+- ``<kubeconfig>.network.json`` (``network_file()``): ``PodNetwork.info()`` for other processes
+  (``LocalKubeProcess.network``/``.gateway_ip``). Pods' resolv.conf names ``gateway_ip`` port 53.
 - ``await Kubelet.open_connection(namespace, pod_name, port) -> (reader, writer)``: a TCP
   connection to ``127.0.0.1:port`` inside the pod's network namespace.
 """
