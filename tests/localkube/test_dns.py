@@ -109,3 +109,24 @@ async def test_glibc_resolves_short_names_through_the_search_path(dns, tmp_path)
         assert await getent(name) == (0, {ip}), name
     code, _ = await getent("nothing-here")
     assert code == 2
+
+
+async def test_malformed_queries_get_formerr_and_the_server_keeps_answering(dns):
+    _, server, resolver = dns
+    loop = asyncio.get_running_loop()
+    replies = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            replies.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(server.host, server.port))
+    try:
+        # id 0x1234, RD, one question whose name runs past the end of the message
+        transport.sendto(bytes.fromhex("1234 0100 0001 0000 0000 0000 05 6162") )
+        reply = await asyncio.wait_for(replies.get(), 5)
+        assert reply[:2] == b"\x12\x34" and reply[3] & 0x0F == 1  # FORMERR
+        transport.sendto(b"\x00")  # not even a header: no answer
+        assert await error_of(resolver, "nothing.default.svc.cluster.local") == aiodns.error.ARES_ENOTFOUND
+    finally:
+        transport.close()
