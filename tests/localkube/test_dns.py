@@ -123,7 +123,7 @@ async def test_malformed_queries_get_formerr_and_the_server_keeps_answering(dns)
     transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(server.host, server.port))
     try:
         # id 0x1234, RD, one question whose name runs past the end of the message
-        transport.sendto(bytes.fromhex("1234 0100 0001 0000 0000 0000 05 6162") )
+        transport.sendto(bytes.fromhex("1234 0100 0001 0000 0000 0000 05 6162"))
         reply = await asyncio.wait_for(replies.get(), 5)
         assert reply[:2] == b"\x12\x34" and reply[3] & 0x0F == 1  # FORMERR
         transport.sendto(b"\x00")  # not even a header: no answer
