@@ -8,6 +8,8 @@ default as root): those tests skip where localkube runs in the loopback fallback
 import asyncio
 import ipaddress
 import json
+import random
+import socket
 
 import pytest
 from kubernetes_asyncio import client
@@ -334,3 +336,19 @@ async def test_z2jh_shaped_hub_and_proxy_pods_serve_the_hub_api_through_services
     assert answers[0].get("status") == 200 and "version" in json.loads(answers[0]["body"]), answers
     hub_log = await kube.core.read_namespaced_pod_log("hub", "default")
     assert "Adding route for Hub: / => http://hub:8081" in hub_log, hub_log  # reached proxy-api by name
+
+
+async def test_loopback_fallback_serves_cluster_ips_from_a_loopback_service_cidr(make_kube):
+    """Without a bridge (no root), a service CIDR inside 127.0.0.0/8 still carries Service traffic:
+    every such address is local, so the proxy needs no `ip addr`. Pods find it by service links."""
+    cidr = f"127.{random.randrange(2, 250)}.{random.randrange(0, 255)}.0/24"
+    kube = await make_kube(isolation="loopback", service_cidr=cidr)
+    svc = await kube.core.create_namespaced_service("default", service(
+        "web", {"app": "web"}, [{"name": "http", "port": 80, "targetPort": "http"}]))
+    assert ipaddress.ip_address(svc.spec.cluster_ip) in ipaddress.ip_network(cidr)
+    await kube.core.create_namespaced_pod("default", python_pod(
+        "web-0", SERVER, labels={"app": "web"}, ports=[{"name": "http", "containerPort": 8080}]))
+    await pod_ip(kube, "web-0")
+    await kube.core.create_namespaced_pod("default", python_pod("client", CLIENT, "http://$(WEB_SERVICE_HOST)/"))
+    answers = await json_lines(kube, "client")
+    assert [(a.get("status"), a.get("body")) for a in answers] == [(200, socket.gethostname())], answers
