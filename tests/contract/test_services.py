@@ -2,7 +2,8 @@
 (kubernetes_asyncio and kubectl), cluster IPs that carry traffic, and cluster DNS inside pods.
 
 Traffic and DNS need the isolated pod network (each pod in its own namespaces on a bridge, the
-default as root): those tests skip where localkube runs in the loopback fallback.
+default as root): those tests skip where localkube runs in the loopback fallback, except the one
+that runs the fallback itself with a loopback service CIDR.
 """
 
 import asyncio
