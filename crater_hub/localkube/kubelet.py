@@ -110,6 +110,7 @@ class ContainerRun:
         self.container_id = None  # 64 hex digits of the current (or last) instance
         self.proc = None
         self.spawning = None  # the task starting the process: never cancelled half-way
+        self.view = None  # argv, env and cwd of the current (or last) instance
         self.done = False  # finished for good (restartPolicy says no more restarts)
 
     @property
@@ -302,6 +303,7 @@ class Kubelet(Controller):
                 self._publish(run)
                 await asyncio.sleep(self.retry_delay)
                 continue
+            c.view = view
             began = time.monotonic()
             code = await self._run_once(run, c, view)
             if c.init:
@@ -378,6 +380,29 @@ class Kubelet(Controller):
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         finally:
             os.close(out)
+
+    # -- reaching into a running pod (pods/exec, pods/portforward) ------------------------------
+
+    def enter(self, namespace, pod_name, container):
+        """How to start a process inside a running container: ``(env, cwd, preexec_fn)``.
+
+        Loopback mode: the container's own environment (marked as the container's, so the process
+        ends with it) and working directory, as the kubelet built them; there are no namespaces to
+        enter, so ``preexec_fn`` is None. ApiError, as a kubelet answers, if it is not running.
+        """
+        run = self.runs.get((namespace, pod_name))
+        c = next((c for c in run.containers if c.name == container), None) if run else None
+        if c is None or "running" not in c.state or c.view is None or run.terminating:
+            raise ApiError(500, "InternalError", f'container not found ("{container}")')
+        return {**c.view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}, str(c.view.cwd), None
+
+    async def open_connection(self, namespace, pod_name, port):
+        """``(reader, writer)`` of a TCP connection to ``port`` inside the pod (loopback mode: at
+        the pod's address). OSError when nothing listens there or the pod is not running."""
+        run = self.runs.get((namespace, pod_name))
+        if run is None or run.terminating or not run.sandbox_ready:
+            raise ConnectionRefusedError(f"pod {namespace}/{pod_name} is not running")
+        return await asyncio.open_connection(run.ip, port)
 
     # -- stopping ------------------------------------------------------------------------------
 

@@ -426,12 +426,15 @@ class NotFoundHandler(BaseHandler):
 
 
 def make_app(cluster):
+    from . import streams
+
     args = {"cluster": cluster}
     return web.Application([
         (r"/version/?", VersionHandler, args),
         (r"/(readyz|healthz|livez)", HealthHandler, args),
         (r"/api/?", CoreVersionsHandler, args),
         (r"/api/v1/?", ResourceListHandler, args),
+        (streams.ROUTE, streams.PodStreamHandler, args),
         (r"/api/v1/(.+)", ObjectHandler, args),
         (r"/apis/?", GroupListHandler, args),
         (r"/apis/([^/]+)/?", GroupListHandler, args),
