@@ -197,25 +197,36 @@ class SpdyForwarder:
             pair.task = asyncio.create_task(self._forward(request, pair))
 
     async def _forward(self, request, pair):
-        conn, error = await _connect(self.connect, self.describe, pair.port)
-        pair.connected.set_result(conn is not None)
+        """One connection: pod → client until the pod closes it (or the client resets the data
+        stream), then the error stream says how it went and ends."""
+        error = None
         try:
+            conn, error = await _connect(self.connect, self.describe, pair.port)
+            pair.connected.set_result(conn is not None)
             if conn is not None:
                 reader, pair.writer = conn
                 await _copy_out(reader, lambda data: self.send(self._writer.data(pair.data, data)))
             await self.send(self._writer.data(pair.data, fin=True))
         except asyncio.CancelledError:
-            pass  # reset by the client, or the websocket went away
+            pass  # the client reset the data stream, or the websocket is gone (then done is set)
+        except Exception as e:  # the websocket went away while we wrote to it
+            log.debug("port-forward to %s: connection %s ended: %r", self.describe, request, e)
+            self._finish()
         finally:
+            if not pair.connected.done():
+                pair.connected.set_result(False)
             if pair.writer is not None:
                 pair.writer.close()
             del self._pairs[request]
             self._streams.pop(pair.error, None)
             self._streams.pop(pair.data, None)
         if not self.done.done():
-            if error:
-                await self.send(self._writer.data(pair.error, error.encode()))
-            await self.send(self._writer.data(pair.error, fin=True))
+            try:
+                if error:
+                    await self.send(self._writer.data(pair.error, error.encode()))
+                await self.send(self._writer.data(pair.error, fin=True))
+            except Exception as e:  # the same
+                log.debug("port-forward to %s: connection %s: %r", self.describe, request, e)
 
     async def close(self):
         """The websocket is gone: close every connection into the pod."""
