@@ -3,8 +3,11 @@
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
+
+import pytest
 
 from ..helpers import wait_for
 from .hub import api_request, request, server_of, spawn, stop_server
@@ -89,6 +92,8 @@ async def test_hub_restart_keeps_running_servers_reachable(hub, make_user, core,
 
 def listening_pids(ip, port):
     """PIDs of the processes listening on ``ip:port`` (the server inside a pod)."""
+    if shutil.which("ss") is None:
+        pytest.fail("this test needs ss: install the Debian package iproute2 (./dev test does, as root)")
     out = subprocess.run(
         ["ss", "-Hltnp", "src", f"{ip}:{port}"], capture_output=True, text=True, check=True
     ).stdout
