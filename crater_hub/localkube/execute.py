@@ -23,6 +23,7 @@ import logging
 import os
 import pty
 import struct
+import subprocess
 import termios
 
 log = logging.getLogger("localkube")
@@ -161,6 +162,9 @@ class ExecSession:
             reason = "executable file not found in $PATH" if e.errno == errno.ENOENT and "/" not in self.argv[0] \
                 else (e.strerror or str(e)).lower()
             return internal_error(f'exec: "{self.argv[0]}": {reason}')
+        except subprocess.SubprocessError as e:  # entering the container failed (preexec_fn)
+            self._close_fds()
+            return internal_error(f"could not enter the container: {e}")
         finally:
             for fd in set(child.values()):  # the child's ends: its copies are all it needs
                 if fd >= 0 and fd not in self._fds:

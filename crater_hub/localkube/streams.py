@@ -131,6 +131,8 @@ class PodStreamHandler(BaseHandler, websocket.WebSocketHandler):
                 return
             except Exception:
                 log.exception("%s %s failed", self.request.method, self.request.path)
+                self.close(1011, "internal error")  # not a normal close: the client sees it failed
+                return
             self.close(1000)
 
         self.task = asyncio.create_task(run())

@@ -147,6 +147,23 @@ async def test_exec_errors_read_as_kubectl_users_know_them(web, run_kubectl, kub
     assert code == 1 and 'exec: "no-such-program": executable file not found in $PATH' in err, err
 
 
+async def test_what_an_exec_starts_ends_with_the_pod(web, run_kubectl, kube):
+    code, out, err = await run_kubectl("exec", web, "--", "sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!")
+    assert code == 0, err
+    pid = int(out)
+    os.kill(pid, 0)  # running, left behind by the exec that started it
+    await kube.core.delete_namespaced_pod(web, "default", grace_period_seconds=1)
+
+    def gone():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await wait_for(gone, timeout=20, message=f"process {pid} of the deleted pod gone")
+
+
 # -- kubernetes_asyncio WsApiClient ----------------------------------------------------------
 
 
