@@ -97,14 +97,22 @@ async def write_fd(fd, data):
             await _ready(fd, writing=True)
 
 
-def _controlling_terminal(enter):
-    """preexec_fn: enter the container (the kubelet's preexec_fn), then make stdin, a pty slave,
-    the controlling terminal of the new session (``start_new_session`` ran setsid before)."""
+def _preexec(enter, cwd, tty):
+    """The child's preexec_fn, or None when there is nothing to do in the child.
+
+    Enter the container (the kubelet's ``enter``), then change to ``cwd``, a path in the container's
+    view (Popen's own ``cwd`` changes directory *before* preexec_fn, in the host's view), then with
+    a terminal make stdin, the pty slave, the controlling terminal of the new session
+    (``start_new_session`` ran setsid before preexec_fn)."""
+    if enter is None and not tty:
+        return None
 
     def preexec():
         if enter is not None:
             enter()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            os.chdir(cwd)
+        if tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     return preexec
 
@@ -138,7 +146,6 @@ class ExecSession:
                 child = {"stdin": slave, "stdout": slave, "stderr": slave}
                 self._stdin = master if self.want[STDIN] else None
                 self._outputs[STDOUT] = master  # read even if unwanted: a full pty blocks the command
-                preexec = _controlling_terminal(self.enter)
             else:
                 for channel, name in ((STDIN, "stdin"), (STDOUT, "stdout"), (STDERR, "stderr")):
                     if not self.want[channel]:
@@ -152,11 +159,11 @@ class ExecSession:
                         self._stdin = ours
                     else:
                         self._outputs[channel] = ours
-                preexec = self.enter
             for fd in self._fds:
                 _nonblocking(fd)
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, env=self.env, cwd=self.cwd, preexec_fn=preexec, start_new_session=True, **child)
+                *self.argv, env=self.env, cwd=self.cwd if self.enter is None else None,
+                preexec_fn=_preexec(self.enter, self.cwd, self.tty), start_new_session=True, **child)
         except OSError as e:
             self._close_fds()
             reason = "executable file not found in $PATH" if e.errno == errno.ENOENT and "/" not in self.argv[0] \

@@ -389,6 +389,8 @@ class Kubelet(Controller):
         Loopback mode: the container's own environment (marked as the container's, so the process
         ends with it) and working directory, as the kubelet built them; there are no namespaces to
         enter, so ``preexec_fn`` is None. ApiError, as a kubelet answers, if it is not running.
+        The caller runs ``preexec_fn`` in the child, then changes to ``cwd`` (a path in the view
+        ``preexec_fn`` entered), then executes the command, looked up on the env's PATH.
         """
         run = self.runs.get((namespace, pod_name))
         c = next((c for c in run.containers if c.name == container), None) if run else None
