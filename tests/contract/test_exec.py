@@ -17,7 +17,9 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.stream import WsApiClient
 
+from crater_hub.localkube import spdy
 from crater_hub.localkube.execute import read_fd
+from crater_hub.localkube.portforward import SPDY_PROTOCOL as PORT_FORWARD_SPDY
 from tests.helpers import wait_for
 
 from .conftest import kubectl_binary
@@ -275,6 +277,34 @@ async def test_ws_api_client_port_forward(web, ws_core):
     body = b"".join(f[1:] for f in frames if f[0] == 0)
     assert body.startswith(b"HTTP/1.0 200") and body.endswith(f"hello-from-{web}\n".encode())
     assert not [f for f in frames if f[0] == 1]
+
+
+async def test_spdy_port_forward_frames_cut_anywhere(web, kube):
+    """The tunnel is a byte stream: SPDY frames cut at every byte still make one request; a PING is
+    answered; streams without a requestID (older clients) pair by stream id."""
+    url = f"{kube.lk.url.replace('http', 'ws')}/api/v1/namespaces/default/pods/{web}/portforward"
+    writer, reader = spdy.FrameWriter(), spdy.FrameReader()
+    stream = (writer.syn_stream(1, {"streamtype": "error", "port": "8000"})
+              + writer.syn_stream(3, {"streamtype": "data", "port": "8000"})
+              + writer.ping(7) + writer.data(3, b"GET / HTTP/1.0\r\n\r\n"))
+    frames = []
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(url, protocols=[PORT_FORWARD_SPDY]) as ws:
+        assert ws.protocol == PORT_FORWARD_SPDY
+        for i in range(len(stream)):
+            await ws.send_bytes(stream[i:i + 1])
+
+        async def error_stream_ended():
+            frames.extend(reader.feed(await ws.receive_bytes()))
+            return any(f.kind is None and f.stream_id == 1 and f.fin for f in frames)
+
+        await wait_for(error_stream_ended, timeout=20, interval=0, message="the error stream's end")
+    assert [f.stream_id for f in frames if f.kind == spdy.SYN_REPLY] == [1, 3]
+    assert [f.value for f in frames if f.kind == spdy.PING] == [7]
+    data = b"".join(f.data for f in frames if f.kind is None and f.stream_id == 3)
+    assert data.startswith(b"HTTP/1.0 200") and data.endswith(f"hello-from-{web}\n".encode())
+    assert [f.fin for f in frames if f.kind is None and f.stream_id == 3][-1]
+    assert b"".join(f.data for f in frames if f.kind is None and f.stream_id == 1) == b""
 
 
 # -- discovery ---------------------------------------------------------------------------------
