@@ -166,8 +166,11 @@ class ExecSession:
                 preexec_fn=_preexec(self.enter, self.cwd, self.tty), start_new_session=True, **child)
         except OSError as e:
             self._close_fds()
-            reason = "executable file not found in $PATH" if e.errno == errno.ENOENT and "/" not in self.argv[0] \
-                else (e.strerror or str(e)).lower()
+            reason = (e.strerror or str(e)).lower()
+            if e.filename == self.cwd:  # runc's words for a working directory that is not there
+                return internal_error(f'chdir to cwd ("{self.cwd}") set in config.json failed: {reason}')
+            if e.errno == errno.ENOENT and "/" not in self.argv[0]:
+                reason = "executable file not found in $PATH"
             return internal_error(f'exec: "{self.argv[0]}": {reason}')
         except subprocess.SubprocessError as e:  # entering the container failed (preexec_fn)
             self._close_fds()
