@@ -67,15 +67,15 @@ class PodStreamHandler(BaseHandler, websocket.WebSocketHandler):
     def select_subprotocol(self, subprotocols):
         return self.protocol
 
-    def check_origin(self, origin):
-        return True  # kubeconfig clients send no Origin; localkube trusts every caller anyway
+    # check_origin stays tornado's: API clients send no Origin header; a web page in a browser on
+    # this machine must not reach into pods (localkube authenticates nobody).
 
     def _exec_starter(self, pod):
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         command = self.get_arguments("command")
         if not command:
             raise bad_request('you must specify at least 1 command (the query parameter "command", once per argument)')
-        flags = {name: _flag(self, name) for name in EXEC_FLAGS}
+        flags = {flag: _flag(self, flag) for flag in EXEC_FLAGS}
         if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
             raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
         container = pick_container(pod, self.get_argument("container", None))
