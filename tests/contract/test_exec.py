@@ -191,6 +191,21 @@ async def test_ws_api_client_exec_channels_and_exit_code(web, ws_core):
     assert WsApiClient.parse_error_data(channels[3]) == 5
 
 
+async def test_ws_api_client_exec_terminal_resize(web, ws_core):
+    """A resize message sets the terminal's size before the command reads it."""
+    ws = await ws_core.connect_get_namespaced_pod_exec(
+        web, "default", command=["sh", "-c", "read go; stty size"],
+        stderr=False, stdin=True, stdout=True, tty=True, _preload_content=False)
+    out = b""
+    async with ws as conn:
+        await conn.send_bytes(b"\x04" + json.dumps({"Width": 120, "Height": 40}).encode())
+        await conn.send_bytes(b"\x00go\n")
+        async for msg in conn:
+            if msg.data[0] == 1:
+                out += msg.data[1:]
+    assert b"40 120" in out, out
+
+
 async def test_exec_refusals_are_http_statuses(web, ws_core):
     """What goes wrong before the websocket opens is an HTTP answer (aiohttp raises it)."""
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
