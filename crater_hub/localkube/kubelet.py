@@ -388,14 +388,14 @@ class Kubelet(Controller):
 
         Loopback mode: the container's own environment (marked as the container's, so the process
         ends with it) and working directory, as the kubelet built them; there are no namespaces to
-        enter, so ``preexec_fn`` is None. ApiError, as a kubelet answers, if it is not running.
+        enter, so ``preexec_fn`` is None. LookupError if the container is not running.
         The caller runs ``preexec_fn`` in the child, then changes to ``cwd`` (a path in the view
         ``preexec_fn`` entered), then executes the command, looked up on the env's PATH.
         """
         run = self.runs.get((namespace, pod_name))
         c = next((c for c in run.containers if c.name == container), None) if run else None
         if c is None or "running" not in c.state or c.view is None or run.terminating:
-            raise ApiError(500, "InternalError", f'container not found ("{container}")')
+            raise LookupError(f"container {container} of pod {namespace}/{pod_name} is not running")
         return {**c.view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}, str(c.view.cwd), None
 
     async def open_connection(self, namespace, pod_name, port):

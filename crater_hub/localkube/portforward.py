@@ -51,8 +51,8 @@ async def _connect(connect, describe, port):
     """``(reader, writer)``, or the error text a kubelet would write on the error stream."""
     try:
         return await connect(port), None
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
+    except (OSError, LookupError) as e:  # LookupError: the pod is not running (any more)
+        reason = os.strerror(e.errno) if getattr(e, "errno", None) else str(e)
         return None, f"error forwarding port {port} to pod {describe}: failed to connect to port {port} " \
                      f"inside the pod: {reason.lower()}"
 

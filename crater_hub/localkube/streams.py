@@ -16,7 +16,7 @@ import logging
 from tornado import websocket
 
 from . import execute, portforward
-from .errors import bad_request
+from .errors import ApiError, bad_request
 from .logs import pick_container
 from .server import BaseHandler
 
@@ -79,7 +79,10 @@ class PodStreamHandler(BaseHandler, websocket.WebSocketHandler):
         if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
             raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
         container = pick_container(pod, self.get_argument("container", None))
-        env, cwd, preexec_fn = _kubelet(self.cluster).enter(namespace, name, container)
+        try:
+            env, cwd, preexec_fn = _kubelet(self.cluster).enter(namespace, name, container)
+        except LookupError:  # what a kubelet answers for a container that is not running
+            raise ApiError(500, "InternalError", f'container not found ("{container}")') from None
         return functools.partial(self._start_exec, command, env, cwd, preexec_fn, flags)
 
     def _forward_starter(self, pod):
