@@ -167,7 +167,8 @@ class ObjectHandler(BaseHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = segs[1] if len(segs) > 1 else None
         sub = segs[2] if len(segs) > 2 else None
-        if sub and sub not in res.subresources:
+        # exec and portforward are websockets, served by .streams on their namespaced paths only
+        if sub and (sub not in res.subresources or sub in ("exec", "portforward")):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return res, namespace, name, sub
 
