@@ -14,7 +14,8 @@ from .errors import bad_request
 FOLLOW_POLL = 0.1
 
 
-def _container(pod, requested):
+def pick_container(pod, requested):
+    """The container a request names, or the only one; 400 as the API server words it."""
     names = [c["name"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]]
     if requested:
         if requested not in names:
@@ -49,7 +50,7 @@ async def stream_log(handler, res, namespace, name):
 
     store = handler.store
     pod = store.get(res, namespace, name)
-    container = _container(pod, handler.get_argument("container", None))
+    container = pick_container(pod, handler.get_argument("container", None))
     previous = handler.get_argument("previous", "false").lower() == "true"
     state = _state(pod, container)
     path = log_path(handler.cluster, pod, container, previous=previous)

@@ -7,6 +7,14 @@ advertise. The :class:`Registry` is the single lookup table; CRDs add entries at
 from dataclasses import dataclass, field
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+# Subresources that are not the object itself: their kind and verbs in discovery, as the API
+# server lists them (status and scale are the object's own kind, read and written).
+SUBRESOURCE_KINDS = {
+    "log": ("Pod", ["get"]),
+    "binding": ("Binding", ["create"]),
+    "exec": ("PodExecOptions", ["create", "get"]),
+    "portforward": ("PodPortForwardOptions", ["create", "get"]),
+}
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,14 @@ class Resource:
             }
         ]
         for sub in self.subresources:
+            kind, verbs = SUBRESOURCE_KINDS.get(sub, (self.kind, ["get", "patch", "update"]))
             entries.append(
                 {
                     "name": f"{self.plural}/{sub}",
                     "singularName": "",
                     "namespaced": self.namespaced,
-                    "kind": self.kind if sub == "status" else "Pod" if sub == "log" else self.kind,
-                    "verbs": ["get"] if sub == "log" else ["get", "patch", "update"],
+                    "kind": kind,
+                    "verbs": verbs,
                 }
             )
         return entries
@@ -69,7 +78,7 @@ def _core(kind, plural, namespaced=True, short=(), subresources=(), categories=(
 BUILTINS = [
     _core("Namespace", "namespaces", False, ("ns",), ("status",), ()),
     _core("Node", "nodes", False, ("no",), ("status",), ()),
-    _core("Pod", "pods", True, ("po",), ("status", "log", "binding")),
+    _core("Pod", "pods", True, ("po",), ("status", "log", "binding", "exec", "portforward")),
     _core("Event", "events", True, ("ev",), (), ()),
     _core("PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), ("status",), ()),
     _core("Service", "services", True, ("svc",), ("status",)),

@@ -167,7 +167,8 @@ class ObjectHandler(BaseHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = segs[1] if len(segs) > 1 else None
         sub = segs[2] if len(segs) > 2 else None
-        if sub and sub not in res.subresources:
+        # exec and portforward are websockets, served by .streams on their namespaced paths only
+        if sub and (sub not in res.subresources or sub in ("exec", "portforward")):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return res, namespace, name, sub
 
@@ -426,12 +427,15 @@ class NotFoundHandler(BaseHandler):
 
 
 def make_app(cluster):
+    from . import streams
+
     args = {"cluster": cluster}
     return web.Application([
         (r"/version/?", VersionHandler, args),
         (r"/(readyz|healthz|livez)", HealthHandler, args),
         (r"/api/?", CoreVersionsHandler, args),
         (r"/api/v1/?", ResourceListHandler, args),
+        (streams.ROUTE, streams.PodStreamHandler, args),
         (r"/api/v1/(.+)", ObjectHandler, args),
         (r"/apis/?", GroupListHandler, args),
         (r"/apis/([^/]+)/?", GroupListHandler, args),

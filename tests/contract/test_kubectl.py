@@ -1,4 +1,4 @@
-"""localkube driven by the real ``kubectl`` (Debian package kubernetes-client)."""
+"""localkube driven by the real ``kubectl`` (the current release the test extra installs from PyPI)."""
 
 import asyncio
 

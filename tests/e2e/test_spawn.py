@@ -3,8 +3,11 @@
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
+
+import pytest
 
 from ..helpers import wait_for
 from .conftest import processes_mentioning
@@ -95,6 +98,8 @@ def listening_pids(pod, port):
     have a network namespace of their own: what listens on the port there, seen by entering it
     through one of the pod's processes (found by the kubelet's container marker).
     """
+    if shutil.which("ss") is None:
+        pytest.fail("this test needs ss: install the Debian package iproute2 (./dev test does, as root)")
     ip = pod.status.pod_ip
     if ip.startswith("127."):
         command = ["ss", "-Hltnp", "src", f"{ip}:{port}"]
