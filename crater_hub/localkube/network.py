@@ -126,7 +126,7 @@ class PodNetwork:
         if self.started:
             return self
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        async with self._locked():
             await self._sweep()
             await self._claim()
         try:
@@ -152,10 +152,11 @@ class PodNetwork:
                 "gateway_ip": self.gateway_ip, "pod_cidr": str(self.pod_cidr),
                 "service_cidr": str(self.service_cidr)}
 
-    @contextlib.contextmanager
-    def _locked(self):
+    @contextlib.asynccontextmanager
+    async def _locked(self):
+        """One localkube at a time chooses ranges (held for a few `ip` calls; waited for in a thread)."""
         with open(RUN_DIR / "lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # short: a few `ip` calls while choosing ranges
+            await asyncio.to_thread(fcntl.flock, f, fcntl.LOCK_EX)
             try:
                 yield
             finally:
