@@ -14,7 +14,8 @@ nothing of the package). It reads one JSON line on stdin describing the pod, the
    read-only tmpfs (over a shared directory too), the volumes bound at their mount paths
    (read-only remounted where asked), ``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``
    bound from the sandbox, the image's files written; sets the hostname; pivots into the view;
-4. says ``ready <overlay|tmpfs>`` and sleeps until its stdin closes or it is killed.
+4. says ``ready <overlay|tmpfs>`` and becomes ``sleep infinity`` (much smaller than Python;
+   namespaces, the parent-death signal and the kubelet's marker survive the exec) until killed.
 
 Containers join with setns(2) on ``/proc/<holder pid>/ns/*`` and so see exactly this. Every
 mount lives in the pod's mount namespace only: when the holder and the containers are gone,
@@ -146,6 +147,7 @@ def configure_network(spec, ip_binary):
 def main():
     spec = json.loads(sys.stdin.readline())
     ip_binary = shutil.which("ip") or "/usr/sbin/ip"
+    sleep_binary = shutil.which("sleep")
     try:
         own_network = spec["network"] is not None  # hostNetwork pods keep the host's (and its name)
         check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWNET | CLONE_NEWUTS if own_network else 0)),
@@ -160,6 +162,13 @@ def main():
         say(f"error {e}")
         return 1
     say(f"ready {layer}")
+    # Namespaces, PR_SET_PDEATHSIG and the kubelet's marker survive execve: hold them in a process
+    # a tenth of this interpreter's size (a pod's view is the host's, so sleep is there).
+    if sleep_binary:
+        try:
+            os.execv(sleep_binary, [sleep_binary, "infinity"])
+        except OSError:
+            pass
     sys.stdin.read()  # until the kubelet closes our stdin or kills us
     return 0
 

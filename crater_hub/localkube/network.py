@@ -45,6 +45,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 from pathlib import Path
 
 log = logging.getLogger("localkube")
@@ -61,12 +62,19 @@ class NetworkError(Exception):
 
 
 def choose_isolation(requested=None):
-    """``"isolated"`` or ``"loopback"``: the request, else ``$LOCALKUBE_ISOLATION``, else by uid."""
-    mode = requested or os.environ.get(ISOLATION_ENV) or ("isolated" if os.geteuid() == 0 else "loopback")
+    """``"isolated"`` or ``"loopback"``: the request, else ``$LOCALKUBE_ISOLATION``, else isolated
+    where it can work (root, iproute2's ``ip`` installed)."""
+    mode = requested or os.environ.get(ISOLATION_ENV)
+    if mode is None:
+        if os.geteuid() == 0 and shutil.which("ip") is None:
+            log.warning("running as root without iproute2's `ip`: pods fall back to loopback addresses "
+                        "(install iproute2 for pods isolated in namespaces of their own)")
+        return "isolated" if os.geteuid() == 0 and shutil.which("ip") else "loopback"
     if mode not in ("isolated", "loopback"):
         raise ValueError(f"isolation must be 'isolated' or 'loopback', not {mode!r}")
-    if mode == "isolated" and os.geteuid() != 0:
-        raise ValueError("isolation 'isolated' needs root (namespaces, a bridge); use 'loopback'")
+    if mode == "isolated" and (os.geteuid() != 0 or shutil.which("ip") is None):
+        raise ValueError("isolation 'isolated' needs root and iproute2's `ip` (namespaces, a bridge); "
+                         "use 'loopback'")
     return mode
 
 
@@ -118,7 +126,7 @@ class PodNetwork:
         if self.started:
             return self
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        async with self._locked():
             await self._sweep()
             await self._claim()
         try:
@@ -144,10 +152,11 @@ class PodNetwork:
                 "gateway_ip": self.gateway_ip, "pod_cidr": str(self.pod_cidr),
                 "service_cidr": str(self.service_cidr)}
 
-    @contextlib.contextmanager
-    def _locked(self):
+    @contextlib.asynccontextmanager
+    async def _locked(self):
+        """One localkube at a time chooses ranges (held for a few `ip` calls; waited for in a thread)."""
         with open(RUN_DIR / "lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # short: a few `ip` calls while choosing ranges
+            await asyncio.to_thread(fcntl.flock, f, fcntl.LOCK_EX)
             try:
                 yield
             finally:

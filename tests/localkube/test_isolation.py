@@ -6,6 +6,7 @@ same state directory, none of that may remain; after a clean stop (pods still ru
 the bridge.
 """
 
+import asyncio
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 
 from crater_hub.localkube import LocalKube, LocalKubeProcess
 from crater_hub.localkube.kubelet import log_path
-from crater_hub.localkube.network import RUN_DIR
+from crater_hub.localkube.network import RUN_DIR, PodNetwork
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolated pods need root (namespaces, a bridge)")
@@ -172,3 +173,16 @@ async def test_pod_writes_go_to_a_tmpfs_when_the_upper_layer_cannot_be_an_overla
         assert any("cannot host an overlay" in r.getMessage() for r in caplog.records)
     finally:
         await lk.stop()
+
+
+async def test_localkubes_started_together_get_their_own_bridge_and_ranges(tmp_path):
+    networks = [PodNetwork(tmp_path / f"s{i}", isolation="isolated") for i in range(3)]
+    await asyncio.gather(*(n.start() for n in networks))
+    try:
+        ranges = [r for n in networks for r in (n.pod_cidr, n.service_cidr)]
+        assert len({n.bridge for n in networks}) == 3
+        assert not any(a.overlaps(b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
+        assert all(n.bridge in links() for n in networks)
+    finally:
+        await asyncio.gather(*(n.stop() for n in networks))
+    assert not any(n.bridge in links() for n in networks)
