@@ -9,7 +9,7 @@ from ..policy import workload
 from ..policy.ledger import Holding
 from ..policy.offer import offer
 from . import form, shaping
-from .refusal import forget_if_created_for, never_started, refusal
+from .refusal import forget_if_created_for, keep_refusals_one_line, never_started, refusal
 from .usage import holding_of, server_key
 
 
@@ -28,6 +28,7 @@ class CraterSpawner(KubeSpawner):
         super().__init__(*args, **kwargs)
         # a record made for the spawn about to run (a new named server): removed if refused
         self.crater_created_for_spawn = never_started(self)
+        keep_refusals_one_line(self.log)
 
     @property
     def crater(self):
