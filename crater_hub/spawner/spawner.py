@@ -6,7 +6,7 @@ from traitlets import default
 from ..config import Crater
 from ..kube.inventory import shared_inventory
 from ..policy import workload
-from ..policy.ledger import Holding
+from ..policy.ledger import SERVER, Holding
 from ..policy.offer import offer
 from . import form, shaping
 from .refusal import forget_if_created_for, keep_refusals_one_line, never_started, refusal
@@ -93,7 +93,7 @@ class CraterSpawner(KubeSpawner):
             self._check_capacity(spec, inventory)
             quota = self.crater.quota_policy().for_user(groups, self.user.admin)
             why = self.crater.ledger.reserve(self.user.name, server_key(self),
-                                             Holding.of("server", spec), quota)
+                                             Holding.of(SERVER, spec), quota)
             if why:
                 raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
             self.crater_spec = spec
