@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crater_hub.kube.quantity import parse_quantity
+from crater_hub.quantity import parse_quantity
 
 from .servicelinks import service_links
 
