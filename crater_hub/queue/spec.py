@@ -14,7 +14,8 @@ from ..spawner import options as options_mod
 from .settings import default_priority
 
 FIELDS = ("name", "profile", "accelerator", "gpus", "image", "command", "env", "priority",
-          "max_runtime")
+          "max_runtime", "workdir")
+MAX_WORKDIR = 1024
 MAX_NAME = 100
 MAX_GPUS = 64
 MAX_COMMAND_ARGS = 256
@@ -54,14 +55,22 @@ class JobSpec:
     priority_value: int = 0
     best_effort: bool = False
     max_runtime: int = 86400
+    workdir: str | None = None  # None: the home (or the image's working directory)
+    spawn: object = None  # the SpawnSpec the job's profile resolved to (shapes its pod)
+    pod: dict = field(default_factory=dict)  # crater_hub.spawner.job_pod's pod fields
 
     def shape(self):
-        """What dispatch needs beyond the columns: the accelerator's Kubernetes terms."""
+        """What dispatch needs beyond the columns: the accelerator's Kubernetes terms and the
+        pod fields taken from the owner's spawner."""
         acc = self.accelerator
         if acc is None:
-            return {"resource": None, "node_selector": {}, "tolerations": [], "device_env": ""}
-        return {"resource": acc.resource, "node_selector": dict(acc.node_selector),
-                "tolerations": [dict(t) for t in acc.tolerations], "device_env": acc.env}
+            shape = {"resource": None, "node_selector": {}, "tolerations": [], "device_env": ""}
+        else:
+            shape = {"resource": acc.resource, "node_selector": dict(acc.node_selector),
+                     "tolerations": [dict(t) for t in acc.tolerations], "device_env": acc.env}
+        if self.pod:
+            shape["pod"] = self.pod
+        return shape
 
 
 def _quantity(value):
@@ -178,6 +187,11 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
         profile = next(p for p in profiles if p.slug == spawn.profile)
         image = next((i.image for i in profile.images if i.slug == image), image)
 
+    workdir = body.get("workdir")
+    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")
+                                or len(workdir) > MAX_WORKDIR or any(c in workdir for c in "\0\n")):
+        raise JobError(f"workdir must be an absolute path in the job's container such as "
+                       f"'/home/jovyan/project' (at most {MAX_WORKDIR} characters), got {workdir!r}")
     priority = _priority(body.get("priority"), priorities, owner, groups)
     runtime = default_runtime
     if "max_runtime" in body:
@@ -188,7 +202,7 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
         cpu=_quantity(spawn.cpu_guarantee), cpu_limit=_quantity(spawn.cpu_limit),
         memory=spawn.mem_guarantee, memory_limit=spawn.mem_limit, image=image,
         command=command, env=env, priority=priority.name, priority_value=priority.value,
-        best_effort=priority.best_effort, max_runtime=runtime,
+        best_effort=priority.best_effort, max_runtime=runtime, workdir=workdir, spawn=spawn,
     )
 
 
