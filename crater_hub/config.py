@@ -9,10 +9,12 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, obs
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
-from .checks import ConfigError
-from .queue import settings as queue_settings
-from .spawner import profiles as profiles_mod
-from .spawner import quotas as quotas_mod
+from .checks import ConfigError, check_namespace, check_one_of, check_seconds
+from .policy import priorities as priorities_mod
+from .policy import profiles as profiles_mod
+from .policy import quotas as quotas_mod
+
+JOB_QUEUE_BACKENDS = ("embedded", "kueue")
 
 
 class Crater(LoggingConfigurable):
@@ -109,16 +111,16 @@ class Crater(LoggingConfigurable):
 
     @validate("job_priorities")
     def _check_priorities(self, proposal):
-        self._parse(queue_settings.parse_priorities, proposal.value)
+        self._parse(priorities_mod.parse_priorities, proposal.value)
         return proposal.value
 
     @validate("job_queue_backend")
     def _check_backend(self, proposal):
-        return self._parse(queue_settings.check_backend, proposal.value)
+        return self._parse(check_one_of, proposal.value, JOB_QUEUE_BACKENDS, "Crater.job_queue_backend")
 
     @validate("jobs_namespace")
     def _check_namespace(self, proposal):
-        return self._parse(queue_settings.check_namespace, proposal.value)
+        return self._parse(check_namespace, proposal.value, "Crater.jobs_namespace")
 
     @validate("job_home")
     def _check_job_home(self, proposal):
@@ -129,7 +131,7 @@ class Crater(LoggingConfigurable):
     @validate("job_preemption_after", "job_default_runtime", "job_max_runtime", "job_ttl_after_finished")
     def _check_seconds(self, proposal):
         name = proposal.trait.name
-        return self._parse(queue_settings.check_seconds, proposal.value, f"Crater.{name}",
+        return self._parse(check_seconds, proposal.value, f"Crater.{name}",
                            0 if name == "job_preemption_after" else 1)
 
     @validate("accelerators")
@@ -194,4 +196,4 @@ class Crater(LoggingConfigurable):
 
     def priority_classes(self):
         return self._view("priorities",
-                          lambda: queue_settings.parse_priorities(self.job_priorities))
+                          lambda: priorities_mod.parse_priorities(self.job_priorities))

@@ -12,7 +12,7 @@ the jobs behind it (as Kueue's BestEffortFIFO); one refused by its owner's quota
 queue at that level, so a user's jobs start in the order they were submitted.
 
 Quota: a guaranteed job is admitted only if the owner's servers and guaranteed jobs, plus it,
-stay within the quota (:func:`crater_hub.spawner.quotas.violation`; the ``servers`` limit is for
+stay within the quota (:func:`crater_hub.policy.quotas.violation`; the ``servers`` limit is for
 servers only). Best-effort jobs ignore quota and take idle capacity; they are preempted when a
 guaranteed job has waited longer than ``preempt_after`` and evicting best-effort jobs on one node
 would let it start there.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from itertools import compress
 from operator import attrgetter
 
-from ..spawner.quotas import Usage, violation
+from ..policy.quotas import Usage, violation
 
 CPU_POOL = "cpu"
 

@@ -55,8 +55,8 @@ from ..db.session import Database
 from ..kube.caches import WatchCache
 from ..kube.client import shared_client
 from ..kube.inventory import pod_requests, shared_inventory
-from ..kube.quantity import parse_quantity
-from ..spawner.quotas import Usage
+from ..policy.quotas import Usage
+from ..quantity import parse_quantity
 from . import engine, faults, home, kueue, manifest
 from .spec import JobError, bytes_of, millicores
 

@@ -1,7 +1,7 @@
 """A job submission (the JSON body of ``POST /hub/api/crater/jobs``) → a frozen :class:`JobSpec`.
 
 Profile, accelerator and GPU count go through the spawner's own validator
-(:func:`crater_hub.spawner.options.resolve`), so a job may ask for exactly what its user could
+(:func:`crater_hub.policy.workload.resolve`), so a job may ask for exactly what its user could
 start as a server. Every refusal is a :class:`JobError` whose message names the field and what
 is allowed; ``status`` is 400 (invalid) or 403 (not allowed for this user).
 """
@@ -9,9 +9,9 @@ is allowed; ``status`` is 400 (invalid) or 403 (not allowed for this user).
 import re
 from dataclasses import dataclass, field
 
-from ..kube.quantity import parse_quantity
-from ..spawner import options as options_mod
-from .settings import default_priority
+from ..policy import workload as workload_mod
+from ..policy.priorities import default_priority
+from ..quantity import parse_quantity
 
 FIELDS = ("name", "profile", "accelerator", "gpus", "image", "command", "env", "priority",
           "max_runtime", "workdir")
@@ -56,7 +56,7 @@ class JobSpec:
     best_effort: bool = False
     max_runtime: int = 86400
     workdir: str | None = None  # None: the home (or the image's working directory)
-    spawn: object = None  # the SpawnSpec the job's profile resolved to (shapes its pod)
+    spawn: object = None  # the WorkloadSpec the job's profile resolved to (shapes its pod)
     pod: dict = field(default_factory=dict)  # crater_hub.spawner.job_pod's pod fields
 
     def shape(self):
@@ -167,14 +167,14 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
             raise JobError("accelerator must be an accelerator slug or null")
         options["accelerator"] = accelerator
     elif "accelerator" in body:
-        options["accelerator"] = options_mod.NO_ACCELERATOR
+        options["accelerator"] = workload_mod.NO_ACCELERATOR
     if "gpus" in body:
         options["gpus"] = _int(body, "gpus", 0, MAX_GPUS, " GPUs")
         if options["gpus"] == 0 and "accelerator" not in body:
-            options["accelerator"] = options_mod.NO_ACCELERATOR
+            options["accelerator"] = workload_mod.NO_ACCELERATOR
     try:
-        spawn = options_mod.resolve(options, profiles, owner, groups, catalog)
-    except options_mod.OptionsError as e:
+        spawn = workload_mod.resolve(options, profiles, owner, groups, catalog)
+    except workload_mod.PolicyError as e:
         raise JobError(e.message, 403 if e.status == 403 else 400) from None
 
     image = body.get("image")

@@ -41,7 +41,7 @@ class HubUsers:
         there yet are looked up by name, which is a database query each in JupyterHub's UserDict:
         this runs on every admission cycle, for every owner with a job."""
         from ..kube.inventory import shared_inventory
-        from ..spawner.quotas import Usage
+        from ..policy.quotas import Usage
         from ..spawner.usage import active_specs
 
         cached = {user.name: user for user in dict.values(self.app.users)}

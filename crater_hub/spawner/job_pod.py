@@ -51,7 +51,7 @@ def _serialize(obj):
 
 
 async def job_pod(spawner, spawn_spec, profiles, *, home=True, workdir=None):
-    """The pod fields of a job of ``spawn_spec`` (a resolved :class:`.options.SpawnSpec`) owned by
+    """The pod fields of a job of ``spawn_spec`` (a resolved :class:`crater_hub.policy.workload.WorkloadSpec`) owned by
     ``spawner``'s user: a JSON-shaped dict (see :func:`crater_hub.queue.manifest.build`).
 
     ``home``: mount the default server's home (False when the job runs in another namespace than

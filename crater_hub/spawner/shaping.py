@@ -4,7 +4,8 @@ KubeSpawner keeps one spawner object per server across spawns and profile overri
 ``setattr`` calls, so a GPU request, node selector or toleration from one spawn used to survive
 into the next (kubespawner #546, #691). Here each spawn first restores the traits to what the
 operator configured (a snapshot taken before the first spawn), then applies the
-:class:`~.options.SpawnSpec` — so a CPU spawn after a GPU spawn carries nothing of it.
+:class:`~crater_hub.policy.workload.WorkloadSpec` — so a CPU spawn after a GPU spawn carries
+nothing of it.
 
 A pod that holds no NVIDIA GPU gets ``NVIDIA_VISIBLE_DEVICES=void``: CUDA images set ``all`` in
 their own ENV, and with the NVIDIA container runtime's environment strategy that exposes every GPU
@@ -18,8 +19,8 @@ accelerator's terms applied to a copy of the configured traits, never to the liv
 import copy
 
 from ..accelerators import NO_NVIDIA_ENV, NVIDIA_DEVICES, holds_nvidia_gpu
-from ..kube.quantity import parse_quantity
 from ..merging import merge
+from ..quantity import parse_quantity
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations",

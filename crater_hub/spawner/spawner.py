@@ -6,8 +6,9 @@ from traitlets import default
 
 from ..config import Crater
 from ..kube.inventory import shared_inventory
-from . import form, options, quotas, shaping
-from .offer import offer
+from ..policy import quotas, workload
+from ..policy.offer import offer
+from . import form, shaping
 from .usage import active_specs, user_lock
 
 try:  # JupyterHub ≥ 6: a policy refusal with a reason label and a status code
@@ -39,7 +40,7 @@ class CraterSpawner(KubeSpawner):
     quota under a per-user lock and against live capacity, and the pod is shaped explicitly.
     """
 
-    crater_spec = None  # the SpawnSpec this server was started with
+    crater_spec = None  # the WorkloadSpec this server was started with
 
     @property
     def crater(self):
@@ -91,7 +92,7 @@ class CraterSpawner(KubeSpawner):
         profiles, inventory, catalog = await self._context()
         groups = [g.name for g in self.user.groups]
         try:
-            spec = options.resolve(self.user_options, profiles, self.user.name, groups, catalog)
+            spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog)
             async with user_lock(self.user.name):
                 # no await below: check and reservation are one step for concurrent spawns
                 self._check_capacity(spec, inventory)
@@ -99,9 +100,9 @@ class CraterSpawner(KubeSpawner):
                 quota = self.crater.quota_policy().for_user(groups, self.user.admin)
                 why = quotas.violation(quota, usage, spec)
                 if why:
-                    raise options.OptionsError(f"Over quota: {why}.", status=403, reason="quota")
+                    raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
                 self.crater_spec = spec
-        except options.OptionsError as e:
+        except workload.PolicyError as e:
             self.crater_spec = None
             raise refusal(e) from None
         if not hasattr(self, "_crater_baseline"):
@@ -116,7 +117,7 @@ class CraterSpawner(KubeSpawner):
             return
         fit = inventory.fits(spec.accelerator.slug, spec.gpus)
         if not fit.fits_now:
-            raise options.OptionsError(fit.message, status=409 if fit.fits_when_empty else 400,
+            raise workload.PolicyError(fit.message, status=409 if fit.fits_when_empty else 400,
                                        reason="capacity")
 
     def start(self):

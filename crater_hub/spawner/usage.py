@@ -1,6 +1,6 @@
 """What a user's servers hold now, and the per-user lock that makes quota checks race-free.
 
-A spawn's resolved :class:`~.options.SpawnSpec` is kept on its spawner (``crater_spec``) from the
+A spawn's resolved :class:`~crater_hub.policy.workload.WorkloadSpec` is kept on its spawner (``crater_spec``) from the
 moment it passes the quota check, inside the user's lock: a concurrent spawn of the same user,
 checked next, already counts it. Servers started before a hub restart have no spec in memory;
 theirs is re-derived from their stored ``user_options``.
@@ -9,7 +9,7 @@ theirs is re-derived from their stored ``user_options``.
 import asyncio
 import weakref
 
-from . import options
+from ..policy import workload
 
 _locks = weakref.WeakValueDictionary()
 
@@ -29,10 +29,10 @@ def spec_of(spawner, profiles, catalog):
         return spec
     user = spawner.user
     try:
-        return options.resolve(spawner.user_options or {}, profiles, user.name,
+        return workload.resolve(spawner.user_options or {}, profiles, user.name,
                                [g.name for g in user.groups], catalog)
-    except options.OptionsError:
-        return options.SpawnSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
+    except workload.PolicyError:
+        return workload.WorkloadSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
 
 
 def holds_resources(spawner):

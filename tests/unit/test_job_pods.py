@@ -3,8 +3,9 @@
 from types import SimpleNamespace
 
 from crater_hub.accelerators import Accelerator
+from crater_hub.policy import workload as options
 from crater_hub.queue import manifest
-from crater_hub.spawner import options, shaping
+from crater_hub.spawner import shaping
 
 A100 = Accelerator("a100", "A100", "nvidia.com/gpu", {"nvidia.com/gpu.product": "A100"},
                    ({"key": "gpu", "operator": "Exists"},), env="NVIDIA_VISIBLE_DEVICES")
@@ -115,11 +116,11 @@ class Traits:
 def test_servers_get_nvidia_visible_devices_void_on_every_spawn_without_nvidia_gpus():
     spawner = Traits()
     baseline = shaping.snapshot(spawner)
-    for spec, expected in ((options.SpawnSpec("cpu"), "void"),
-                           (options.SpawnSpec("gpu", accelerator=A100, gpus=1), None),
-                           (options.SpawnSpec("cpu"), "void"),
-                           (options.SpawnSpec("gpu", accelerator=A100, gpus=0), "void"),
-                           (options.SpawnSpec("amd", accelerator=MI300, gpus=1), "void")):
+    for spec, expected in ((options.WorkloadSpec("cpu"), "void"),
+                           (options.WorkloadSpec("gpu", accelerator=A100, gpus=1), None),
+                           (options.WorkloadSpec("cpu"), "void"),
+                           (options.WorkloadSpec("gpu", accelerator=A100, gpus=0), "void"),
+                           (options.WorkloadSpec("amd", accelerator=MI300, gpus=1), "void")):
         shaping.apply(spawner, spec, baseline)
         assert spawner.environment.get("NVIDIA_VISIBLE_DEVICES") == expected, spec
         assert spawner.environment["LANG"] == "C.UTF-8"
@@ -129,7 +130,7 @@ def test_a_job_is_shaped_on_a_copy_the_live_spawner_keeps_its_values():
     spawner = Traits()
     baseline = shaping.snapshot(spawner, ["node_affinity_required"])
     zone = [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]
-    spec = options.SpawnSpec("gpu", accelerator=A100, gpus=2,
+    spec = options.WorkloadSpec("gpu", accelerator=A100, gpus=2,
                              kubespawner_override={"node_affinity_required": zone,
                                                    "node_selector": {"disk": "ssd"}})
     view = shaping.shaped(spawner, spec, baseline)

@@ -4,8 +4,8 @@ best-effort preemption, positions and estimated start."""
 import random
 import time
 
+from crater_hub.policy.quotas import Quota, Usage
 from crater_hub.queue.engine import ActiveJob, NodeFree, QueuedJob, schedule
-from crater_hub.spawner.quotas import Quota, Usage
 
 from .queue_engine_reference import schedule as reference_schedule
 

@@ -10,34 +10,14 @@ REST API and spawn validation all start from it, so they never disagree.
 from dataclasses import dataclass, field, replace
 
 from ..checks import ConfigError, check_mapping, check_slug
-from ..kube.quantity import parse_quantity
+from ..quantity import parse_quantity
+from .access import Access, parse_access
 
 PROFILE_KEYS = {"slug", "display_name", "description", "default", "image", "images", "cpu", "memory",
                 "accelerators", "allow_cpu_only", "allowed_groups", "allowed_users", "kubespawner_override"}
 IMAGE_KEYS = {"slug", "display_name", "image", "allowed_groups", "allowed_users"}
 ACCELERATOR_KEYS = {"accelerator", "counts", "allowed_groups", "allowed_users"}
 LIMIT_KEYS = {"guarantee", "limit"}
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who may use an entry: everyone when both sets are empty."""
-
-    groups: frozenset = frozenset()
-    users: frozenset = frozenset()
-
-    def allows(self, user_name, user_groups):
-        if not self.groups and not self.users:
-            return True
-        return user_name in self.users or bool(self.groups & set(user_groups))
-
-    def describe(self):
-        parts = []
-        if self.groups:
-            parts.append("members of " + ", ".join(sorted(self.groups)))
-        if self.users:
-            parts.append("users " + ", ".join(sorted(self.users)))
-        return " and ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -74,16 +54,6 @@ class Profile:
     allow_cpu_only: bool = True  # "no accelerator" is a valid choice
     access: Access = Access()
     kubespawner_override: dict = field(default_factory=dict)
-
-
-def _access(entry, where):
-    out = {}
-    for key in ("allowed_groups", "allowed_users"):
-        value = entry.get(key, [])
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}.{key} must be a list of names, got {value!r}")
-        out[key] = frozenset(value)
-    return Access(out["allowed_groups"], out["allowed_users"])
 
 
 def _limits(entry, where, kind):
@@ -125,7 +95,7 @@ def _images(entry, where):
         seen.add(slug)
         if not isinstance(img.get("image"), str) or not img["image"]:
             raise ConfigError(f"{here}.image must be an image reference string")
-        out.append(ImageChoice(slug, str(img.get("display_name") or slug), img["image"], _access(img, here)))
+        out.append(ImageChoice(slug, str(img.get("display_name") or slug), img["image"], parse_access(img, here)))
     return tuple(out)
 
 
@@ -146,7 +116,7 @@ def _accelerators(entry, where, known):
         if not isinstance(counts, list) or not counts or not all(
                 isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts):
             raise ConfigError(f"{here}.counts must be a non-empty list of positive integers, got {counts!r}")
-        out.append(AcceleratorChoice(slug, tuple(sorted(set(counts))), _access(acc, here)))
+        out.append(AcceleratorChoice(slug, tuple(sorted(set(counts))), parse_access(acc, here)))
     return tuple(out)
 
 
@@ -177,7 +147,7 @@ def parse(entries, accelerator_slugs=None, where="Crater.profiles"):
             images=_images(entry, here), cpu=_limits(entry.get("cpu"), f"{here}.cpu", "cpu"),
             memory=_limits(entry.get("memory"), f"{here}.memory", "memory"), accelerators=accelerators,
             allow_cpu_only=bool(entry.get("allow_cpu_only", not accelerators)),
-            access=_access(entry, here), kubespawner_override=dict(override),
+            access=parse_access(entry, here), kubespawner_override=dict(override),
         ))
     if sum(p.default for p in out) > 1:
         raise ConfigError(f"{where}: more than one profile has default: true")

@@ -1,9 +1,9 @@
-"""From ``user_options`` to a frozen :class:`SpawnSpec`: one validator for form and REST spawns.
+"""From ``user_options`` to a frozen :class:`WorkloadSpec`: one validator for form and REST spawns.
 
 ``user_options`` keep KubeSpawner's shape — ``{"profile": slug, "<option>": choice}`` with the
 options ``image``, ``accelerator`` and ``gpus`` — so ``POST /hub/api/users/:name/servers/:server``
 with ``{"user_options": {...}}`` works as it does with plain KubeSpawner. Every refusal is an
-:class:`OptionsError` whose message names the option and what is allowed.
+:class:`PolicyError` whose message names the option and what is allowed.
 """
 
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ OPTION_NAMES = ("profile", "image", "accelerator", "gpus")
 NO_ACCELERATOR = "none"
 
 
-class OptionsError(Exception):
+class PolicyError(Exception):
     """A spawn refused for its options or its user's rights (status 400 or 403)."""
 
     def __init__(self, message, status=400, reason="options"):
@@ -25,7 +25,7 @@ class OptionsError(Exception):
 
 
 @dataclass(frozen=True)
-class SpawnSpec:
+class WorkloadSpec:
     """Everything a spawn asks for, resolved and checked; the pod is shaped from this alone."""
 
     profile: str
@@ -45,7 +45,7 @@ class SpawnSpec:
 
 def _gpus(value):
     if isinstance(value, bool):
-        raise OptionsError(f"gpus must be a whole number of devices, got {value!r}")
+        raise PolicyError(f"gpus must be a whole number of devices, got {value!r}")
     if isinstance(value, int):
         n = value
     elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
@@ -53,43 +53,43 @@ def _gpus(value):
     elif isinstance(value, str) and value.strip().startswith("-") and value.strip()[1:].isdigit():
         n = int(value.strip())
     else:
-        raise OptionsError(f"gpus must be a whole number of devices, got {value!r}")
+        raise PolicyError(f"gpus must be a whole number of devices, got {value!r}")
     if n < 0:
-        raise OptionsError(f"gpus must not be negative, got {n}")
+        raise PolicyError(f"gpus must not be negative, got {n}")
     return n
 
 
 def _restricted(kind, slug, access):
-    return OptionsError(f"{kind} {slug!r} is restricted to {access.describe()}", status=403, reason="forbidden")
+    return PolicyError(f"{kind} {slug!r} is restricted to {access.describe()}", status=403, reason="forbidden")
 
 
 def resolve(user_options, all_profiles, user_name, user_groups, accelerators):
-    """Check ``user_options`` for this user and return the :class:`SpawnSpec`.
+    """Check ``user_options`` for this user and return the :class:`WorkloadSpec`.
 
     ``accelerators``: slug -> Accelerator, the catalog in force (configured or discovered).
     """
     options = dict(user_options or {})
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise OptionsError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(OPTION_NAMES)}")
+        raise PolicyError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(OPTION_NAMES)}")
     visible = profiles_mod.visible_to(all_profiles, user_name, user_groups)
     slug = options.get("profile")
     if slug is None:
         profile = profiles_mod.default_profile(visible)
         if profile is None:
-            raise OptionsError("no profile is available to you; ask an administrator", 403, "forbidden")
+            raise PolicyError("no profile is available to you; ask an administrator", 403, "forbidden")
     else:
         profile = next((p for p in visible if p.slug == slug), None)
         if profile is None:
             hidden = next((p for p in all_profiles if p.slug == slug), None)
             if hidden is not None:
                 raise _restricted("profile", slug, hidden.access)
-            raise OptionsError(f"profile {slug!r} does not exist; choose one of: "
+            raise PolicyError(f"profile {slug!r} does not exist; choose one of: "
                                f"{', '.join(p.slug for p in visible) or 'none'}")
     full = next(p for p in all_profiles if p.slug == profile.slug)
     image = _image(options.get("image"), profile, full)
     accelerator, gpus = _accelerator(options, profile, full, accelerators)
-    return SpawnSpec(
+    return WorkloadSpec(
         profile=profile.slug, image=image,
         cpu_guarantee=profile.cpu.guarantee, cpu_limit=profile.cpu.limit,
         mem_guarantee=profile.memory.guarantee, mem_limit=profile.memory.limit,
@@ -100,7 +100,7 @@ def resolve(user_options, all_profiles, user_name, user_groups, accelerators):
 def _image(choice, profile, full):
     if not full.images:
         if choice not in (None, "default"):
-            raise OptionsError(f"profile {profile.slug!r} has no image choices; leave 'image' out")
+            raise PolicyError(f"profile {profile.slug!r} has no image choices; leave 'image' out")
         return None
     if choice is None:
         return profile.images[0].image
@@ -109,7 +109,7 @@ def _image(choice, profile, full):
         hidden = next((i for i in full.images if i.slug == choice), None)
         if hidden is not None:
             raise _restricted("image", choice, hidden.access)
-        raise OptionsError(f"image {choice!r} is not offered by profile {profile.slug!r}; choose one of: "
+        raise PolicyError(f"image {choice!r} is not offered by profile {profile.slug!r}; choose one of: "
                            f"{', '.join(i.slug for i in profile.images)}")
     return match.image
 
@@ -120,25 +120,25 @@ def _accelerator(options, profile, full, catalog):
     if choice is None:
         choice = profile.accelerators[0].accelerator if profile.accelerators else NO_ACCELERATOR
     if not isinstance(choice, str):
-        raise OptionsError(f"accelerator must be a slug string; choose one of: {', '.join(offered)}")
+        raise PolicyError(f"accelerator must be a slug string; choose one of: {', '.join(offered)}")
     if choice == NO_ACCELERATOR:
         if not profile.allow_cpu_only:
-            raise OptionsError(f"profile {profile.slug!r} needs an accelerator; choose one of: {', '.join(offered)}")
+            raise PolicyError(f"profile {profile.slug!r} needs an accelerator; choose one of: {', '.join(offered)}")
         if "gpus" in options and _gpus(options["gpus"]) != 0:
-            raise OptionsError("gpus must be 0 (or left out) without an accelerator")
+            raise PolicyError("gpus must be 0 (or left out) without an accelerator")
         return None, 0
     pick = next((a for a in profile.accelerators if a.accelerator == choice), None)
     if pick is None:
         hidden = next((a for a in full.accelerators if a.accelerator == choice), None)
         if hidden is not None:
             raise _restricted("accelerator", choice, hidden.access)
-        raise OptionsError(f"accelerator {choice!r} is not offered by profile {profile.slug!r}; "
+        raise PolicyError(f"accelerator {choice!r} is not offered by profile {profile.slug!r}; "
                            f"choose one of: {', '.join(offered)}")
     accelerator = catalog.get(choice)
     if accelerator is None:
-        raise OptionsError(f"accelerator {choice!r} is not present in this cluster right now", 400, "capacity")
+        raise PolicyError(f"accelerator {choice!r} is not present in this cluster right now", 400, "capacity")
     gpus = _gpus(options.get("gpus", pick.counts[0]))
     if gpus not in pick.counts:
-        raise OptionsError(f"gpus={gpus} is not offered for {choice} in profile {profile.slug!r}; "
+        raise PolicyError(f"gpus={gpus} is not offered for {choice} in profile {profile.slug!r}; "
                            f"choose one of: {', '.join(map(str, pick.counts))}")
     return accelerator, gpus
