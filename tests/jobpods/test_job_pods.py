@@ -1,13 +1,16 @@
 """Job pods on the real hub and localkube: as safe as notebook pods, shaped by the profile, with
 the owner's home — read back from the API and from what the job itself prints."""
 
+import asyncio
 import json
 import textwrap
 
 from kubernetes_asyncio.client import ApiClient
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from ..client.test_client_in_server import run_in_kernel
-from ..e2e.hub import spawn, stop_server
+from ..e2e.hub import request, spawn, stop_server
 from ..helpers import wait_for
 from ..queue.helpers import logs, submit, wait_state
 from .conftest import HOMELESS_NS
@@ -151,3 +154,45 @@ async def test_job_home_never_gives_jobs_no_home(homeless_hub, make_homeless_use
     there = await submit(homeless_hub, token, profile="cpu", command="sleep 300", workdir="/tmp/run")
     pod = await job_pod(core, there["id"], HOMELESS_NS)
     assert pod["spec"]["containers"][0]["workingDir"] == "/tmp/run"
+
+
+async def run_in_terminal(hub, user, line, until, timeout):
+    """Type ``line`` into a new JupyterLab terminal of ``user``'s server (terminals REST API and
+    terminado's websocket, through the proxy); the output once ``until`` appears in it."""
+    server = f"{hub.url}/user/{user}/"
+    r = await request(server + "api/terminals", "POST", {}, token=hub.admin_token)
+    assert r.code == 200, r
+    name = r.data["name"]
+    ws = await websocket_connect(HTTPRequest(
+        server.replace("http", "ws", 1) + f"terminals/websocket/{name}",
+        headers={"Authorization": f"token {hub.admin_token}"}))
+    out = []
+    try:
+        ws.write_message(json.dumps(["stdin", line + "\r"]))
+
+        async def until_seen():
+            while until not in "".join(out):
+                raw = await ws.read_message()
+                assert raw is not None, f"the terminal closed; it said: {''.join(out)}"
+                kind, *payload = json.loads(raw)
+                if kind == "stdout":
+                    out.append(payload[0])
+
+        await asyncio.wait_for(until_seen(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no {until!r} in the terminal; it said: {''.join(out)}") from None
+    finally:
+        ws.close()
+        await request(server + f"api/terminals/{name}", "DELETE", token=hub.admin_token)
+    return "".join(out)
+
+
+async def test_the_notebook_client_works_from_a_jupyterlab_terminal(hub, make_user):
+    """A terminal has the image's ``python`` (not the machine's), and crater_hub imports in it."""
+    user, _ = await make_user()
+    await spawn(hub, user, {"profile": "cpu"})
+    line = ("python -c \"from crater_hub import client; j = client.submit('echo hi from a job', "
+            "profile='cpu'); d = client.wait(j.id, timeout=60, poll=1); "
+            "print('RESULT', d.state, client.logs(d.id).strip().replace(' ', '_'))\"")
+    said = await run_in_terminal(hub, user, line, "RESULT succeeded hi_from_a_job", timeout=90)
+    assert "command not found" not in said and "ModuleNotFoundError" not in said
