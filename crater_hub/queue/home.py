@@ -29,23 +29,28 @@ def claim_names(pod):
             if "persistentVolumeClaim" in v]
 
 
-async def _access_modes(api, namespace, name, template):
+async def _read(name, namespace):
+    return await shared_client("CoreV1Api").read_namespaced_persistent_volume_claim(name, namespace)
+
+
+async def _access_modes(namespace, name, template):
     """The claim's access modes, creating it from ``template`` when missing; None: no such
     claim and none to create (the pod's mount will fail visibly, as a spawn's would)."""
     try:
-        claim = await api.read_namespaced_persistent_volume_claim(name, namespace)
+        claim = await _read(name, namespace)
     except ApiException as e:
         if e.status != 404 or template is None:
             if e.status == 404:
                 return None
             raise
         try:
-            claim = await api.create_namespaced_persistent_volume_claim(namespace, template)
+            claim = await shared_client("CoreV1Api").create_namespaced_persistent_volume_claim(
+                namespace, template)
             log.info("created the home claim %s/%s for a job", namespace, name)
         except ApiException as e2:
             if e2.status != 409:
                 raise
-            claim = await api.read_namespaced_persistent_volume_claim(name, namespace)
+            claim = await _read(name, namespace)
     return list(claim.spec.access_modes or []) if claim.spec else []
 
 
@@ -57,10 +62,9 @@ async def prepare(job, namespace, pod_cache):
     if not names:
         return None
     templates = {c["metadata"]["name"]: c for c in pod.get("claims") or []}
-    api = shared_client("CoreV1Api")
     single_node = False
     for name in names:
-        modes = await _access_modes(api, namespace, name, templates.get(name))
+        modes = await _access_modes(namespace, name, templates.get(name))
         if modes is not None and not set(modes) & MULTI_NODE_MODES:
             single_node = True
     if not single_node or not pod.get("server_pod"):
