@@ -187,3 +187,23 @@ def test_a_jobs_namespace_of_their_own_enforces_podsecurity_restricted():
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
     assert binding["metadata"]["namespace"] == namespace["metadata"]["name"] == role["metadata"]["namespace"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": HUB_SA[0], "namespace": HUB_SA[1]}]
+
+
+async def test_static_storage_gives_the_shared_claim_and_the_users_subpath(
+        chart_defaults, no_cluster_client, tmp_path):  # noqa: F811
+    """singleuser.storage.type static (an NFS claim shared by everyone): the job mounts that claim
+    with the user's own subPath, expanded as KubeSpawner expands it, and creates no claim."""
+    overlay = tmp_path / "static.yaml"
+    overlay.write_text("singleuser:\n  storage:\n    type: static\n"
+                       "    static: {pvcName: homes-nfs, subPath: 'home/{username}'}\n")
+    c = deploy.hub_config(values_for(chart_defaults, BASE, overlay))
+    crater = Crater(config=c)
+    spawner = CraterSpawner(_mock=True, config=c)
+    spec = workload.resolve({"profile": "cpu"}, crater.profile_list(), "ada", [], {})
+    pod = await job_pod.job_pod(spawner, spec, crater.profile_list())
+    assert {"name": "home", "persistentVolumeClaim": {"claimName": "homes-nfs"}} in pod["volumes"]
+    (home,) = [m for m in pod["volume_mounts"] if m["name"] == "home"]
+    assert home == {"name": "home", "mountPath": "/home/jovyan",
+                    "subPath": f"home/{spawner._expand_user_properties('{username}')}"}
+    assert "{" not in home["subPath"]
+    assert pod["claims"] == [] and pod["workdir"] == "/home/jovyan"
