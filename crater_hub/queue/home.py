@@ -73,3 +73,24 @@ async def prepare(job, namespace, pod_cache):
     if server is None or server["metadata"].get("deletionTimestamp"):
         return None
     return (server.get("spec") or {}).get("nodeName") or None
+
+
+def unreachable(job, node):
+    """Why ``job`` can never run on ``node`` (a Node dict from the cache, or None), where its
+    single-node home is attached; None when it can. Checked: the node still exists, its labels
+    match the job's node selector, and it offers the job's device resource."""
+    shape = job.shape or {}
+    pod = shape.get("pod") or {}
+    if node is None:
+        return None  # not in the cache (yet): let the scheduler decide
+    name = node["metadata"]["name"]
+    labels = node["metadata"].get("labels") or {}
+    selector = pod.get("node_selector") or shape.get("node_selector") or {}
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    resource = shape.get("resource") if job.gpus else None
+    if all(labels.get(k) == v for k, v in selector.items()) and \
+            (not resource or str(allocatable.get(resource, "0")) not in ("0", "")):
+        return None
+    return (f"its home is a ReadWriteOnce volume, attached to node {name} where your server runs, "
+            f"and that node cannot run this job (it has not the devices or labels the job needs): "
+            f"stop your server and submit it again, or ask for a ReadWriteMany home")

@@ -536,6 +536,9 @@ class QueueService:
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
         home_node = await home.prepare(job, self.namespace, self.pod_cache)
+        if home_node and (why := home.unreachable(job, self.inventory.node_cache.get(home_node))):
+            await self._finish(job, "failed", why, None)
+            return
         body = manifest.build(job, self.namespace, self.crater.job_ttl_after_finished,
                               suspend=self.backend == "kueue", extra_labels=self._queue_labels(job),
                               home_node=home_node)

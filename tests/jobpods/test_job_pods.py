@@ -196,3 +196,14 @@ async def test_the_notebook_client_works_from_a_jupyterlab_terminal(hub, make_us
             "print('RESULT', d.state, client.logs(d.id).strip().replace(' ', '_'))\"")
     said = await run_in_terminal(hub, user, line, "RESULT succeeded hi_from_a_job", timeout=90)
     assert "command not found" not in said and "ModuleNotFoundError" not in said
+
+
+async def test_a_job_the_servers_node_cannot_run_fails_saying_why(hub, make_user):
+    """A T4 job while the ReadWriteOnce home is attached to the CPU node: never runnable there,
+    so it fails at once with the reason and what to do, instead of waiting forever."""
+    user, token = await make_user()
+    await spawn(hub, user, {"profile": "pinned"})
+    job = await submit(hub, token, profile="gpu", accelerator="t4", gpus=1, command="echo never")
+    done = await wait_state(hub, token, job["id"], ("failed", "succeeded", "running"), timeout=60)
+    assert done["state"] == "failed", done
+    assert "ReadWriteOnce" in done["reason"] and "cpu-0" in done["reason"], done
