@@ -3,6 +3,9 @@
 Everything is JSON/YAML-shaped so it can be set from ``jupyterhub_config.py``
 (``c.Crater.profiles = [...]``) and from z2jh (``hub.config.Crater.profiles``). A mistake fails
 the hub's start with a message naming the key, instead of surfacing as a broken spawn later.
+
+A hub process has one :class:`Crater`, :meth:`Crater.shared` on the hub's config: the spawner,
+the handlers and the queue read the same parsed settings and share its quota ledger.
 """
 
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, observe, validate
@@ -13,12 +16,32 @@ from .checks import ConfigError, check_namespace, check_one_of, check_seconds
 from .policy import priorities as priorities_mod
 from .policy import profiles as profiles_mod
 from .policy import quotas as quotas_mod
+from .policy.ledger import Ledger
 
 JOB_QUEUE_BACKENDS = ("embedded", "kueue")
 
 
 class Crater(LoggingConfigurable):
     """The settings every crater_hub room reads."""
+
+    _shared = {}  # id(config) -> (config, Crater): the config is kept, so its id is not reused
+
+    @classmethod
+    def shared(cls, config):
+        """The one Crater of the hub whose configuration is ``config`` (JupyterHub hands the
+        same Config object to its spawners and its tornado settings)."""
+        entry = cls._shared.get(id(config))
+        if entry is None or entry[0] is not config:
+            entry = cls._shared[id(config)] = (config, cls(config=config))
+        return entry[1]
+
+    @property
+    def ledger(self):
+        """What each user holds now, servers and jobs (:class:`~crater_hub.policy.ledger.Ledger`)."""
+        ledger = self.__dict__.get("_crater_ledger")
+        if ledger is None:
+            ledger = self.__dict__["_crater_ledger"] = Ledger()
+        return ledger
 
     accelerators = List(
         Dict(), config=True,

@@ -1,4 +1,4 @@
-"""Profiles: what a researcher may choose when starting a server, and who may choose it.
+"""Profiles: what a researcher may choose for a server or a job, and who may choose it.
 
 A profile is JSON-shaped operator configuration (``Crater.profiles``), validated once by
 :func:`parse` into frozen dataclasses. Restrictions follow the 2i2c convention: ``allowed_groups``
@@ -12,9 +12,11 @@ from dataclasses import dataclass, field, replace
 from ..checks import ConfigError, check_mapping, check_slug
 from ..quantity import parse_quantity
 from .access import Access, parse_access
+from .images import parse_patterns
 
 PROFILE_KEYS = {"slug", "display_name", "description", "default", "image", "images", "cpu", "memory",
-                "accelerators", "allow_cpu_only", "allowed_groups", "allowed_users", "kubespawner_override"}
+                "image_patterns", "accelerators", "allow_cpu_only", "allowed_groups", "allowed_users",
+                "kubespawner_override"}
 IMAGE_KEYS = {"slug", "display_name", "image", "allowed_groups", "allowed_users"}
 ACCELERATOR_KEYS = {"accelerator", "counts", "allowed_groups", "allowed_users"}
 LIMIT_KEYS = {"guarantee", "limit"}
@@ -48,6 +50,7 @@ class Profile:
     description: str = ""
     default: bool = False
     images: tuple = ()  # ImageChoice; empty: the spawner's configured image
+    image_patterns: tuple = ()  # ImagePattern: references allowed beyond the choices
     cpu: Limits = Limits()
     memory: Limits = Limits()
     accelerators: tuple = ()  # AcceleratorChoice
@@ -144,7 +147,9 @@ def parse(entries, accelerator_slugs=None, where="Crater.profiles"):
         out.append(Profile(
             slug=slug, display_name=str(entry.get("display_name") or slug),
             description=str(entry.get("description") or ""), default=bool(entry.get("default", False)),
-            images=_images(entry, here), cpu=_limits(entry.get("cpu"), f"{here}.cpu", "cpu"),
+            images=_images(entry, here),
+            image_patterns=parse_patterns(entry.get("image_patterns", []), f"{here}.image_patterns"),
+            cpu=_limits(entry.get("cpu"), f"{here}.cpu", "cpu"),
             memory=_limits(entry.get("memory"), f"{here}.memory", "memory"), accelerators=accelerators,
             allow_cpu_only=bool(entry.get("allow_cpu_only", not accelerators)),
             access=parse_access(entry, here), kubespawner_override=dict(override),
@@ -161,12 +166,13 @@ def visible_to(profiles, user_name, user_groups):
         if not profile.access.allows(user_name, user_groups):
             continue
         images = tuple(i for i in profile.images if i.access.allows(user_name, user_groups))
+        patterns = tuple(p for p in profile.image_patterns if p.access.allows(user_name, user_groups))
         accelerators = tuple(a for a in profile.accelerators if a.access.allows(user_name, user_groups))
-        if profile.images and not images:
+        if profile.images and not images and not patterns:
             continue
         if not accelerators and not profile.allow_cpu_only:
             continue
-        out.append(replace(profile, images=images, accelerators=accelerators))
+        out.append(replace(profile, images=images, image_patterns=patterns, accelerators=accelerators))
     return out
 
 

@@ -1,34 +1,16 @@
 """CraterSpawner: KubeSpawner with crater_hub's profiles, live capacity and race-free quotas."""
 
 from kubespawner import KubeSpawner
-from tornado import web
 from traitlets import default
 
 from ..config import Crater
 from ..kube.inventory import shared_inventory
-from ..policy import quotas, workload
+from ..policy import workload
+from ..policy.ledger import Holding
 from ..policy.offer import offer
 from . import form, shaping
-from .usage import active_specs, user_lock
-
-try:  # JupyterHub ≥ 6: a policy refusal with a reason label and a status code
-    from jupyterhub.spawner import SpawnException
-except ImportError:  # JupyterHub 5.x
-    SpawnException = None
-
-
-def refusal(error):
-    """The exception JupyterHub turns into a clean, user-facing spawn failure.
-
-    ``jupyterhub_message`` is what the spawn page shows; without it the page shows ``str(exc)``,
-    which for a SpawnException reads "403 SpawnException(reason=quota): ...".
-    """
-    if SpawnException is not None:
-        exc = SpawnException(error.message, reason=error.reason, status_code=error.status)
-    else:
-        exc = web.HTTPError(error.status, error.message)
-    exc.jupyterhub_message = error.message
-    return exc
+from .refusal import forget_if_created_for, never_started, refusal
+from .usage import holding_of, server_key
 
 
 class CraterSpawner(KubeSpawner):
@@ -42,11 +24,15 @@ class CraterSpawner(KubeSpawner):
 
     crater_spec = None  # the WorkloadSpec this server was started with
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # a record made for the spawn about to run (a new named server): removed if refused
+        self.crater_created_for_spawn = never_started(self)
+
     @property
     def crater(self):
-        if not hasattr(self, "_crater"):
-            self._crater = Crater(parent=self)
-        return self._crater
+        """The hub's one :class:`~crater_hub.config.Crater` (settings and quota ledger)."""
+        return Crater.shared(self.config)
 
     @property
     def crater_enabled(self):
@@ -57,6 +43,14 @@ class CraterSpawner(KubeSpawner):
         if self.crater_enabled:
             return self._render_crater_form
         return super()._options_form_default()
+
+    @default("apply_user_options")
+    def _crater_apply_user_options_default(self):
+        # JupyterHub ≥ 5.3 warns of "unhandled user_options" unless a hook takes them: crater's
+        # are validated and applied in load_user_options, when the spawn starts
+        if self.crater_enabled:
+            return _applied_in_load_user_options
+        return None
 
     @default("options_from_form")
     def _crater_options_from_form_default(self):
@@ -77,9 +71,9 @@ class CraterSpawner(KubeSpawner):
         The form's and the REST API's model. Nothing is excluded: a spawner shows its form
         only while it is not active, so it never counts itself.
         """
-        profiles, inventory, catalog = await self._context()
+        profiles, inventory, _ = await self._context()
         groups = [g.name for g in self.user.groups]
-        usage = quotas.Usage.of(active_specs(self.user, profiles, catalog))
+        usage = self.crater.ledger.usage(self.user.name)
         quota = self.crater.quota_policy().for_user(groups, self.user.admin)
         return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
 
@@ -93,17 +87,18 @@ class CraterSpawner(KubeSpawner):
         groups = [g.name for g in self.user.groups]
         try:
             spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog)
-            async with user_lock(self.user.name):
-                # no await below: check and reservation are one step for concurrent spawns
-                self._check_capacity(spec, inventory)
-                usage = quotas.Usage.of(active_specs(self.user, profiles, catalog, exclude=self))
-                quota = self.crater.quota_policy().for_user(groups, self.user.admin)
-                why = quotas.violation(quota, usage, spec)
-                if why:
-                    raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
-                self.crater_spec = spec
+            # no await from here to the reservation: on the event loop, the check and the
+            # record are one step for concurrent spawns and the queue's admissions
+            self._check_capacity(spec, inventory)
+            quota = self.crater.quota_policy().for_user(groups, self.user.admin)
+            why = self.crater.ledger.reserve(self.user.name, server_key(self),
+                                             Holding.of("server", spec), quota)
+            if why:
+                raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
+            self.crater_spec = spec
         except workload.PolicyError as e:
-            self.crater_spec = None
+            self._release()
+            forget_if_created_for(self)
             raise refusal(e) from None
         if not hasattr(self, "_crater_baseline"):
             keys = {k for p in profiles for k in p.kubespawner_override}
@@ -127,7 +122,7 @@ class CraterSpawner(KubeSpawner):
 
         def release_on_failure(f):
             if f.cancelled() or f.exception() is not None:
-                self.crater_spec = None
+                self._release()
 
         future.add_done_callback(release_on_failure)
         return future
@@ -136,4 +131,28 @@ class CraterSpawner(KubeSpawner):
         try:
             return await super().stop(now=now)
         finally:
-            self.crater_spec = None
+            self._release()
+
+    async def poll(self):
+        """KubeSpawner's poll, keeping the ledger true: a running server holds its spec (after
+        a hub restart, JupyterHub polls every server it finds, which restores them), a stopped
+        one holds nothing. A starting server keeps its reservation."""
+        status = await super().poll()
+        if not self.crater_enabled:
+            return status
+        key = server_key(self)
+        if status is None:
+            if not self.crater.ledger.holds(self.user.name, key):
+                profiles, _, catalog = await self._context()
+                self.crater.ledger.hold(self.user.name, key, holding_of(self, profiles, catalog))
+        elif not self.pending:
+            self._release()
+        return status
+
+    def _release(self):
+        self.crater_spec = None
+        self.crater.ledger.release(self.user.name, server_key(self))
+
+
+def _applied_in_load_user_options(spawner, user_options):
+    """crater's options need no hook: :meth:`CraterSpawner.load_user_options` applies them."""
