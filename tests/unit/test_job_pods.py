@@ -141,3 +141,20 @@ def test_a_job_is_shaped_on_a_copy_the_live_spawner_keeps_its_values():
     assert (spawner.node_selector, spawner.tolerations, spawner.node_affinity_required) == (
         {"pool": "users"}, [], [])
     assert spawner.environment["NVIDIA_VISIBLE_DEVICES"] == "all"
+
+
+def test_workdir_must_be_an_absolute_path():
+    import pytest
+
+    from crater_hub.policy.priorities import parse_priorities
+    from crater_hub.policy.profiles import parse
+    from crater_hub.queue import spec as spec_mod
+
+    profiles = parse([{"slug": "cpu", "default": True}])
+    kwargs = dict(owner="ada", groups=[], profiles=profiles, catalog={}, priorities=parse_priorities([]),
+                  default_image="img", default_runtime=60, max_runtime=60)
+    ok = spec_mod.resolve({"profile": "cpu", "command": "x", "workdir": "/data/run"}, **kwargs)
+    assert ok.workdir == "/data/run" and ok.spawn.profile == "cpu"
+    for bad in ("relative/dir", 3, "/a\nb", "/" + "x" * 2000):
+        with pytest.raises(spec_mod.JobError, match="workdir must be an absolute path"):
+            spec_mod.resolve({"profile": "cpu", "command": "x", "workdir": bad}, **kwargs)
