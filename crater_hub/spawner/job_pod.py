@@ -19,10 +19,11 @@ The result is plain JSON, frozen into the job's record at submit; the queue buil
 it (:func:`crater_hub.queue.manifest.build`) without knowing about spawners.
 """
 
-import copy
+import json
 
 from jupyterhub.utils import maybe_future
 
+from ..kube.client import serialize
 from . import shaping
 
 #: spawner traits that shape a pod (not its container) and that a job pod takes as they are
@@ -35,51 +36,80 @@ HOME_MODES = ("auto", "never")
 
 
 def baseline_of(spawner, profiles):
-    """The configured values of the traits a spawn may change: the spawner's own snapshot when it
-    has spawned (taken before its first shaping), else the traits as they are (never shaped)."""
+    """The configured values of the traits a spawn may change: the spawner's own snapshot, taken
+    before its first shaping; taken now (and kept, as its first spawn would take it: the same
+    traits, still unshaped) when it has not spawned yet."""
     baseline = getattr(spawner, "_crater_baseline", None)
     if baseline is None:
         keys = {k for p in profiles for k in p.kubespawner_override}
-        baseline = shaping.snapshot(spawner, keys)
+        baseline = spawner._crater_baseline = shaping.snapshot(spawner, keys)
     return baseline
 
 
-def _serialize(obj):
-    from ..kube.client import serialize
+SHAPED_FOR_JOBS = (*POD_TRAITS, *IDENTITY_TRAITS, "volumes", "volume_mounts", "storage_pvc_ensure")
 
-    return serialize(obj)
+
+def _shaped(spawner, spec, profiles):
+    """The traits a job pod takes, as :func:`.shaping.shaped` gives them for ``spec``; kept on the
+    spawner per profile and accelerator choice (its baseline and the profile's override are
+    fixed once the hub runs), as JSON, so each job gets a fresh copy cheaply. Callable traits
+    (a ``uid`` function, say) are called per job by the caller, never kept."""
+    acc = spec.accelerator
+    key = (spec.profile, acc.slug if acc is not None else None, bool(spec.gpus))
+    cache = spawner.__dict__.setdefault("_crater_job_shapes", {})
+    if key not in cache:
+        view = shaping.shaped(spawner, spec, baseline_of(spawner, profiles))
+        values = {name: getattr(view, name) for name in SHAPED_FOR_JOBS}
+        callables = [name for name, value in values.items() if callable(value)]
+        values = {name: None if name in callables else value for name, value in values.items()}
+        cache[key] = json.dumps({**values, "_callables": callables}, default=repr)
+    return json.loads(cache[key])
+
+
+def _home(spawner, volumes, mounts):
+    """The home's volumes, mounts and claim to create, expanded for the spawner's user; kept on
+    the spawner per configuration (expanding is most of a submit's cost, and the same each time)."""
+    key = json.dumps([volumes, mounts, spawner.pvc_name, spawner.working_dir], sort_keys=True,
+                     default=repr)
+    cache = spawner.__dict__.setdefault("_crater_job_home", {})
+    if key not in cache:
+        volumes = serialize(spawner._expand_all(spawner._sorted_dict_values(volumes)))
+        mounts = serialize(spawner._expand_all(spawner._sorted_dict_values(mounts)))
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes
+                  if "persistentVolumeClaim" in v}
+        own = [serialize(spawner.get_pvc_manifest())] if spawner.pvc_name in claims else []
+        cache.clear()  # one configuration at a time: the last one asked for
+        cache[key] = json.dumps([volumes, mounts, own, _home_path(spawner, volumes, mounts)])
+    return json.loads(cache[key])  # a fresh copy for each job
 
 
 async def job_pod(spawner, spawn_spec, profiles, *, home=True, workdir=None):
-    """The pod fields of a job of ``spawn_spec`` (a resolved :class:`crater_hub.policy.workload.WorkloadSpec`) owned by
-    ``spawner``'s user: a JSON-shaped dict (see :func:`crater_hub.queue.manifest.build`).
+    """The pod fields of a job of ``spawn_spec`` (a resolved
+    :class:`crater_hub.policy.workload.WorkloadSpec`) owned by ``spawner``'s user: a JSON-shaped
+    dict (see :func:`crater_hub.queue.manifest.build`).
 
     ``home``: mount the default server's home (False when the job runs in another namespace than
     the spawner's, or ``Crater.job_home`` is ``never``); ``workdir``: the job's own working
     directory, else the home's mount path.
     """
-    view = shaping.shaped(spawner, spawn_spec, baseline_of(spawner, profiles))
-    pod = {name: copy.deepcopy(getattr(view, name)) for name in POD_TRAITS}
+    view = _shaped(spawner, spawn_spec, profiles)
+    pod = {name: view[name] for name in POD_TRAITS}
     pod["image_pull_secrets"] = [{"name": s} if isinstance(s, str) else s
                                  for s in pod["image_pull_secrets"] or []]
     for name in IDENTITY_TRAITS:
-        value = getattr(view, name)
+        value = getattr(spawner, name) if name in view["_callables"] else view[name]
         pod[name] = await maybe_future(value(spawner)) if callable(value) else value
     pod["namespace"] = spawner.namespace
     pod["volumes"], pod["volume_mounts"], pod["claims"] = [], [], []
     pod["server_pod"] = spawner.pod_name
     pod["workdir"] = workdir
     if home:
-        volumes = spawner._expand_all(spawner._sorted_dict_values(view.volumes))
-        mounts = spawner._expand_all(spawner._sorted_dict_values(view.volume_mounts))
-        pod["volumes"] = _serialize(volumes)
-        pod["volume_mounts"] = _serialize(mounts)
-        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if "persistentVolumeClaim" in v}
-        if view.storage_pvc_ensure and spawner.pvc_name in claims:
-            pod["claims"] = [_serialize(spawner.get_pvc_manifest())]
+        volumes, mounts, claims, home_path = _home(spawner, view["volumes"], view["volume_mounts"])
+        if not view["storage_pvc_ensure"]:  # KubeSpawner would not create it either
+            claims = []
+        pod["volumes"], pod["volume_mounts"], pod["claims"] = volumes, mounts, claims
         if workdir is None:
-            pod["workdir"] = _home_path(spawner, pod["volumes"], pod["volume_mounts"])
+            pod["workdir"] = home_path
     return pod
 
 

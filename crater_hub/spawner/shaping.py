@@ -70,9 +70,9 @@ class _Copy:
     reads fall through to ``baseline`` (the configured value), then to the spawner; writes stay
     here."""
 
-    def __init__(self, spawner, baseline):
+    def __init__(self, spawner):
         self.__dict__["_spawner"] = spawner
-        self.__dict__["_values"] = copy.deepcopy(baseline)
+        self.__dict__["_values"] = {}  # apply() sets every baseline trait first, as copies
 
     def __getattr__(self, name):
         values = self.__dict__["_values"]
@@ -90,6 +90,6 @@ def shaped(spawner, spec, baseline):
     ``baseline``: the configured values of every trait a spawn may change (:func:`snapshot`,
     taken before the spawner's first spawn). Read the result's attributes by trait name.
     """
-    view = _Copy(spawner, baseline)
+    view = _Copy(spawner)
     apply(view, spec, baseline)
     return view
