@@ -207,3 +207,18 @@ async def test_a_job_the_servers_node_cannot_run_fails_saying_why(hub, make_user
     done = await wait_state(hub, token, job["id"], ("failed", "succeeded", "running"), timeout=60)
     assert done["state"] == "failed", done
     assert "ReadWriteOnce" in done["reason"] and "cpu-0" in done["reason"], done
+
+
+async def test_a_readwritemany_home_leaves_the_job_free_to_run_anywhere(hub, make_user, core):
+    """The same as above with an NFS-like home (the claim, made before the first spawn, is
+    ReadWriteMany): no node affinity, and the job lands where the scheduler likes best."""
+    user, token = await make_user()
+    await core.create_namespaced_persistent_volume_claim(NS, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": f"claim-{user}"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    await spawn(hub, user, {"profile": "pinned"})
+    job = await submit(hub, token, profile="cpu", command="ls train.py 2>/dev/null; sleep 300")
+    pod = await job_pod(core, job["id"])
+    assert "affinity" not in pod["spec"]
+    assert {"name": "home", "persistentVolumeClaim": {"claimName": f"claim-{user}"}} in pod["spec"]["volumes"]
+    assert pod["spec"]["nodeName"] != "cpu-0"  # least allocated: the big A100 node, not the server's
