@@ -198,3 +198,21 @@ async def test_concurrent_spawns_and_submits_never_hold_more_gpus_than_the_quota
         for i in range(3):
             (tmp_path / f"j{i}").touch()
         await stop_all_servers(hub, name)
+
+
+async def test_after_a_hub_restart_a_running_server_still_holds_its_gpus(hub, make_user):
+    """The ledger lives in memory: JupyterHub polls every server as it starts again, which
+    restores what each holds, before the queue admits anything."""
+    name, token = await make_user()
+    try:
+        await spawn(hub, name, {**T4, "gpus": 2})
+        hub.restart()
+        assert await remaining_gpus(hub, token) == 0
+        waiting = await submit(hub, token, **T4, gpus=1, command="echo ran")
+        model = await wait_for(lambda: _waiting(hub, token, waiting["id"]), timeout=30,
+                               message="the job to wait for its owner's quota")
+        assert "quota" in model["waiting"], model
+        await stop_server(hub, name)
+        assert (await wait_state(hub, token, waiting["id"], FINAL))["state"] == "succeeded"
+    finally:
+        await stop_all_servers(hub, name)
