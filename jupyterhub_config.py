@@ -62,6 +62,10 @@ c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 c.KubeSpawner.default_url = "/lab"
 c.KubeSpawner.start_timeout = 60
 c.KubeSpawner.http_timeout = 60
+# z2jh's singleuser.uid and singleuser.fsGid: batch jobs run as the same user (localkube runs
+# every process as this machine's user and enforces neither)
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.fs_gid = 100
 c.KubeSpawner.storage_pvc_ensure = True
 c.KubeSpawner.pvc_name_template = "claim-{user_server}"
 c.KubeSpawner.storage_capacity = "10Gi"

@@ -30,6 +30,16 @@ DEVICE_ENV = (
 )
 PRODUCT_LABELS = {"nvidia.com/gpu": "nvidia.com/gpu.product", "amd.com/gpu": "amd.com/gpu.product-name"}
 KNOWN_KEYS = {"slug", "display_name", "resource", "node_selector", "tolerations", "memory", "env"}
+NVIDIA_DEVICES = "NVIDIA_VISIBLE_DEVICES"
+#: what a pod holding no NVIDIA GPU gets: CUDA images set NVIDIA_VISIBLE_DEVICES=all in their own
+#: ENV, which with the NVIDIA runtime's environment strategy exposes every GPU of the node
+NO_NVIDIA_ENV = {NVIDIA_DEVICES: "void"}
+
+
+def holds_nvidia_gpu(device_env, count):
+    """Whether a pod granted ``count`` devices exposed through ``device_env`` (an accelerator's
+    ``env``) holds NVIDIA GPUs, which the device plugin then names in NVIDIA_VISIBLE_DEVICES."""
+    return bool(count) and device_env == NVIDIA_DEVICES
 
 
 def default_env(resource):

@@ -82,7 +82,15 @@ class Crater(LoggingConfigurable):
     )
     jobs_namespace = Unicode(
         "", config=True,
-        help="Namespace of batch Jobs. Empty: $POD_NAMESPACE (the hub's, on z2jh), else default.",
+        help="""Namespace of batch Jobs. Empty: the single-user servers' (``KubeSpawner.namespace``),
+        where jobs can mount their owner's home; another namespace keeps jobs apart, without
+        the home (a claim is mounted only in its own namespace).""",
+    )
+    job_home = Unicode(
+        "auto", config=True,
+        help="""``auto``: a job mounts its owner's home as their default server does (created if
+        missing), works in it, and — for a ReadWriteOnce home — runs on the node of the owner's
+        running server. ``never``: jobs get no home.""",
     )
     jobs_db_url = Unicode(
         "", config=True,
@@ -136,6 +144,12 @@ class Crater(LoggingConfigurable):
     @validate("jobs_namespace")
     def _check_namespace(self, proposal):
         return self._parse(check_namespace, proposal.value, "Crater.jobs_namespace")
+
+    @validate("job_home")
+    def _check_job_home(self, proposal):
+        if proposal.value not in ("auto", "never"):
+            raise TraitError(f"Crater.job_home must be 'auto' or 'never', got {proposal.value!r}")
+        return proposal.value
 
     @validate("job_preemption_after", "job_default_runtime", "job_max_runtime", "job_ttl_after_finished")
     def _check_seconds(self, proposal):

@@ -39,11 +39,11 @@ def _client():
 
 
 def submit(command, *, profile=None, accelerator=None, gpus=0, image=None, env=None,
-           priority=None, name=None, max_runtime=None) -> Job:
+           priority=None, name=None, max_runtime=None, workdir=None) -> Job:
     """Queue ``command``; see :meth:`Client.submit`."""
     return _client().submit(command, profile=profile, accelerator=accelerator, gpus=gpus,
                             image=image, env=env, priority=priority, name=name,
-                            max_runtime=max_runtime)
+                            max_runtime=max_runtime, workdir=workdir)
 
 
 def list(state=None, all=False):  # noqa: A001 (the API's own name)

@@ -130,11 +130,13 @@ class Client:
         return f"Client({self.http.api_url!r})"
 
     def submit(self, command, *, profile=None, accelerator=None, gpus=0, image=None, env=None,
-               priority=None, name=None, max_runtime=None) -> Job:
+               priority=None, name=None, max_runtime=None, workdir=None) -> Job:
         """Queue ``command`` (a list of arguments, or a string run by a shell) and return the job.
 
         ``profile`` is one of those :meth:`profiles` lists; ``accelerator`` and ``gpus`` choose
-        among its accelerators and counts; ``max_runtime`` is in seconds.
+        among its accelerators and counts; ``max_runtime`` is in seconds. The job runs in your
+        home, as your default server sees it, unless ``workdir`` (an absolute path) names
+        another directory.
         """
         if isinstance(command, str):
             body = {"command": command}
@@ -146,6 +148,7 @@ class Client:
             raise TypeError("env must be a mapping of variable names to strings")
         optional = {"profile": profile, "accelerator": accelerator, "image": image,
                     "priority": priority, "name": name, "max_runtime": max_runtime,
+                    "workdir": workdir,
                     "env": {str(k): str(v) for k, v in env.items()} if env else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         body["gpus"] = int(gpus or 0)

@@ -7,6 +7,7 @@ errors (:class:`crater_hub.queue.spec.JobError`) become ``{"status", "message"}`
 """
 
 import asyncio
+import dataclasses
 import json
 
 from jupyterhub.user import User
@@ -17,6 +18,7 @@ from ..kube.inventory import shared_inventory
 from ..queue import spec as spec_mod
 from ..queue.service import FINAL, STATES
 from ..queue.starter import service_for
+from ..spawner import job_pod
 from .capacity import ADMIN, USE, CraterAPIHandler
 
 MAX_TAIL_LINES = 100000
@@ -84,7 +86,10 @@ class JobListAPIHandler(JobsBase):
             spec_mod.never_runs(spec, crater.quota_policy().for_user(groups, user.admin), fit)
         except spec_mod.JobError as e:
             self.fail(e)
-        model = await service.submit(spec)
+        pod = await job_pod.for_user(user, spec.spawn, crater.profile_list(),
+                                     namespace=service.namespace, job_home=crater.job_home,
+                                     workdir=spec.workdir)
+        model = await service.submit(dataclasses.replace(spec, pod=pod))
         self.set_status(201)
         self.write(model)
 

@@ -63,3 +63,16 @@ async def close_shared_clients():
     api_client = _api_clients.pop(asyncio.get_running_loop(), None)
     if api_client is not None:
         await api_client.close()
+
+
+class _Serializer:
+    """kubernetes_asyncio's own model-to-JSON conversion, without a connection pool to close."""
+
+    PRIMITIVE_TYPES = client.ApiClient.PRIMITIVE_TYPES
+    sanitize_for_serialization = client.ApiClient.sanitize_for_serialization
+
+
+def serialize(obj):
+    """A client model (``V1PersistentVolumeClaim``...), or lists and dicts of them, as the JSON
+    the API would receive (camelCase keys, unset fields left out)."""
+    return _Serializer().sanitize_for_serialization(obj)

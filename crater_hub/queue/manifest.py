@@ -1,13 +1,23 @@
 """The batch/v1 Job of one job attempt, as a plain dict (pure; tested as data).
 
-Shaped like a spawn (:mod:`crater_hub.spawner.shaping`): the accelerator's extended resource with
-requests = limits, its node selector and tolerations, the profile's CPU and memory; labelled per
-DESIGN §5. ``backoffLimit: 0`` and ``restartPolicy: Never``: a job's command runs at most once per
-attempt, never retried behind the user's back.
+Shaped like a spawn of the job's profile by its owner's default server: the pod fields, identity
+and home that :mod:`crater_hub.spawner.job_pod` froze into ``job.shape["pod"]`` at submit (node
+selector, tolerations, affinity of the profile and accelerator, z2jh's uid/fsGroup, the home's
+volumes, working directory = home), the accelerator's extended resource with requests = limits,
+the profile's CPU and memory. As safe as a notebook pod, and then some — it meets PodSecurity
+``restricted``: non-root, no privilege escalation, all capabilities dropped, RuntimeDefault
+seccomp; no service-account token; ``NVIDIA_VISIBLE_DEVICES=void`` unless it holds NVIDIA GPUs
+(a CUDA image's own ENV says ``all``). Labelled so z2jh's hub NetworkPolicy admits it
+(``hub.jupyter.org/network-access-hub``) and crater's job NetworkPolicy selects it.
+``backoffLimit: 0`` and ``restartPolicy: Never``: a job's command runs at most once per attempt,
+never retried behind the user's back.
 """
 
+import copy
 import hashlib
 import re
+
+from ..accelerators import NO_NVIDIA_ENV, holds_nvidia_gpu
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "crater-hub"}
 KIND_LABEL = "crater.io/kind"
@@ -15,6 +25,11 @@ OWNER_LABEL = "crater.io/owner"
 JOB_ID_LABEL = "crater.io/job-id"
 SELECTOR = "app.kubernetes.io/managed-by=crater-hub,crater.io/kind=job"
 CONTAINER = "job"
+#: z2jh's hub NetworkPolicy admits pods with this label (the hub API, for the notebook client)
+NETWORK_ACCESS_HUB = {"hub.jupyter.org/network-access-hub": "true"}
+#: PodSecurity ``restricted``, the container's part
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                      "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def job_name(job_id, attempt=0):
@@ -37,9 +52,54 @@ def labels(owner, job_id):
             JOB_ID_LABEL: str(job_id)}
 
 
-def build(job, namespace, ttl_after_finished, suspend=False, extra_labels=None):
-    """The Job for ``job`` (an object with the :class:`crater_hub.db.models.Job` columns)."""
+def pod_security(pod):
+    """The pod's securityContext: non-root with seccomp, as the spawner's uid/gid/fs_gid say."""
+    context = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    for key, name in (("runAsUser", "uid"), ("runAsGroup", "gid"), ("fsGroup", "fs_gid")):
+        if pod.get(name) is not None:
+            context[key] = pod[name]
+    if pod.get("supplemental_gids"):
+        context["supplementalGroups"] = list(pod["supplemental_gids"])
+    return context
+
+
+def affinity(pod, home_node=None):
+    """KubeSpawner's affinity terms from the spawner's traits; ``home_node``: required, in every
+    term, when the home is a ReadWriteOnce volume attached to that node (the running server's)."""
+    out = {}
+    required = copy.deepcopy(list(pod.get("node_affinity_required") or []))
+    if home_node:
+        on_node = {"key": "metadata.name", "operator": "In", "values": [home_node]}
+        required = [{**t, "matchFields": [*t.get("matchFields", []), on_node]}
+                    for t in required] or [{"matchFields": [on_node]}]
+    node = {}
+    if required:
+        node["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": required}
+    if pod.get("node_affinity_preferred"):
+        node["preferredDuringSchedulingIgnoredDuringExecution"] = list(pod["node_affinity_preferred"])
+    if node:
+        out["nodeAffinity"] = node
+    for kind, prefix in (("podAffinity", "pod_affinity"), ("podAntiAffinity", "pod_anti_affinity")):
+        terms = {}
+        if pod.get(f"{prefix}_required"):
+            terms["requiredDuringSchedulingIgnoredDuringExecution"] = list(pod[f"{prefix}_required"])
+        if pod.get(f"{prefix}_preferred"):
+            terms["preferredDuringSchedulingIgnoredDuringExecution"] = list(pod[f"{prefix}_preferred"])
+        if terms:
+            out[kind] = terms
+    return out
+
+
+def build(job, namespace, ttl_after_finished, suspend=False, extra_labels=None, home_node=None):
+    """The Job for ``job`` (an object with the :class:`crater_hub.db.models.Job` columns).
+
+    ``home_node``: the node the job must run on because its ReadWriteOnce home is attached there
+    (:mod:`crater_hub.queue.home`), or None.
+    """
     shape = job.shape or {}
+    # records from before job pods were shaped by the spawner carry the accelerator's terms only
+    pod = shape.get("pod") or {"node_selector": shape.get("node_selector"),
+                               "tolerations": shape.get("tolerations")}
     requests, limits = {}, {}
     if job.cpu:
         requests["cpu"] = job.cpu
@@ -52,25 +112,43 @@ def build(job, namespace, ttl_after_finished, suspend=False, extra_labels=None):
     if shape.get("resource") and job.gpus:
         requests[shape["resource"]] = limits[shape["resource"]] = str(job.gpus)
     env = [{"name": k, "value": v} for k, v in sorted((job.env or {}).items())]
+    if not holds_nvidia_gpu(shape.get("device_env") if shape.get("resource") else "", job.gpus):
+        env += [{"name": k, "value": v} for k, v in NO_NVIDIA_ENV.items()]
     env += [{"name": "CRATER_JOB_ID", "value": str(job.id)},
             {"name": "CRATER_JOB_NAME", "value": job.name}]
     meta_labels = {**labels(job.owner, job.id), **(extra_labels or {})}
-    pod_labels = labels(job.owner, job.id)
+    pod_labels = {**labels(job.owner, job.id), **NETWORK_ACCESS_HUB}
     container = {
         "name": CONTAINER,
         "image": job.image,
         "command": list(job.command),
         "env": env,
         "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
+    if pod.get("image_pull_policy"):
+        container["imagePullPolicy"] = pod["image_pull_policy"]
+    if pod.get("volume_mounts"):
+        container["volumeMounts"] = copy.deepcopy(pod["volume_mounts"])
+    if pod.get("workdir"):
+        container["workingDir"] = pod["workdir"]
     pod_spec = {
         "restartPolicy": "Never",
         "containers": [container],
-        "nodeSelector": dict(shape.get("node_selector") or {}),
-        "tolerations": list(shape.get("tolerations") or []),
+        "nodeSelector": dict(pod.get("node_selector") or {}),
+        "tolerations": copy.deepcopy(list(pod.get("tolerations") or [])),
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        "securityContext": pod_security(pod),
     }
+    if pod.get("volumes"):
+        pod_spec["volumes"] = copy.deepcopy(pod["volumes"])
+    if pod.get("image_pull_secrets"):
+        pod_spec["imagePullSecrets"] = copy.deepcopy(pod["image_pull_secrets"])
+    if pod.get("scheduler_name"):
+        pod_spec["schedulerName"] = pod["scheduler_name"]
+    if terms := affinity(pod, home_node):
+        pod_spec["affinity"] = terms
     spec = {
         "backoffLimit": 0,
         "activeDeadlineSeconds": int(job.max_runtime),

@@ -60,7 +60,7 @@ from ..kube.client import shared_client
 from ..kube.inventory import pod_requests, shared_inventory
 from ..policy.ledger import JOB, SERVER, Holding
 from ..quantity import parse_quantity
-from . import engine, faults, kueue, manifest
+from . import engine, faults, home, kueue, manifest
 from .spec import JobError, bytes_of, millicores
 
 log = logging.getLogger("crater_hub.queue")
@@ -563,8 +563,13 @@ class QueueService:
 
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
+        home_node = await home.prepare(job, self.namespace, self.pod_cache)
+        if home_node and (why := home.unreachable(job, self.inventory.node_cache.get(home_node))):
+            await self._finish(job, "failed", why, None)
+            return
         body = manifest.build(job, self.namespace, self.crater.job_ttl_after_finished,
-                              suspend=self.backend == "kueue", extra_labels=self._queue_labels(job))
+                              suspend=self.backend == "kueue", extra_labels=self._queue_labels(job),
+                              home_node=home_node)
         faults.point("dispatch.before_create")
         try:
             await shared_client("BatchV1Api").create_namespaced_job(self.namespace, body)

@@ -18,8 +18,9 @@ from ..policy.environment import reserved_reason
 from ..policy.priorities import default_priority
 from ..quantity import parse_quantity
 
-JOB_FIELDS = ("name", "command", "env", "priority", "max_runtime")
+JOB_FIELDS = ("name", "command", "env", "priority", "max_runtime", "workdir")
 FIELDS = (*JOB_FIELDS, *workload_mod.OPTION_NAMES)
+MAX_WORKDIR = 1024
 MAX_NAME = 100
 MAX_COMMAND_ARGS = 256
 MAX_COMMAND_BYTES = 16 * 1024
@@ -55,14 +56,22 @@ class JobSpec:
     priority_value: int = 0
     best_effort: bool = False
     max_runtime: int = 86400
+    workdir: str | None = None  # None: the home (or the image's working directory)
+    spawn: object = None  # the WorkloadSpec the job's profile resolved to (shapes its pod)
+    pod: dict = field(default_factory=dict)  # crater_hub.spawner.job_pod's pod fields
 
     def shape(self):
-        """What dispatch needs beyond the columns: the accelerator's Kubernetes terms."""
+        """What dispatch needs beyond the columns: the accelerator's Kubernetes terms and the
+        pod fields taken from the owner's spawner."""
         acc = self.accelerator
         if acc is None:
-            return {"resource": None, "node_selector": {}, "tolerations": [], "device_env": ""}
-        return {"resource": acc.resource, "node_selector": dict(acc.node_selector),
-                "tolerations": [dict(t) for t in acc.tolerations], "device_env": acc.env}
+            shape = {"resource": None, "node_selector": {}, "tolerations": [], "device_env": ""}
+        else:
+            shape = {"resource": acc.resource, "node_selector": dict(acc.node_selector),
+                     "tolerations": [dict(t) for t in acc.tolerations], "device_env": acc.env}
+        if self.pod:
+            shape["pod"] = self.pod
+        return shape
 
 
 def _quantity(value):
@@ -156,6 +165,11 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
     except workload_mod.PolicyError as e:
         raise JobError(e.message, 403 if e.status == 403 else 400) from None
 
+    workdir = body.get("workdir")
+    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")
+                                or len(workdir) > MAX_WORKDIR or any(c in workdir for c in "\0\n")):
+        raise JobError(f"workdir must be an absolute path in the job's container such as "
+                       f"'/home/jovyan/project' (at most {MAX_WORKDIR} characters), got {workdir!r}")
     priority = _priority(body.get("priority"), priorities, owner, groups)
     runtime = default_runtime
     if "max_runtime" in body:
@@ -166,7 +180,7 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
         cpu=_quantity(spec.cpu_guarantee), cpu_limit=_quantity(spec.cpu_limit),
         memory=spec.mem_guarantee, memory_limit=spec.mem_limit, image=spec.image or default_image,
         command=command, env=env, priority=priority.name, priority_value=priority.value,
-        best_effort=priority.best_effort, max_runtime=runtime,
+        best_effort=priority.best_effort, max_runtime=runtime, workdir=workdir, spawn=spec,
     )
 
 

@@ -95,13 +95,37 @@ def _log_through_hub(app):
         logger.setLevel(app.log.level)
 
 
+def spawner_namespace(app):
+    """The namespace the hub's KubeSpawner puts servers in, as its configuration says (the most
+    derived class's section first, as traitlets reads it), else KubeSpawner's own default; None
+    when the spawner is no KubeSpawner or each user has a namespace of their own."""
+    from kubespawner import KubeSpawner
+
+    cls = app.spawner_class
+    if not (isinstance(cls, type) and issubclass(cls, KubeSpawner)):
+        return None
+
+    def configured(name, default):
+        for klass in cls.mro():
+            section = app.config.get(klass.__name__) if klass.__name__ in app.config else None
+            if section is not None and name in section:
+                return section[name]
+        return default
+
+    if configured("enable_user_namespaces", False):
+        return None
+    return configured("namespace", None) or KubeSpawner._namespace_default(None)
+
+
 async def _start(app, crater=None):
     from ..config import Crater
     from .service import QueueService
 
     _log_through_hub(app)
     crater = crater or Crater.shared(app.config)
-    service = QueueService(crater, crater.jobs_db_url or app.db_url, HubUsers(app))
+    namespace = crater.jobs_namespace or spawner_namespace(app)
+    service = QueueService(crater, crater.jobs_db_url or app.db_url, HubUsers(app),
+                           namespace=namespace)
     await service.start()
     return service
 

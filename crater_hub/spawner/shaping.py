@@ -4,16 +4,27 @@ KubeSpawner keeps one spawner object per server across spawns and profile overri
 ``setattr`` calls, so a GPU request, node selector or toleration from one spawn used to survive
 into the next (kubespawner #546, #691). Here each spawn first restores the traits to what the
 operator configured (a snapshot taken before the first spawn), then applies the
-:class:`~crater_hub.policy.workload.WorkloadSpec` — so a CPU spawn after a GPU spawn carries nothing of it.
+:class:`~crater_hub.policy.workload.WorkloadSpec` — so a CPU spawn after a GPU spawn carries
+nothing of it.
+
+A pod that holds no NVIDIA GPU gets ``NVIDIA_VISIBLE_DEVICES=void``: CUDA images set ``all`` in
+their own ENV, and with the NVIDIA container runtime's environment strategy that exposes every GPU
+of the node to a pod that asked for none. A GPU spawn removes it again (the device plugin sets
+the granted devices).
+
+Batch jobs are shaped by the same code (:func:`shaped`): the profile's override and the
+accelerator's terms applied to a copy of the configured traits, never to the live spawner.
 """
 
 import copy
 
+from ..accelerators import NO_NVIDIA_ENV, NVIDIA_DEVICES, holds_nvidia_gpu
 from ..merging import merge
 from ..quantity import parse_quantity
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
-                 "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations")
+                 "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations",
+                 "environment")
 
 
 def snapshot(spawner, override_keys=()):
@@ -25,6 +36,12 @@ def apply(spawner, spec, baseline):
     """Reset the traits in ``baseline``, then shape the pod for ``spec``."""
     for name, value in baseline.items():
         setattr(spawner, name, copy.deepcopy(value))
+    environment = dict(baseline.get("environment") or {})
+    environment.pop(NVIDIA_DEVICES, None)  # set below, or by the device plugin: never by config
+    acc = spec.accelerator
+    if not holds_nvidia_gpu(acc.env if acc is not None else "", spec.gpus):
+        environment.update(NO_NVIDIA_ENV)
+    spawner.environment = environment
     if spec.image:
         spawner.image = spec.image
     for name in ("cpu_guarantee", "cpu_limit"):
@@ -46,3 +63,33 @@ def apply(spawner, spec, baseline):
         if isinstance(current, dict) and isinstance(value, dict):
             value = merge(current, value)  # KubeSpawner's override semantics
         setattr(spawner, name, copy.deepcopy(value))
+
+
+class _Copy:
+    """Trait values of ``spawner`` as a spawn would shape them, without touching the spawner:
+    reads fall through to ``baseline`` (the configured value), then to the spawner; writes stay
+    here."""
+
+    def __init__(self, spawner):
+        self.__dict__["_spawner"] = spawner
+        self.__dict__["_values"] = {}  # apply() sets every baseline trait first, as copies
+
+    def __getattr__(self, name):
+        values = self.__dict__["_values"]
+        if name not in values:
+            values[name] = copy.deepcopy(getattr(self.__dict__["_spawner"], name))
+        return values[name]
+
+    def __setattr__(self, name, value):
+        self.__dict__["_values"][name] = value
+
+
+def shaped(spawner, spec, baseline):
+    """The traits a spawn of ``spec`` would give ``spawner``, on a copy (see :class:`_Copy`).
+
+    ``baseline``: the configured values of every trait a spawn may change (:func:`snapshot`,
+    taken before the spawner's first spawn). Read the result's attributes by trait name.
+    """
+    view = _Copy(spawner)
+    apply(view, spec, baseline)
+    return view

@@ -178,7 +178,7 @@ def test_the_documented_job_is_one_the_values_accept(chart_defaults, overlay):
         priorities=crater.priority_classes(), default_image="unused",
         default_runtime=crater.job_default_runtime, max_runtime=crater.job_max_runtime)
     assert (spec.profile, spec.gpus, spec.image, spec.max_runtime) == ("cpu", 0, "unused", 600)
-    assert spec.command == ("sh", "-c", "echo hello from crater-jobs")
+    assert spec.command == ("sh", "-c", "echo hello from a crater job")
     assert spec.priority == "normal"  # the default class of crater.yaml
 
 

@@ -27,7 +27,7 @@ RBAC = HELM_VALUES / "rbac.yaml"
 KUEUE_QUEUES = HELM_VALUES / "examples" / "kueue-queues.yaml"
 KUEUE_VALUES = HELM_VALUES / "examples" / "kueue.yaml"
 HUB_SA = ("hub", "jhub")  # the chart's hub ServiceAccount in the namespace the docs install into
-JOBS_NS = "crater-jobs"
+JOBS_NS = "jhub"  # Crater.jobs_namespace empty: the servers' namespace, the release's
 
 
 def documents(path):
@@ -115,7 +115,10 @@ NEEDS = {
     "batch jobs": [*[(v, "batch", "jobs", JOBS_NS) for v in ("create", "get", "list", "watch", "delete")],
                    *[(v, "", "pods", JOBS_NS) for v in ("get", "list", "watch")],
                    ("get", "", "pods/log", JOBS_NS),
-                   *[(v, "", "events", JOBS_NS) for v in ("list", "watch")]],
+                   *[(v, "", "events", JOBS_NS) for v in ("list", "watch")],
+                   # the owner's home claim (crater_hub.queue.home): its access modes, and
+                   # KubeSpawner's PVC made when the user never started a server
+                   *[(v, "", "persistentvolumeclaims", JOBS_NS) for v in ("get", "create")]],
     # Crater.job_queue_backend: kueue (crater_hub.queue.service, .kueue): list and watch the
     # Workloads (v1beta2), GET .../namespaces/<ns>/localqueues/<lq>/pendingworkloads of Kueue's
     # visibility API; get of Workloads reads no more than list does
@@ -141,6 +144,10 @@ CALLS = {
     ("BatchV1Api", "create_namespaced_job"): [("create", "batch", "jobs", JOBS_NS)],
     ("BatchV1Api", "delete_namespaced_job"): [("delete", "batch", "jobs", JOBS_NS)],
     ("CoreV1Api", "read_namespaced_pod_log"): [("get", "", "pods/log", JOBS_NS)],
+    ("CoreV1Api", "read_namespaced_persistent_volume_claim"):
+        [("get", "", "persistentvolumeclaims", JOBS_NS)],
+    ("CoreV1Api", "create_namespaced_persistent_volume_claim"):
+        [("create", "", "persistentvolumeclaims", JOBS_NS)],
     # the raw GET of Kueue's visibility API: test_kueue_paths_are_what_rbac_names
     ("call_api", "path", "GET"):
         [("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", JOBS_NS)],
@@ -182,7 +189,7 @@ def test_kueue_paths_are_what_rbac_names():
     """What the kueue backend reads: the Workloads its cache watches and the visibility path."""
     assert kueue.WORKLOADS == "kueue.x-k8s.io/v1beta2/workloads"
     path = kueue.pending_workloads_path(JOBS_NS, "crater")
-    assert path == ("/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/crater-jobs/localqueues/"
+    assert path == ("/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/jhub/localqueues/"
                     "crater/pendingworkloads")
     assert [rbac_attributes("GET", path)] == CALLS[("call_api", "path", "GET")]
     assert "kueue.pending_workloads_path(self.namespace" in (REPO / "crater_hub/queue/service.py").read_text()
@@ -231,11 +238,12 @@ def test_removing_any_rule_denies_a_need(rule):
 @pytest.mark.parametrize("verb, group, resource, namespace", [
     ("create", "", "pods", None), ("delete", "", "pods", "kube-system"), ("update", "", "nodes", None),
     ("get", "", "secrets", JOBS_NS), ("list", "", "secrets", None),
-    ("create", "batch", "jobs", "jhub"), ("create", "batch", "jobs", None), ("list", "batch", "jobs", None),
+    ("create", "batch", "jobs", "kube-system"), ("create", "batch", "jobs", None),
+    ("delete", "", "persistentvolumeclaims", JOBS_NS), ("list", "", "persistentvolumeclaims", None), ("list", "batch", "jobs", None),
     ("update", "kueue.x-k8s.io", "workloads", JOBS_NS), ("update", "kueue.x-k8s.io", "clusterqueues", None),
     ("list", "kueue.x-k8s.io", "clusterqueues", None), ("get", "kueue.x-k8s.io", "localqueues", JOBS_NS),
     ("get", "", "events", JOBS_NS), ("list", "", "events", None),
-    ("create", "ray.io", "rayclusters", JOBS_NS), ("create", "ray.io", "rayclusters", None),
+    ("create", "ray.io", "rayclusters", "kube-system"), ("create", "ray.io", "rayclusters", None),
     ("create", "rbac.authorization.k8s.io", "rolebindings", JOBS_NS),
 ])
 def test_the_hub_may_not(hub_may, verb, group, resource, namespace):
@@ -265,13 +273,13 @@ def test_kueue_queues_match_the_kueue_values_and_rbac(chart_defaults):
         assert acc.resource in covered
     local = objs["LocalQueue"]
     assert local["spec"]["clusterQueue"] == objs["ClusterQueue"]["metadata"]["name"]
-    # the LocalQueue the hub names on its Jobs, in the namespace it creates them in and rbac.yaml
-    # lets it use
+    # the LocalQueue the hub names on its Jobs, in the namespace it creates them in (the servers',
+    # jobs_namespace left empty) and rbac.yaml lets it use
+    assert crater.jobs_namespace == ""
     assert (local["metadata"]["name"], local["metadata"]["namespace"]) == \
-        (crater.job_kueue_local_queue, crater.jobs_namespace) == ("crater", JOBS_NS)
+        (crater.job_kueue_local_queue, JOBS_NS) == ("crater", HUB_SA[1])
     assert objs["ClusterQueue"]["spec"]["namespaceSelector"]["matchLabels"] == \
         {"kubernetes.io/metadata.name": JOBS_NS}
-    assert JOBS_NS in {d["metadata"]["name"] for d in documents(RBAC) if d["kind"] == "Namespace"}
     # every Kueue object validates against Kueue's own CRD (test_manifests_validate) at v1beta2
     assert {d["apiVersion"] for d in documents(KUEUE_QUEUES)} == {"kueue.x-k8s.io/v1beta2"}
 

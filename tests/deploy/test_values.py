@@ -34,7 +34,8 @@ def test_every_yaml_file_in_helm_values_is_checked():
     checked = set(VALUES_FILES) | set(MANIFEST_FILES)
     assert sorted(map(rel, HELM_VALUES.rglob("*.yaml"))) == sorted(map(rel, checked))
     assert [p.name for p in OVERLAYS] == ["kueue.yaml", "mixed-cluster.yaml", "small-lab.yaml"]
-    assert sorted(p.name for p in MANIFEST_FILES) == ["kueue-queues.yaml", "rbac.yaml"]
+    assert sorted(p.name for p in MANIFEST_FILES) == ["jobs-namespace.yaml", "kueue-queues.yaml",
+                                                      "networkpolicy.yaml", "rbac.yaml"]
 
 
 # -- the chart's schema ---------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def test_mixed_cluster_profiles_by_group(chart_defaults):
 # -- the job queue's settings -----------------------------------------------------------------------
 
 QUEUE_DEPLOYMENTS = [(BASE,), (BASE, HELM_VALUES / "examples" / "kueue.yaml")]
-JOBS_NS = "crater-jobs"  # the namespace helm-values/rbac.yaml creates and lets the hub use
+JOBS_NS = "jhub"  # the servers' namespace (the release's), where rbac.yaml lets the hub run Jobs
 
 
 @pytest.mark.parametrize("files", DEPLOYMENTS, ids=deployment_id)
@@ -238,7 +239,8 @@ def test_the_queue_settings_of_the_values(chart_defaults, files):
     assert (crater.job_queue_backend, crater.jobs_namespace, crater.job_kueue_local_queue) == \
         (written["job_queue_backend"], written["jobs_namespace"],
          written.get("job_kueue_local_queue", "crater"))
-    assert crater.jobs_namespace == JOBS_NS
+    assert crater.jobs_namespace == ""  # the servers' namespace: jobs see their owner's home
+    assert crater.job_home == "auto"
     assert crater.jobs_db_url == ""  # the hub's own database
     assert [p.name for p in crater.priority_classes()] == ["high", "normal", "best-effort"]
     assert crater.job_default_runtime <= crater.job_max_runtime
@@ -246,8 +248,8 @@ def test_the_queue_settings_of_the_values(chart_defaults, files):
 
 @pytest.mark.parametrize("files", QUEUE_DEPLOYMENTS, ids=deployment_id)
 async def test_the_queue_runs_its_jobs_where_rbac_allows(chart_defaults, files, monkeypatch):
-    """On z2jh $POD_NAMESPACE is the hub's (jhub): the values must send the Jobs elsewhere, and
-    with Kueue label them with the LocalQueue of kueue-queues.yaml."""
+    """On z2jh $POD_NAMESPACE is the hub's and the servers' (jhub): Jobs run there, next to the
+    homes they mount, and with Kueue carry the LocalQueue of kueue-queues.yaml."""
     monkeypatch.setenv("POD_NAMESPACE", "jhub")
     crater = Crater(config=deploy.hub_config(values_for(chart_defaults, *files)))
     service = QueueService(crater, "sqlite://")

@@ -180,4 +180,5 @@ async def test_cpu_server_after_a_gpu_server_carries_nothing_of_it(crater_hub, m
     assert "nvidia.com/gpu" not in (resources.limits or {})
     assert "nvidia.com/gpu.product" not in (pod.spec.node_selector or {})
     assert not any(t.key == "nvidia.com/gpu" for t in pod.spec.tolerations or [])
-    assert "NVIDIA_VISIBLE_DEVICES" not in container_environ(pod)
+    # none of the GPU spawn's devices: "void", which a CUDA image's own ENV cannot override
+    assert container_environ(pod).get("NVIDIA_VISIBLE_DEVICES") == "void"

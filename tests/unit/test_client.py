@@ -114,14 +114,16 @@ def test_submit_sends_the_job_with_the_servers_token_and_reads_the_model(hub):
     hub.routes["POST", "/hub/api/crater/jobs"] = lambda req: (201, job_model(id=42))
 
     job = client.submit(["python", "train.py", 3], profile="gpu", accelerator="t4", gpus=1,
-                        env={"SEED": 1}, priority="high", name="train", max_runtime=600)
+                        env={"SEED": 1}, priority="high", name="train", max_runtime=600,
+                        workdir="/home/jovyan/run")
 
     sent = hub.seen[-1]
     assert sent["headers"]["Authorization"] == f"token {TOKEN}"
     assert sent["headers"]["Content-Type"] == "application/json"
     assert sent["body"] == {
         "command": ["python", "train.py", "3"], "profile": "gpu", "accelerator": "t4", "gpus": 1,
-        "env": {"SEED": "1"}, "priority": "high", "name": "train", "max_runtime": 600}
+        "env": {"SEED": "1"}, "priority": "high", "name": "train", "max_runtime": 600,
+        "workdir": "/home/jovyan/run"}
     assert isinstance(job, Job)
     assert (job.id, job.state, job.position, job.gpus) == (42, "queued", 1, 1)
     assert job.estimated_start == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

@@ -110,6 +110,7 @@ class FakeTraits:
         self.extra_resource_limits = {"example.com/foo": "1"}
         self.node_selector = {"pool": "users"}
         self.tolerations = []
+        self.environment = {"NVIDIA_VISIBLE_DEVICES": "all", "LANG": "C.UTF-8"}
 
 
 def test_cpu_spawn_after_gpu_spawn_carries_no_gpu_settings():
