@@ -74,6 +74,18 @@ class Crater(LoggingConfigurable):
     job_max_runtime = Integer(
         7 * 86400, config=True, help="The largest ``max_runtime`` a job may declare, in seconds.",
     )
+    job_queueing_strategy = Unicode(
+        "best_effort_fifo", config=True,
+        help="""Within one user's jobs of one priority class: ``best_effort_fifo`` lets a later
+        job that fits start before an earlier one that waits (for quota or capacity);
+        ``strict_fifo`` starts them in submission order. Fair share between users is the same
+        either way. With the kueue backend set the ClusterQueue's ``queueingStrategy`` instead.""",
+    )
+
+    @validate("job_queueing_strategy")
+    def _check_strategy(self, proposal):
+        return self._parse(queue_settings.check_strategy, proposal.value)
+
     job_requeue_preempted = Bool(
         False, config=True,
         help="Queue preempted jobs again (as a new attempt) instead of leaving them preempted.",

@@ -723,7 +723,7 @@ class QueueService:
             self._nodes(active, finished),
             {owner: quota for owner, (quota, _) in info.items()},
             {owner: usage for owner, (_, usage) in info.items()},
-            time.time(), self.crater.job_preemption_after)
+            time.time(), self.crater.job_preemption_after, self.crater.job_queueing_strategy)
         if len(queued) > inline_max:
             decision = await asyncio.to_thread(engine.schedule, *args)
         else:

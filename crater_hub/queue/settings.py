@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..checks import ConfigError, check_mapping, check_slug
 from ..spawner.profiles import Access
+from .engine import STRATEGIES
 
 PRIORITY_KEYS = {"name", "value", "default", "best_effort", "allowed_groups", "allowed_users",
                  "description"}
@@ -90,6 +91,12 @@ def default_priority(classes):
 def check_backend(value, where="Crater.job_queue_backend"):
     if value not in BACKENDS:
         raise ConfigError(f"{where} must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return value
+
+
+def check_strategy(value, where="Crater.job_queueing_strategy"):
+    if value not in STRATEGIES:
+        raise ConfigError(f"{where} must be one of {', '.join(STRATEGIES)}, got {value!r}")
     return value
 
 

@@ -336,3 +336,15 @@ def test_fast_schedule_decides_as_the_reference_across_many_node_blocks():
             fast, slow = schedule(*args), reference_schedule(*args)
             assert slow.admit and slow.positions
             _same(fast, slow)
+
+
+def test_the_strategy_is_a_validated_setting():
+    from traitlets import TraitError
+
+    from crater_hub.config import Crater
+
+    assert Crater().job_queueing_strategy == "best_effort_fifo"
+    assert Crater(job_queueing_strategy="strict_fifo").job_queueing_strategy == "strict_fifo"
+    with pytest.raises(TraitError, match="job_queueing_strategy must be one of best_effort_fifo, "
+                                         "strict_fifo, got 'FIFO'"):
+        Crater(job_queueing_strategy="FIFO")
