@@ -57,7 +57,7 @@ from ..kube.client import shared_client
 from ..kube.inventory import pod_requests, shared_inventory
 from ..kube.quantity import parse_quantity
 from ..spawner.quotas import Usage
-from . import engine, faults, kueue, manifest
+from . import engine, faults, kueue, manifest, timeline
 from .spec import JobError, bytes_of, millicores
 
 log = logging.getLogger("crater_hub.queue")
@@ -924,6 +924,7 @@ class QueueService:
         out = [{"type": "Normal" if t["state"] not in ("failed", "preempted") else "Warning",
                 "reason": t["state"], "message": t["reason"], "at": t["at"],
                 "object": f"crater-job/{job_id}"} for t in model["transitions"]]
+        keyed = [(timeline.transition_key(e), e) for e in out]
         cache = self.events_cache()
         await cache.ready(timeout=10)
         names = {manifest.job_name(job_id, a) for a in range(model["attempt"] + 1)}
@@ -935,8 +936,8 @@ class QueueService:
                     name.startswith(n + "-") and len(name) == len(n) + 6 for n in names)):
                 at = ev.get("lastTimestamp") or ev.get("eventTime") or \
                     (ev.get("metadata") or {}).get("creationTimestamp")
-                out.append({"type": ev.get("type") or "Normal", "reason": ev.get("reason"),
-                            "message": ev.get("message"), "at": at,
-                            "object": f"{(obj.get('kind') or '').lower()}/{name}"})
-        out.sort(key=lambda e: e["at"] or "")
-        return out
+                keyed.append((timeline.kube_event_key(at, ev), {
+                    "type": ev.get("type") or "Normal", "reason": ev.get("reason"),
+                    "message": ev.get("message"), "at": at,
+                    "object": f"{(obj.get('kind') or '').lower()}/{name}"}))
+        return timeline.ordered(keyed)
