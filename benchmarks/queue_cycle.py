@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from crater_hub.policy.quotas import Quota, Usage  # noqa: E402
 from crater_hub.queue.engine import ActiveJob, NodeFree, QueuedJob, schedule  # noqa: E402
-from crater_hub.spawner.quotas import Quota, Usage  # noqa: E402
 from tests.unit.queue_engine_reference import schedule as reference_schedule  # noqa: E402
 
 NOW = 1_000_000.0

@@ -21,6 +21,13 @@ DEFAULT_ENV = {
     "amd.com/": "ROCR_VISIBLE_DEVICES",
     "huawei.com/": "ASCEND_VISIBLE_DEVICES",
 }
+#: variables through which a device plugin's choice of devices reaches a container, beyond
+#: :data:`DEFAULT_ENV`: the CUDA, HIP and Ascend runtimes' own selectors, and NVIDIA's MIG controls
+DEVICE_ENV = (
+    "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_MIG_CONFIG_DEVICES",
+    "NVIDIA_MIG_MONITOR_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL", "ASCEND_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES",
+)
 PRODUCT_LABELS = {"nvidia.com/gpu": "nvidia.com/gpu.product", "amd.com/gpu": "amd.com/gpu.product-name"}
 KNOWN_KEYS = {"slug", "display_name", "resource", "node_selector", "tolerations", "memory", "env"}
 
@@ -30,6 +37,12 @@ def default_env(resource):
         if resource.startswith(prefix):
             return env
     return ""
+
+
+def device_env_names(accelerators=()):
+    """Every variable name that selects devices: the known runtimes' and each accelerator's own
+    ``env`` (an operator may name another)."""
+    return frozenset(DEVICE_ENV) | {a.env for a in accelerators if a.env}
 
 
 def slugify(text):

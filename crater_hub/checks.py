@@ -26,3 +26,25 @@ def check_slug(value, where):
     if not isinstance(value, str) or not SLUG.match(value):
         raise ConfigError(f"{where} must be lowercase letters, digits and '-' (≤ 40), got {value!r}")
     return value
+
+
+#: a Kubernetes namespace name (a DNS-1123 label)
+NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_one_of(value, allowed, where):
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def check_seconds(value, where, minimum=1, maximum=366 * 86400):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise ConfigError(f"{where} must be a number of seconds from {minimum} to {maximum}, got {value!r}")
+    return value
+
+
+def check_namespace(value, where):
+    if value and not NAMESPACE.match(value):
+        raise ConfigError(f"{where} must be a Kubernetes namespace name (DNS-1123 label), got {value!r}")
+    return value

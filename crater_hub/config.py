@@ -3,20 +3,46 @@
 Everything is JSON/YAML-shaped so it can be set from ``jupyterhub_config.py``
 (``c.Crater.profiles = [...]``) and from z2jh (``hub.config.Crater.profiles``). A mistake fails
 the hub's start with a message naming the key, instead of surfacing as a broken spawn later.
+
+A hub process has one :class:`Crater`, :meth:`Crater.shared` on the hub's config: the spawner,
+the handlers and the queue read the same parsed settings and share its quota ledger.
 """
 
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
-from .checks import ConfigError
-from .queue import settings as queue_settings
-from .spawner import profiles as profiles_mod
-from .spawner import quotas as quotas_mod
+from .checks import ConfigError, check_namespace, check_one_of, check_seconds
+from .policy import priorities as priorities_mod
+from .policy import profiles as profiles_mod
+from .policy import quotas as quotas_mod
+from .policy.ledger import Ledger
+
+JOB_QUEUE_BACKENDS = ("embedded", "kueue")
+JOB_QUEUEING_STRATEGIES = ("best_effort_fifo", "strict_fifo")  # queue.engine.STRATEGIES
 
 
 class Crater(LoggingConfigurable):
     """The settings every crater_hub room reads."""
+
+    _shared = {}  # id(config) -> (config, Crater): the config is kept, so its id is not reused
+
+    @classmethod
+    def shared(cls, config):
+        """The one Crater of the hub whose configuration is ``config`` (JupyterHub hands the
+        same Config object to its spawners and its tornado settings)."""
+        entry = cls._shared.get(id(config))
+        if entry is None or entry[0] is not config:
+            entry = cls._shared[id(config)] = (config, cls(config=config))
+        return entry[1]
+
+    @property
+    def ledger(self):
+        """What each user holds now, servers and jobs (:class:`~crater_hub.policy.ledger.Ledger`)."""
+        ledger = self.__dict__.get("_crater_ledger")
+        if ledger is None:
+            ledger = self.__dict__["_crater_ledger"] = Ledger()
+        return ledger
 
     accelerators = List(
         Dict(), config=True,
@@ -84,7 +110,8 @@ class Crater(LoggingConfigurable):
 
     @validate("job_queueing_strategy")
     def _check_strategy(self, proposal):
-        return self._parse(queue_settings.check_strategy, proposal.value)
+        return self._parse(check_one_of, proposal.value, JOB_QUEUEING_STRATEGIES,
+                           "Crater.job_queueing_strategy")
 
     job_requeue_preempted = Bool(
         False, config=True,
@@ -113,21 +140,21 @@ class Crater(LoggingConfigurable):
 
     @validate("job_priorities")
     def _check_priorities(self, proposal):
-        self._parse(queue_settings.parse_priorities, proposal.value)
+        self._parse(priorities_mod.parse_priorities, proposal.value)
         return proposal.value
 
     @validate("job_queue_backend")
     def _check_backend(self, proposal):
-        return self._parse(queue_settings.check_backend, proposal.value)
+        return self._parse(check_one_of, proposal.value, JOB_QUEUE_BACKENDS, "Crater.job_queue_backend")
 
     @validate("jobs_namespace")
     def _check_namespace(self, proposal):
-        return self._parse(queue_settings.check_namespace, proposal.value)
+        return self._parse(check_namespace, proposal.value, "Crater.jobs_namespace")
 
     @validate("job_preemption_after", "job_default_runtime", "job_max_runtime", "job_ttl_after_finished")
     def _check_seconds(self, proposal):
         name = proposal.trait.name
-        return self._parse(queue_settings.check_seconds, proposal.value, f"Crater.{name}",
+        return self._parse(check_seconds, proposal.value, f"Crater.{name}",
                            0 if name == "job_preemption_after" else 1)
 
     @validate("accelerators")
@@ -192,4 +219,4 @@ class Crater(LoggingConfigurable):
 
     def priority_classes(self):
         return self._view("priorities",
-                          lambda: queue_settings.parse_priorities(self.job_priorities))
+                          lambda: priorities_mod.parse_priorities(self.job_priorities))

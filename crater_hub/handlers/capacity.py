@@ -24,9 +24,9 @@ user_scopes = [USE]  # granted to every user by crater_hub.setup
 
 
 def crater_settings(settings):
-    """One validated :class:`Crater` per hub, built from the hub's config on first use."""
+    """The hub's one validated :class:`Crater` (the spawner's and the queue's too)."""
     if "crater" not in settings:
-        settings["crater"] = Crater(config=settings.get("config"))
+        settings["crater"] = Crater.shared(settings.get("config"))
     return settings["crater"]
 
 

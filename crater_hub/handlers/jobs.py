@@ -72,14 +72,16 @@ class JobListAPIHandler(JobsBase):
         crater = service.crater
         inventory = shared_inventory(crater.accelerator_catalog())
         await inventory.ready(timeout=30)
+        groups = [g.name for g in user.groups]
         try:
             spec = spec_mod.resolve(
-                body, owner=user.name, groups=[g.name for g in user.groups],
-                profiles=crater.profile_list(),
+                body, owner=user.name, groups=groups, profiles=crater.profile_list(),
                 catalog={a.slug: a for a in inventory.accelerators()},
                 priorities=crater.priority_classes(), default_image=self._default_image(crater),
                 default_runtime=min(crater.job_default_runtime, crater.job_max_runtime),
                 max_runtime=crater.job_max_runtime)
+            fit = inventory.fits(spec.accelerator.slug, spec.gpus) if spec.accelerator else None
+            spec_mod.never_runs(spec, crater.quota_policy().for_user(groups, user.admin), fit)
         except spec_mod.JobError as e:
             self.fail(e)
         model = await service.submit(spec)

@@ -43,8 +43,8 @@ from fractions import Fraction
 
 from crater_hub import accelerators as catalog
 
+from ..quantity import format_cpu, format_memory, parse_quantity
 from .caches import WatchCache, object_key
-from .quantity import format_cpu, format_memory, parse_quantity
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 #: the node labels :func:`crater_hub.accelerators.discover` reads

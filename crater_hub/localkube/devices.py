@@ -16,7 +16,7 @@ annotation key as ``{"nvidia.com/gpu": {"ids": [...], "env": "..."}}``.
 import json
 import math
 
-from crater_hub.kube.quantity import parse_quantity
+from crater_hub.quantity import parse_quantity
 
 DEVICES_ANNOTATION = "localkube.crater.io/devices"
 

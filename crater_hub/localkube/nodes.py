@@ -32,7 +32,7 @@ import platform
 import re
 import uuid
 
-from crater_hub.kube.quantity import parse_quantity
+from crater_hub.quantity import parse_quantity
 
 from .devices import DEVICES_ANNOTATION, is_device_resource
 from .store import isotime

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crater_hub.kube.quantity import parse_quantity
+from crater_hub.quantity import parse_quantity
 
 DEFAULT_MODE = 0o644
 # A dummy service-account token: localkube accepts any bearer token.

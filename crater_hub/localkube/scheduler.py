@@ -15,7 +15,7 @@ on a timer.
 
 import json
 
-from crater_hub.kube.quantity import parse_quantity
+from crater_hub.quantity import parse_quantity
 
 from . import devices, events
 from .controller import Controller

@@ -15,7 +15,7 @@ submission order, so the first that waits holds back the owner's later ones at i
 owners' jobs are never held back by it (fair share is unchanged).
 
 Quota: a guaranteed job is admitted only if the owner's servers and guaranteed jobs, plus it,
-stay within the quota (:func:`crater_hub.spawner.quotas.violation`; the ``servers`` limit is for
+stay within the quota (:func:`crater_hub.policy.quotas.violation`; the ``servers`` limit is for
 servers only). Best-effort jobs ignore quota and take idle capacity; they are preempted when a
 guaranteed job has waited longer than ``preempt_after`` and evicting best-effort jobs on one node
 would let it start there.
@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
-from ..spawner.quotas import Usage, violation
+from ..policy.quotas import Usage, violation
 
 CPU_POOL = "cpu"
 BEST_EFFORT_FIFO = "best_effort_fifo"

@@ -49,14 +49,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
 
+from ..accelerators import Accelerator
 from ..db import migrate
 from ..db.models import Job, JobTransition, from_isotime, isotime, utcnow
 from ..db.session import Database
 from ..kube.caches import WatchCache
 from ..kube.client import shared_client
 from ..kube.inventory import pod_requests, shared_inventory
-from ..kube.quantity import parse_quantity
-from ..spawner.quotas import Usage
+from ..policy.ledger import JOB, SERVER, Holding
+from ..quantity import parse_quantity
 from . import engine, faults, kueue, manifest, timeline
 from .spec import JobError, bytes_of, millicores
 
@@ -171,6 +172,8 @@ class QueueService:
             self.job_cache = WatchCache.shared("jobs", self.namespace, manifest.SELECTOR)
             self.inventory = shared_inventory(self.crater.accelerator_catalog())
             self.pod_cache = self.inventory.pod_cache
+            for job in self.jobs.values():
+                self._account(job)
             self.job_cache.add_listener(self._on_job)
             self.pod_cache.add_listener(self._on_pod)
             for pod in list(self.pod_cache.objects.values()):
@@ -327,6 +330,7 @@ class QueueService:
             return False
         for key, value in vals.items():
             setattr(job, key, value)
+        self._account(job)
         return True
 
     async def _update(self, job, **values):
@@ -349,7 +353,27 @@ class QueueService:
             self.jobs.pop(job_id, None)
         else:
             self.jobs[job_id] = job
+        if job is not None:
+            self._account(job)
         return job
+
+    # -- the quota ledger ----------------------------------------------------------------------
+
+    def _holding(self, job):
+        """What an active job holds, for the hub's quota ledger (shared with the spawner)."""
+        accelerator = None
+        if job.accelerator and job.gpus:
+            accelerator = next((a for a in self.inventory.accelerators() if a.slug == job.accelerator),
+                               None) or Accelerator(job.accelerator, job.accelerator, "")
+        return Holding(JOB, accelerator, job.gpus if accelerator else 0, not job.best_effort)
+
+    def _account(self, job):
+        """Keep the ledger true to ``job``'s state: admitted or running jobs hold, others not.
+        Every change of a record's state goes through here (on the event loop)."""
+        if job.state in ACTIVE:
+            self.crater.ledger.hold(job.owner, (JOB, job.id), self._holding(job))
+        else:
+            self.crater.ledger.release(job.owner, (JOB, job.id))
 
     # -- reconcile -----------------------------------------------------------------------------
 
@@ -627,12 +651,15 @@ class QueueService:
     # -- admission -----------------------------------------------------------------------------
 
     def _owner_info(self, owners):
-        """owner -> (quota, Usage of servers), from the hub's users."""
-        policy = self.crater.quota_policy()
+        """owner -> (quota, Usage of their servers): quotas from the hub's users' groups, what
+        their servers hold from the ledger."""
+        policy, ledger = self.crater.quota_policy(), self.crater.ledger
         if self.users is None:
-            return {owner: (policy.for_user([], False), Usage()) for owner in owners}
-        return {owner: (policy.for_user(groups, is_admin), usage)
-                for owner, (groups, is_admin, usage) in self.users.info(owners).items()}
+            info = {owner: ([], False) for owner in owners}
+        else:
+            info = self.users.info(owners)
+        return {owner: (policy.for_user(groups, is_admin), ledger.usage(owner, kinds=(SERVER,)))
+                for owner, (groups, is_admin) in info.items()}
 
     def _engine_job(self, job, cls=engine.QueuedJob, **extra):
         """The engine's view of a record, kept on the record while ``cls`` and ``extra`` (an
@@ -740,6 +767,7 @@ class QueueService:
                         victim, "preempted", f"preempted by job {for_id}", expect=victim.state):
                     faults.point("preempt.after_commit")
         admitted = []
+        quotas = {owner: quota for owner, (quota, _) in info.items()}
         for job_id, _node in decision.admit:
             job = self.jobs.get(job_id)
             if job is None or job.state != "queued":
@@ -747,10 +775,21 @@ class QueueService:
             async with self._locks[job_id]:
                 if job.state != "queued":
                     continue  # cancelled while this cycle decided
+                # Reserve in the ledger before committing, with no await in between: a spawn
+                # (or another admission) of the owner since this cycle looked is counted now.
+                why = self.crater.ledger.reserve(job.owner, (JOB, job.id), self._holding(job),
+                                                 quotas.get(job.owner))
+                if why:
+                    self.wake()  # decided on what changed meanwhile: decide again
+                    continue
                 faults.point("admit.before_commit")
                 reason = (f"admitted: fits {job.owner}'s quota and the free capacity"
                           if not job.best_effort else "admitted on idle capacity (best-effort)")
-                if await self._transition(job, "admitted", reason, expect="queued"):
+                try:
+                    committed = await self._transition(job, "admitted", reason, expect="queued")
+                finally:
+                    self._account(self.jobs.get(job_id, job))
+                if committed:
                     faults.point("admit.after_commit")
                     admitted.append(job)
         await asyncio.gather(*(self._dispatch_locked(job) for job in admitted))

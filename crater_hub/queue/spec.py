@@ -1,30 +1,31 @@
 """A job submission (the JSON body of ``POST /hub/api/crater/jobs``) → a frozen :class:`JobSpec`.
 
-Profile, accelerator and GPU count go through the spawner's own validator
-(:func:`crater_hub.spawner.options.resolve`), so a job may ask for exactly what its user could
-start as a server. Every refusal is a :class:`JobError` whose message names the field and what
-is allowed; ``status`` is 400 (invalid) or 403 (not allowed for this user).
+The workload fields (``profile``, ``accelerator``, ``gpus``, ``image``) go through the policy's
+one resolver (:func:`crater_hub.policy.workload.resolve`), as a server spawn's ``user_options``
+do: a job may ask for exactly what its user could start as a server, in the same words. This
+module validates the job's own fields on top (``command``, ``env``, ``priority``,
+``max_runtime``, ``name``) and refuses, at submit, a job that could never run
+(:func:`never_runs`). Every refusal is a :class:`JobError` whose message names the field and
+what is allowed; ``status`` is 400 (invalid) or 403 (not allowed for this user).
 """
 
 import re
 from dataclasses import dataclass, field
 
-from ..kube.quantity import parse_quantity
-from ..spawner import options as options_mod
-from .settings import default_priority
+from ..policy import quotas as quotas_mod
+from ..policy import workload as workload_mod
+from ..policy.environment import reserved_reason
+from ..policy.priorities import default_priority
+from ..quantity import parse_quantity
 
-FIELDS = ("name", "profile", "accelerator", "gpus", "image", "command", "env", "priority",
-          "max_runtime")
+JOB_FIELDS = ("name", "command", "env", "priority", "max_runtime")
+FIELDS = (*JOB_FIELDS, *workload_mod.OPTION_NAMES)
 MAX_NAME = 100
-MAX_GPUS = 64
 MAX_COMMAND_ARGS = 256
 MAX_COMMAND_BYTES = 16 * 1024
 MAX_ENV_VARS = 100
 MAX_ENV_BYTES = 32 * 1024
-MAX_IMAGE = 512
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
-RESERVED_ENV = ("JUPYTERHUB_", "CRATER_JOB_")
 
 
 class JobError(Exception):
@@ -100,7 +101,7 @@ def _command(value):
     return argv
 
 
-def _env(value):
+def _env(value, accelerators):
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -112,9 +113,9 @@ def _env(value):
         if not ENV_NAME.match(name):
             raise JobError(f"env name {name!r} is invalid: use letters, digits and '_', not starting "
                            "with a digit (at most 128 characters)")
-        if name.startswith(RESERVED_ENV):
-            raise JobError(f"env name {name!r} is reserved: names starting with "
-                           f"{' or '.join(RESERVED_ENV)} are set by the hub")
+        why = reserved_reason(name, accelerators)
+        if why:
+            raise JobError(f"env name {name!r} is reserved: {why}")
         if not isinstance(val, str):
             raise JobError(f"env value of {name} must be a string, got {type(val).__name__}")
         size += len(name.encode()) + len(val.encode())
@@ -128,17 +129,18 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
     """Check a submission for ``owner`` (in ``groups``) and return its :class:`JobSpec`.
 
     ``profiles``: the parsed ``Crater.profiles``; ``catalog``: slug -> Accelerator in force;
-    ``priorities``: the parsed priority classes.
+    ``priorities``: the parsed priority classes; ``default_image``: what a job runs when its
+    profile lists no image.
     """
     if not isinstance(body, dict):
-        raise JobError("the request body must be a JSON object with at least profile and command")
+        raise JobError("the request body must be a JSON object with at least a command")
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise JobError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(FIELDS)}")
     if "command" not in body:
         raise JobError("command is required: a shell line or a list of arguments")
     command = _command(body["command"])
-    env = _env(body.get("env"))
+    env = _env(body.get("env"), catalog.values())
 
     name = body.get("name")
     if name is None:
@@ -148,48 +150,45 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
     elif not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         raise JobError(f"name must be a non-empty string of at most {MAX_NAME} characters")
 
-    if "profile" not in body or not isinstance(body["profile"], str):
-        choices = ", ".join(p.slug for p in profiles) or "none configured"
-        raise JobError(f"profile is required: one of {choices}")
-    options = {"profile": body["profile"]}
-    accelerator = body.get("accelerator")
-    if accelerator is not None:
-        if not isinstance(accelerator, str):
-            raise JobError("accelerator must be an accelerator slug or null")
-        options["accelerator"] = accelerator
-    elif "accelerator" in body:
-        options["accelerator"] = options_mod.NO_ACCELERATOR
-    if "gpus" in body:
-        options["gpus"] = _int(body, "gpus", 0, MAX_GPUS, " GPUs")
-        if options["gpus"] == 0 and "accelerator" not in body:
-            options["accelerator"] = options_mod.NO_ACCELERATOR
+    request = {key: body[key] for key in workload_mod.OPTION_NAMES if key in body}
     try:
-        spawn = options_mod.resolve(options, profiles, owner, groups, catalog)
-    except options_mod.OptionsError as e:
+        spec = workload_mod.resolve(request, profiles, owner, groups, catalog, default_image)
+    except workload_mod.PolicyError as e:
         raise JobError(e.message, 403 if e.status == 403 else 400) from None
-
-    image = body.get("image")
-    if image is None:
-        image = spawn.image or default_image
-    elif not isinstance(image, str) or not IMAGE.match(image) or len(image) > MAX_IMAGE:
-        raise JobError(f"image must be an image reference such as 'python:3.12' (at most {MAX_IMAGE} "
-                       f"characters), got {image!r}")
-    else:
-        profile = next(p for p in profiles if p.slug == spawn.profile)
-        image = next((i.image for i in profile.images if i.slug == image), image)
 
     priority = _priority(body.get("priority"), priorities, owner, groups)
     runtime = default_runtime
     if "max_runtime" in body:
         runtime = _int(body, "max_runtime", 1, max_runtime, " seconds")
     return JobSpec(
-        owner=owner, name=name.strip(), profile=spawn.profile, accelerator=spawn.accelerator,
-        gpus=spawn.gpus if spawn.accelerator else 0,
-        cpu=_quantity(spawn.cpu_guarantee), cpu_limit=_quantity(spawn.cpu_limit),
-        memory=spawn.mem_guarantee, memory_limit=spawn.mem_limit, image=image,
+        owner=owner, name=name.strip(), profile=spec.profile, accelerator=spec.accelerator,
+        gpus=spec.gpus if spec.accelerator else 0,
+        cpu=_quantity(spec.cpu_guarantee), cpu_limit=_quantity(spec.cpu_limit),
+        memory=spec.mem_guarantee, memory_limit=spec.mem_limit, image=spec.image or default_image,
         command=command, env=env, priority=priority.name, priority_value=priority.value,
         best_effort=priority.best_effort, max_runtime=runtime,
     )
+
+
+def never_runs(spec, quota, fit):
+    """Refuse a job that could never start with a :class:`JobError` naming why.
+
+    ``quota``: the owner's (None: unlimited); ``fit``: the inventory's
+    :class:`~crater_hub.kube.inventory.Fit` of its devices (None for a CPU-only job). Best-effort
+    jobs run beyond quota by design, so only the nodes bound them.
+    """
+    if not spec.accelerator or not spec.gpus:
+        return
+    if not spec.best_effort:
+        why = quotas_mod.beyond(quota, spec)
+        if why:
+            raise JobError(f"gpus: {why}, so this job could never start; ask for fewer", 403)
+    if fit is not None and not fit.fits_when_empty:
+        if fit.largest_node == 0:
+            raise JobError(f"accelerator: {fit.message} This job could never start; choose "
+                           f"another accelerator")
+        raise JobError(f"gpus: {fit.message} This job could never start; ask for at most "
+                       f"{fit.largest_node}")
 
 
 def _priority(name, priorities, owner, groups):

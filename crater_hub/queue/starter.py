@@ -28,37 +28,23 @@ _pending = set()  # strong references to scheduled start tasks
 
 
 class HubUsers:
-    """What the queue needs of the hub's users: groups, admin flag, GPUs their servers hold."""
+    """What the queue needs of the hub's users: their groups and admin flag (for quotas and
+    priority classes). What their servers hold, it reads from the quota ledger."""
 
-    def __init__(self, app, crater):
+    def __init__(self, app):
         self.app = app
-        self.crater = crater
 
     def info(self, names):
-        """name -> (groups, is_admin, Usage of their servers) for each of ``names``.
+        """name -> (groups, is_admin) for each of ``names``.
 
         Users are found in the hub's in-memory user cache (one pass over it), and only those not
         there yet are looked up by name, which is a database query each in JupyterHub's UserDict:
         this runs on every admission cycle, for every owner with a job."""
-        from ..kube.inventory import shared_inventory
-        from ..spawner.quotas import Usage
-        from ..spawner.usage import active_specs
-
         cached = {user.name: user for user in dict.values(self.app.users)}
-        profiles = self.crater.profile_list()
-        catalog = None
-        if profiles:
-            catalog = {a.slug: a for a in
-                       shared_inventory(self.crater.accelerator_catalog()).accelerators()}
         out = {}
         for name in names:
             user = cached.get(name) or self.app.users.get(name)
-            if user is None:
-                out[name] = ([], False, Usage())
-                continue
-            groups = [g.name for g in user.groups]
-            usage = Usage.of(active_specs(user, profiles, catalog)) if profiles else Usage()
-            out[name] = (groups, user.admin, usage)
+            out[name] = ([], False) if user is None else ([g.name for g in user.groups], user.admin)
         return out
 
 
@@ -114,8 +100,8 @@ async def _start(app, crater=None):
     from .service import QueueService
 
     _log_through_hub(app)
-    crater = crater or Crater(config=app.config)
-    service = QueueService(crater, crater.jobs_db_url or app.db_url, HubUsers(app, crater))
+    crater = crater or Crater.shared(app.config)
+    service = QueueService(crater, crater.jobs_db_url or app.db_url, HubUsers(app))
     await service.start()
     return service
 

@@ -1,16 +1,10 @@
-"""CraterSpawner: KubeSpawner with crater_hub's profiles and quotas (see ``spawner.py``).
+"""CraterSpawner: KubeSpawner with crater_hub's policy (profiles, quotas) applied to every spawn.
 
-The pure modules of this package (``profiles``, ``quotas``, ``options``) are imported by
-``crater_hub.config``, which ``spawner.py`` imports in turn; so the spawner class is loaded on
-first access (PEP 562) rather than at package import, which keeps that cycle from forming.
+Modules: ``spawner`` (the class), ``form`` (the spawn form), ``shaping`` (the pod's resources),
+``usage`` (what a user's servers hold). What a spawn may ask for is decided in
+:mod:`crater_hub.policy`, which the job queue shares.
 """
 
+from .spawner import CraterSpawner
+
 __all__ = ["CraterSpawner"]
-
-
-def __getattr__(name):
-    if name == "CraterSpawner":
-        from .spawner import CraterSpawner
-
-        return CraterSpawner
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

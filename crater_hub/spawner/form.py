@@ -1,11 +1,11 @@
 """The spawn form: an HTML fragment for JupyterHub's spawn page, and its submitted fields back.
 
-:func:`render` draws the offer model (:func:`crater_hub.spawner.offer.offer`, the same JSON that
+:func:`render` draws the offer model (:func:`crater_hub.policy.offer.offer`, the same JSON that
 ``GET /hub/api/crater/profiles`` answers) with ``templates/crater/spawn_form.html``; the fragment's
 small inline script polls that endpoint and updates availability in place, so the form and the
 API never disagree. Field names are KubeSpawner's (``profile``,
 ``profile-option-{profile}--{option}``), so :func:`options_from_form` yields the same
-``user_options`` a REST spawn sends; validation happens later, in :func:`.options.resolve`.
+``user_options`` a REST spawn sends; validation happens later, in :func:`crater_hub.policy.workload.resolve`.
 """
 
 from functools import lru_cache
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from .options import NO_ACCELERATOR
+from ..policy.workload import NO_ACCELERATOR
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FORM_TEMPLATE = "crater/spawn_form.html"
@@ -92,7 +92,7 @@ def _first(formdata, key):
 def options_from_form(formdata):
     """``user_options`` from the submitted fields (lists of strings, as JupyterHub passes them).
 
-    Only the chosen profile's fields are read; values stay strings for :func:`.options.resolve`.
+    Only the chosen profile's fields are read; values stay strings for :func:`crater_hub.policy.workload.resolve`.
     """
     profile = _first(formdata, "profile")
     if profile is None:

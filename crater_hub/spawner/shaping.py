@@ -4,13 +4,13 @@ KubeSpawner keeps one spawner object per server across spawns and profile overri
 ``setattr`` calls, so a GPU request, node selector or toleration from one spawn used to survive
 into the next (kubespawner #546, #691). Here each spawn first restores the traits to what the
 operator configured (a snapshot taken before the first spawn), then applies the
-:class:`~.options.SpawnSpec` — so a CPU spawn after a GPU spawn carries nothing of it.
+:class:`~crater_hub.policy.workload.WorkloadSpec` — so a CPU spawn after a GPU spawn carries nothing of it.
 """
 
 import copy
 
-from ..kube.quantity import parse_quantity
 from ..merging import merge
+from ..quantity import parse_quantity
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations")

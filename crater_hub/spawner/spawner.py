@@ -6,9 +6,11 @@ from traitlets import default
 
 from ..config import Crater
 from ..kube.inventory import shared_inventory
-from . import form, options, quotas, shaping
-from .offer import offer
-from .usage import active_specs, user_lock
+from ..policy import workload
+from ..policy.ledger import Holding
+from ..policy.offer import offer
+from . import form, shaping
+from .usage import holding_of, server_key
 
 try:  # JupyterHub ≥ 6: a policy refusal with a reason label and a status code
     from jupyterhub.spawner import SpawnException
@@ -39,13 +41,12 @@ class CraterSpawner(KubeSpawner):
     quota under a per-user lock and against live capacity, and the pod is shaped explicitly.
     """
 
-    crater_spec = None  # the SpawnSpec this server was started with
+    crater_spec = None  # the WorkloadSpec this server was started with
 
     @property
     def crater(self):
-        if not hasattr(self, "_crater"):
-            self._crater = Crater(parent=self)
-        return self._crater
+        """The hub's one :class:`~crater_hub.config.Crater` (settings and quota ledger)."""
+        return Crater.shared(self.config)
 
     @property
     def crater_enabled(self):
@@ -76,9 +77,9 @@ class CraterSpawner(KubeSpawner):
         The form's and the REST API's model. Nothing is excluded: a spawner shows its form
         only while it is not active, so it never counts itself.
         """
-        profiles, inventory, catalog = await self._context()
+        profiles, inventory, _ = await self._context()
         groups = [g.name for g in self.user.groups]
-        usage = quotas.Usage.of(active_specs(self.user, profiles, catalog))
+        usage = self.crater.ledger.usage(self.user.name)
         quota = self.crater.quota_policy().for_user(groups, self.user.admin)
         return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
 
@@ -91,18 +92,18 @@ class CraterSpawner(KubeSpawner):
         profiles, inventory, catalog = await self._context()
         groups = [g.name for g in self.user.groups]
         try:
-            spec = options.resolve(self.user_options, profiles, self.user.name, groups, catalog)
-            async with user_lock(self.user.name):
-                # no await below: check and reservation are one step for concurrent spawns
-                self._check_capacity(spec, inventory)
-                usage = quotas.Usage.of(active_specs(self.user, profiles, catalog, exclude=self))
-                quota = self.crater.quota_policy().for_user(groups, self.user.admin)
-                why = quotas.violation(quota, usage, spec)
-                if why:
-                    raise options.OptionsError(f"Over quota: {why}.", status=403, reason="quota")
-                self.crater_spec = spec
-        except options.OptionsError as e:
-            self.crater_spec = None
+            spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog)
+            # no await from here to the reservation: on the event loop, the check and the
+            # record are one step for concurrent spawns and the queue's admissions
+            self._check_capacity(spec, inventory)
+            quota = self.crater.quota_policy().for_user(groups, self.user.admin)
+            why = self.crater.ledger.reserve(self.user.name, server_key(self),
+                                             Holding.of("server", spec), quota)
+            if why:
+                raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
+            self.crater_spec = spec
+        except workload.PolicyError as e:
+            self._release()
             raise refusal(e) from None
         if not hasattr(self, "_crater_baseline"):
             keys = {k for p in profiles for k in p.kubespawner_override}
@@ -116,7 +117,7 @@ class CraterSpawner(KubeSpawner):
             return
         fit = inventory.fits(spec.accelerator.slug, spec.gpus)
         if not fit.fits_now:
-            raise options.OptionsError(fit.message, status=409 if fit.fits_when_empty else 400,
+            raise workload.PolicyError(fit.message, status=409 if fit.fits_when_empty else 400,
                                        reason="capacity")
 
     def start(self):
@@ -126,7 +127,7 @@ class CraterSpawner(KubeSpawner):
 
         def release_on_failure(f):
             if f.cancelled() or f.exception() is not None:
-                self.crater_spec = None
+                self._release()
 
         future.add_done_callback(release_on_failure)
         return future
@@ -135,4 +136,24 @@ class CraterSpawner(KubeSpawner):
         try:
             return await super().stop(now=now)
         finally:
-            self.crater_spec = None
+            self._release()
+
+    async def poll(self):
+        """KubeSpawner's poll, keeping the ledger true: a running server holds its spec (after
+        a hub restart, JupyterHub polls every server it finds, which restores them), a stopped
+        one holds nothing. A starting server keeps its reservation."""
+        status = await super().poll()
+        if not self.crater_enabled:
+            return status
+        key = server_key(self)
+        if status is None:
+            if not self.crater.ledger.holds(self.user.name, key):
+                profiles, _, catalog = await self._context()
+                self.crater.ledger.hold(self.user.name, key, holding_of(self, profiles, catalog))
+        elif not self.pending:
+            self._release()
+        return status
+
+    def _release(self):
+        self.crater_spec = None
+        self.crater.ledger.release(self.user.name, server_key(self))

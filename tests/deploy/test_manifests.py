@@ -16,8 +16,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from crater_hub import deploy
 from crater_hub.config import Crater
+from crater_hub.policy import workload as options
 from crater_hub.queue import kueue
-from crater_hub.spawner import CraterSpawner, options, shaping
+from crater_hub.spawner import CraterSpawner, shaping
 from tests.reference import CRDS, crd_errors, k8s_validate, kubernetes_validate
 
 from .conftest import BASE, HELM_VALUES, MANIFEST_FILES, OVERLAYS, REPO, values_for

@@ -16,8 +16,9 @@ from jupyterhub.app import JupyterHub
 from crater_hub import deploy, handlers
 from crater_hub.config import Crater
 from crater_hub.db import migrate
+from crater_hub.policy import profiles, quotas
 from crater_hub.queue.service import QueueService
-from crater_hub.spawner import CraterSpawner, profiles, quotas
+from crater_hub.spawner import CraterSpawner
 
 from .conftest import BASE, HELM_VALUES, MANIFEST_FILES, OVERLAYS, VALUES_FILES, rel, values_for
 

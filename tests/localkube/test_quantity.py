@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from crater_hub.kube.quantity import (
+from crater_hub.quantity import (
     ceil_int,
     format_cpu,
     format_memory,

@@ -11,8 +11,8 @@ import heapq
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from crater_hub.policy.quotas import Usage, violation
 from crater_hub.queue.engine import CPU_POOL, Decision, NodeFree
-from crater_hub.spawner.quotas import Usage, violation
 
 
 def _usage_add(usage, job, sign=1):

@@ -5,8 +5,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from crater_hub.spawner import form, options, quotas
-from crater_hub.spawner.offer import offer
+from crater_hub.policy import quotas
+from crater_hub.policy import workload as options
+from crater_hub.policy.offer import offer
+from crater_hub.spawner import form
 
 from .test_spawn_options import CATALOG, crater
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from crater_hub.policy.quotas import Quota, Usage
 from crater_hub.queue.engine import ActiveJob, NodeFree, QueuedJob, schedule
-from crater_hub.spawner.quotas import Quota, Usage
 
 from .queue_engine_reference import schedule as reference_schedule
 
@@ -341,8 +341,10 @@ def test_fast_schedule_decides_as_the_reference_across_many_node_blocks():
 def test_the_strategy_is_a_validated_setting():
     from traitlets import TraitError
 
-    from crater_hub.config import Crater
+    from crater_hub.config import JOB_QUEUEING_STRATEGIES, Crater
+    from crater_hub.queue.engine import STRATEGIES
 
+    assert JOB_QUEUEING_STRATEGIES == STRATEGIES  # config.py sits below the queue: two copies
     assert Crater().job_queueing_strategy == "best_effort_fifo"
     assert Crater(job_queueing_strategy="strict_fifo").job_queueing_strategy == "strict_fifo"
     with pytest.raises(TraitError, match="job_queueing_strategy must be one of best_effort_fifo, "

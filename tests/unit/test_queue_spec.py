@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 
 from crater_hub.accelerators import parse as parse_accelerators
+from crater_hub.policy.priorities import parse_priorities
+from crater_hub.policy.profiles import parse as parse_profiles
 from crater_hub.queue import manifest
-from crater_hub.queue.settings import parse_priorities
 from crater_hub.queue.spec import JobError, resolve
-from crater_hub.spawner.profiles import parse as parse_profiles
 
 ACCS = parse_accelerators([{"slug": "a100", "resource": "nvidia.com/gpu",
                             "node_selector": {"nvidia.com/gpu.product": "A100"},

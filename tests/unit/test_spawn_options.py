@@ -6,8 +6,10 @@ from traitlets.config import Config
 
 from crater_hub.accelerators import Accelerator
 from crater_hub.config import Crater
-from crater_hub.spawner import options, quotas, shaping
-from crater_hub.spawner.options import OptionsError
+from crater_hub.policy import quotas
+from crater_hub.policy import workload as options
+from crater_hub.policy.workload import PolicyError
+from crater_hub.spawner import shaping
 
 A100 = Accelerator("a100", "A100 80GB", "nvidia.com/gpu", {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
                    ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},), "80Gi")
@@ -59,7 +61,7 @@ def test_default_profile_and_choices():
     ({"profile": "cpu", "gpu": 1}, 400, "unknown option(s) 'gpu'"),
 ])
 def test_refusals_name_the_option_and_what_is_allowed(user_options, status, fragment):
-    with pytest.raises(OptionsError) as e:
+    with pytest.raises(PolicyError) as e:
         resolve(user_options)
     assert e.value.status == status and fragment in e.value.message
 

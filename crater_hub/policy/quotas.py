@@ -119,6 +119,20 @@ def violation(quota, usage, spec):
     return None
 
 
+def beyond(quota, spec):
+    """Why ``spec`` alone is more than ``quota`` allows, so that it could never start however
+    much the user frees; None when it fits an empty quota."""
+    if quota is None or not spec.accelerator or not spec.gpus:
+        return None
+    if quota.gpus is not None and spec.gpus > quota.gpus:
+        return f"{spec.gpus} {_gpus(spec.gpus)} is more than your GPU quota of {quota.gpus}"
+    cap = quota.accelerators.get(spec.accelerator.slug)
+    if cap is not None and spec.gpus > cap:
+        return (f"{spec.gpus} × {spec.accelerator.display_name} is more than your quota of "
+                f"{cap} for them")
+    return None
+
+
 def _gpus(n):
     return "GPU" if n == 1 else "GPUs"
 

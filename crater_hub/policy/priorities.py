@@ -1,4 +1,5 @@
-"""The job queue's operator settings, parsed from ``Crater.job_*`` into frozen values.
+"""Priority classes of batch jobs (``Crater.job_priorities``), parsed into frozen values: policy,
+because who may use which class is an access rule like a profile's.
 
 Priority classes (``Crater.job_priorities``)::
 
@@ -12,16 +13,13 @@ on idle capacity and are the ones preempted for guaranteed jobs. ``allowed_group
 classes configured there is one, ``normal``, open to everyone.
 """
 
-import re
 from dataclasses import dataclass
 
 from ..checks import ConfigError, check_mapping, check_slug
-from ..spawner.profiles import Access
-from .engine import STRATEGIES
+from .access import Access, parse_access
 
 PRIORITY_KEYS = {"name", "value", "default", "best_effort", "allowed_groups", "allowed_users",
                  "description"}
-BACKENDS = ("embedded", "kueue")
 
 
 @dataclass(frozen=True)
@@ -39,12 +37,6 @@ class PriorityClass:
 
 
 DEFAULT_PRIORITIES = (PriorityClass("normal", 0, default=True),)
-
-
-def _names(value, where):
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of names, got {value!r}")
-    return frozenset(value)
 
 
 def parse_priorities(entries, where="Crater.job_priorities"):
@@ -71,8 +63,7 @@ def parse_priorities(entries, where="Crater.job_priorities"):
         out.append(PriorityClass(
             name=name, value=value, default=entry.get("default", False),
             best_effort=entry.get("best_effort", False),
-            access=Access(_names(entry.get("allowed_groups", []), f"{here}.allowed_groups"),
-                          _names(entry.get("allowed_users", []), f"{here}.allowed_users")),
+            access=parse_access(entry, here),
             description=str(entry.get("description") or ""),
         ))
     if sum(p.default for p in out) > 1:
@@ -86,27 +77,3 @@ def default_priority(classes):
         return marked[0]
     open_ = [p for p in classes if not p.access.groups and not p.access.users and not p.best_effort]
     return open_[0] if open_ else classes[0]
-
-
-def check_backend(value, where="Crater.job_queue_backend"):
-    if value not in BACKENDS:
-        raise ConfigError(f"{where} must be one of {', '.join(BACKENDS)}, got {value!r}")
-    return value
-
-
-def check_strategy(value, where="Crater.job_queueing_strategy"):
-    if value not in STRATEGIES:
-        raise ConfigError(f"{where} must be one of {', '.join(STRATEGIES)}, got {value!r}")
-    return value
-
-
-def check_seconds(value, where, minimum=1, maximum=366 * 86400):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not minimum <= value <= maximum:
-        raise ConfigError(f"{where} must be a number of seconds from {minimum} to {maximum}, got {value!r}")
-    return value
-
-
-def check_namespace(value, where="Crater.jobs_namespace"):
-    if value and not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", value):
-        raise ConfigError(f"{where} must be a Kubernetes namespace name (DNS-1123 label), got {value!r}")
-    return value

@@ -1,4 +1,4 @@
-"""Profiles: what a researcher may choose when starting a server, and who may choose it.
+"""Profiles: what a researcher may choose for a server or a job, and who may choose it.
 
 A profile is JSON-shaped operator configuration (``Crater.profiles``), validated once by
 :func:`parse` into frozen dataclasses. Restrictions follow the 2i2c convention: ``allowed_groups``
@@ -10,34 +10,16 @@ REST API and spawn validation all start from it, so they never disagree.
 from dataclasses import dataclass, field, replace
 
 from ..checks import ConfigError, check_mapping, check_slug
-from ..kube.quantity import parse_quantity
+from ..quantity import parse_quantity
+from .access import Access, parse_access
+from .images import parse_patterns
 
 PROFILE_KEYS = {"slug", "display_name", "description", "default", "image", "images", "cpu", "memory",
-                "accelerators", "allow_cpu_only", "allowed_groups", "allowed_users", "kubespawner_override"}
+                "image_patterns", "accelerators", "allow_cpu_only", "allowed_groups", "allowed_users",
+                "kubespawner_override"}
 IMAGE_KEYS = {"slug", "display_name", "image", "allowed_groups", "allowed_users"}
 ACCELERATOR_KEYS = {"accelerator", "counts", "allowed_groups", "allowed_users"}
 LIMIT_KEYS = {"guarantee", "limit"}
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who may use an entry: everyone when both sets are empty."""
-
-    groups: frozenset = frozenset()
-    users: frozenset = frozenset()
-
-    def allows(self, user_name, user_groups):
-        if not self.groups and not self.users:
-            return True
-        return user_name in self.users or bool(self.groups & set(user_groups))
-
-    def describe(self):
-        parts = []
-        if self.groups:
-            parts.append("members of " + ", ".join(sorted(self.groups)))
-        if self.users:
-            parts.append("users " + ", ".join(sorted(self.users)))
-        return " and ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -68,22 +50,13 @@ class Profile:
     description: str = ""
     default: bool = False
     images: tuple = ()  # ImageChoice; empty: the spawner's configured image
+    image_patterns: tuple = ()  # ImagePattern: references allowed beyond the choices
     cpu: Limits = Limits()
     memory: Limits = Limits()
     accelerators: tuple = ()  # AcceleratorChoice
     allow_cpu_only: bool = True  # "no accelerator" is a valid choice
     access: Access = Access()
     kubespawner_override: dict = field(default_factory=dict)
-
-
-def _access(entry, where):
-    out = {}
-    for key in ("allowed_groups", "allowed_users"):
-        value = entry.get(key, [])
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}.{key} must be a list of names, got {value!r}")
-        out[key] = frozenset(value)
-    return Access(out["allowed_groups"], out["allowed_users"])
 
 
 def _limits(entry, where, kind):
@@ -125,7 +98,7 @@ def _images(entry, where):
         seen.add(slug)
         if not isinstance(img.get("image"), str) or not img["image"]:
             raise ConfigError(f"{here}.image must be an image reference string")
-        out.append(ImageChoice(slug, str(img.get("display_name") or slug), img["image"], _access(img, here)))
+        out.append(ImageChoice(slug, str(img.get("display_name") or slug), img["image"], parse_access(img, here)))
     return tuple(out)
 
 
@@ -146,7 +119,7 @@ def _accelerators(entry, where, known):
         if not isinstance(counts, list) or not counts or not all(
                 isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts):
             raise ConfigError(f"{here}.counts must be a non-empty list of positive integers, got {counts!r}")
-        out.append(AcceleratorChoice(slug, tuple(sorted(set(counts))), _access(acc, here)))
+        out.append(AcceleratorChoice(slug, tuple(sorted(set(counts))), parse_access(acc, here)))
     return tuple(out)
 
 
@@ -174,10 +147,12 @@ def parse(entries, accelerator_slugs=None, where="Crater.profiles"):
         out.append(Profile(
             slug=slug, display_name=str(entry.get("display_name") or slug),
             description=str(entry.get("description") or ""), default=bool(entry.get("default", False)),
-            images=_images(entry, here), cpu=_limits(entry.get("cpu"), f"{here}.cpu", "cpu"),
+            images=_images(entry, here),
+            image_patterns=parse_patterns(entry.get("image_patterns", []), f"{here}.image_patterns"),
+            cpu=_limits(entry.get("cpu"), f"{here}.cpu", "cpu"),
             memory=_limits(entry.get("memory"), f"{here}.memory", "memory"), accelerators=accelerators,
             allow_cpu_only=bool(entry.get("allow_cpu_only", not accelerators)),
-            access=_access(entry, here), kubespawner_override=dict(override),
+            access=parse_access(entry, here), kubespawner_override=dict(override),
         ))
     if sum(p.default for p in out) > 1:
         raise ConfigError(f"{where}: more than one profile has default: true")
@@ -191,12 +166,13 @@ def visible_to(profiles, user_name, user_groups):
         if not profile.access.allows(user_name, user_groups):
             continue
         images = tuple(i for i in profile.images if i.access.allows(user_name, user_groups))
+        patterns = tuple(p for p in profile.image_patterns if p.access.allows(user_name, user_groups))
         accelerators = tuple(a for a in profile.accelerators if a.access.allows(user_name, user_groups))
-        if profile.images and not images:
+        if profile.images and not images and not patterns:
             continue
         if not accelerators and not profile.allow_cpu_only:
             continue
-        out.append(replace(profile, images=images, accelerators=accelerators))
+        out.append(replace(profile, images=images, image_patterns=patterns, accelerators=accelerators))
     return out
 
 
