@@ -231,13 +231,15 @@ def _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, n
     for heap in releases.values():
         heapq.heapify(heap)
     capacity = defaultdict(int)  # the most a pool could hold at once, to spot impossible jobs
+    held = defaultdict(int)  # (node, accelerator) -> devices its running and admitted jobs hold
+    for job, _, on in running:
+        held[on, job.pool] += job.units
     largest = {}  # accelerator -> the most one node could hold once its jobs end
     for node in nodes:
         for slug in node.accelerators:
             here = node.accelerators[slug] + node.terminating.get(slug, 0)
             capacity[slug] += here
-            here += sum(job.units for job, _, on in running if on == node.name and job.pool == slug)
-            largest[slug] = max(largest.get(slug, 0), here)
+            largest[slug] = max(largest.get(slug, 0), here + held[node.name, slug])
     for job, _, _ in running:
         capacity[job.pool] += job.units
     clock = defaultdict(lambda: now)  # pool -> the replay's time
