@@ -25,6 +25,7 @@ import heapq
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from itertools import compress
 from operator import attrgetter
 
 from ..policy.quotas import Usage, violation
@@ -290,8 +291,8 @@ class _Owner:
         return cap is not None and self.acc.get(acc, 0) + gpus > cap
 
     def why(self, job):
-        """The refusal in quotas.violation's words; kept, since under best_effort_fifo many of
-        an owner's jobs are refused for the same reason in one cycle."""
+        """``over quota: <the refusal in quotas.violation's words>``; kept, since under
+        best_effort_fifo many of an owner's jobs are refused for the same reason in one cycle."""
         acc = job.accelerator
         key = (self.gpus, self.acc.get(acc, 0), acc, job.gpus)
         text = self.whys.get(key)
@@ -299,7 +300,8 @@ class _Owner:
             quota = self.quota
             if quota.servers is not None:
                 quota = replace(quota, servers=None)
-            text = self.whys[key] = violation(quota, Usage(0, self.gpus, self.acc), _Spec(job))
+            text = self.whys[key] = \
+                f"over quota: {violation(quota, Usage(0, self.gpus, self.acc), _Spec(job))}"
         return text
 
 
@@ -386,7 +388,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             index += 1
             if checked and job.accelerator and job.gpus and state.refuses(job.accelerator, job.gpus):
                 left.append(rank)
-                waiting[job.id] = f"over quota: {state.why(job)}"
+                waiting[job.id] = state.why(job)
                 if strict:
                     _behind(job, "over quota", ranks, index, ids, waiting, left)
                     continue
@@ -440,9 +442,9 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                     if state.gpus + gpus > limit or (
                             cap is not None and used.get(job.accelerator, 0) + gpus > cap):
                         left.append(rank)
-                        why = whys.get((state.gpus, used.get(job.accelerator, 0), job.accelerator,
-                                        gpus))
-                        waiting[job.id] = f"over quota: {why or state.why(job)}"
+                        waiting[job.id] = whys.get(
+                            (state.gpus, used.get(job.accelerator, 0), job.accelerator, gpus)
+                        ) or state.why(job)
                         index += 1
                         if strict:
                             _behind(job, "over quota", ranks, index, ids, waiting, left)
@@ -612,8 +614,13 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
               for name, state in owners.items()
               if state.quota is not None and (state.quota.gpus is not None or state.caps)}
     positions, estimated, waiting = decision.positions, decision.estimated_start, decision.waiting
+    pool_of = list(map(attrgetter("pool"), ranked))
+    pools_in_order = list(map(pool_of.__getitem__, order))
+    for pool in set(pools_in_order):
+        mine = list(compress(order, map(pool.__eq__, pools_in_order)))
+        positions.update(zip(map(ids.__getitem__, mine), range(1, len(mine) + 1), strict=True))
     heappop, heappush = heapq.heappop, heapq.heappush
-    pools = {}  # pool -> [heap of release times, time -> units, free units, capacity, clock, count]
+    pools = {}  # pool -> [heap of release times, time -> units, free units, capacity, clock]
     lines = {}  # strict_fifo: (owner, priority, best_effort) -> (previous job's start, its id)
     for rank in order:
         job = ranked[rank]
@@ -624,9 +631,7 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
             at = releases[pool]
             heap = list(at)
             heapq.heapify(heap)
-            state = pools[pool] = [heap, at, free[pool], capacity[pool], now, 0]
-        state[5] += 1
-        positions[job_id] = state[5]
+            state = pools[pool] = [heap, at, free[pool], capacity[pool], now]
         units = job.units
         floor = now
         why = line = clock = None
@@ -647,7 +652,7 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
                        else f"no node has {pool} GPUs")
             elif not job.best_effort:
                 clock = clocks.get(job.owner)
-                if clock is not None:
+                if clock is not None and (units > clock.floor or pool in clock.floors):
                     why = clock.never(pool, units)
         elif units > state[3] + state[2]:
             # the CPU pool's limit counts its free millicores as they are now in the replay
