@@ -465,8 +465,9 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             if index < len(ranks):
                 heappush(heap, (state.fair, ranks[index], slot, index))
 
+    lines = _lines(settled, len(ranked)) if strict else None
     _positions_and_estimates(_order(settled), ranked, ids, active, admitted, place, owners,
-                             server_usage, now, strict, decision)
+                             server_usage, now, lines, decision)
     return decision
 
 
@@ -498,6 +499,18 @@ def _order(settled):
                 merged.sort()
                 order.extend(merged)
     return order
+
+
+def _lines(settled, count):
+    """strict_fifo: rank -> the number of its (level, owner) list, whose jobs start in order."""
+    line_of = [0] * count
+    line = 0
+    for lists in settled:
+        for _, _, left in lists:
+            for rank in left:
+                line_of[rank] = line
+            line += 1
+    return line_of
 
 
 class _QuotaClock:
@@ -564,7 +577,7 @@ class _QuotaClock:
 
 
 def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners, server_usage,
-                             now, strict, decision):
+                             now, line_of, decision):
     """Each still-queued job's 1-based position in its pool, and its estimated start: a replay of
     the queue in order, where running and admitted jobs end at start + declared (or maximum) run
     time, each job starts when its pool has room (capacity summed over nodes) and its owner's
@@ -621,7 +634,10 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
         positions.update(zip(map(ids.__getitem__, mine), range(1, len(mine) + 1), strict=True))
     heappop, heappush = heapq.heappop, heapq.heappush
     pools = {}  # pool -> [heap of release times, time -> units, free units, capacity, clock]
-    lines = {}  # strict_fifo: (owner, priority, best_effort) -> (previous job's start, its id)
+    # strict_fifo (``line_of``: rank -> its owner's list at its level): per list, the previous
+    # job's start (None: it has no estimate) and id
+    strict = line_of is not None
+    lines = {}
     for rank in order:
         job = ranked[rank]
         job_id = ids[rank]
@@ -636,7 +652,7 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
         floor = now
         why = line = clock = None
         if strict:
-            line = (job.owner, job.priority, job.best_effort)
+            line = line_of[rank]
             previous = lines.get(line)
             if previous is not None:
                 if previous[0] is None:
