@@ -7,10 +7,11 @@ SQLite), makes ``--users`` users with a token each, then with one client (tornad
 AsyncHTTPClient, ``--concurrency`` requests in flight, users in turn):
 
 - baseline: ``GET /hub/api/user`` (token check, the user's model: what every API call pays);
-- ``POST /hub/api/crater/jobs`` with a 4 × A100 job, more than the users' quota (2 GPUs), so
-  every job stays queued and the run measures the submit path alone: validation, the insert
-  (committed before the answer), one admission cycle (the answer carries the job's position),
-  the read of the new job;
+- ``POST /hub/api/crater/jobs`` with a 2 × A100 job, within the users' quota (2 GPUs), while the
+  A100 node is cordoned: every job could run (a job that never could is refused at submit) but
+  none fits now, so every job stays queued and the run measures the submit path alone:
+  validation, the insert (committed before the answer), one admission cycle (the answer carries
+  the job's position), the read of the new job;
 - the baseline again, now with the submitted jobs queued.
 
 Requests go to the hub's own port, not through configurable-http-proxy, so the proxy's share of
@@ -28,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,9 +39,10 @@ from crater_hub.localkube import LocalKubeProcess  # noqa: E402
 from tests.e2e.hub import HubProcess, api_request  # noqa: E402
 
 QUEUE_CONFIG = Path(__file__).resolve().parent.parent / "tests" / "queue" / "crater-queue.yaml"
-#: over the default quota (2 GPUs): admitted never, queued always
-QUEUED_JOB = {"profile": "gpu", "accelerator": "a100", "gpus": 4, "command": "true",
+#: within the default quota (2 GPUs), on the A100 node that :func:`cordon` closes: queued always
+QUEUED_JOB = {"profile": "gpu", "accelerator": "a100", "gpus": 2, "command": "true",
               "name": "bench"}
+A100_NODE = "gpu-a100-0"
 
 
 class Hub:
@@ -51,6 +55,7 @@ class Hub:
     def __enter__(self):
         self.cluster = LocalKubeProcess(self.state / "localkube", tie_to_parent=True).start(
             timeout=60)
+        asyncio.run(cordon(self.cluster.kubeconfig, A100_NODE))
         self.hub = HubProcess(self.state / "hub", self.cluster.kubeconfig,
                               env={"CRATER_CONFIG_FILE": str(QUEUE_CONFIG)}).start(timeout=90)
         return self.hub
@@ -59,6 +64,14 @@ class Hub:
         if self.hub is not None:
             self.hub.stop()
         self.cluster.stop()
+
+
+async def cordon(kubeconfig, node):
+    """Mark ``node`` unschedulable, as ``kubectl cordon`` does: its GPUs count, none is free."""
+    configuration = k8s_client.Configuration()
+    await k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    async with k8s_client.ApiClient(configuration) as api:
+        await k8s_client.CoreV1Api(api).patch_node(node, {"spec": {"unschedulable": True}})
 
 
 def direct_url(hub, path):

@@ -48,6 +48,7 @@ def offer(profiles, capacity, user_name, user_groups, quota, usage):
             "slug": p.slug, "display_name": p.display_name, "description": p.description,
             "default": p.default,
             "images": [{"slug": i.slug, "display_name": i.display_name, "image": i.image} for i in p.images],
+            "image_patterns": [pattern.pattern for pattern in p.image_patterns],
             "cpu": {"guarantee": p.cpu.guarantee, "limit": p.cpu.limit},
             "memory": {"guarantee": p.memory.guarantee, "limit": p.memory.limit},
             "allow_cpu_only": p.allow_cpu_only,

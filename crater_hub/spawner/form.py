@@ -44,6 +44,7 @@ def _choices(profile, user_options, is_selected):
     mine = user_options if is_selected else {}
     images = [i["slug"] for i in profile["images"]]
     image = mine.get("image") if mine.get("image") in images else (images[0] if images else None)
+    other = mine.get("image") if mine.get("image") and mine.get("image") not in images else None
     offered = [a["slug"] for a in profile["accelerators"]]
     if profile["allow_cpu_only"]:
         offered.append(NO_ACCELERATOR)
@@ -56,7 +57,7 @@ def _choices(profile, user_options, is_selected):
         values = [str(c["count"]) for c in acc["counts"]]
         usable = [str(c["count"]) for c in acc["counts"] if c["available"]]
         counts[acc["slug"]] = wanted if wanted in usable else (usable or values or [None])[0]
-    return {"image": image, "accelerator": accelerator, "gpus": counts}
+    return {"image": image, "other_image": other, "accelerator": accelerator, "gpus": counts}
 
 
 def _accelerator_summary(profiles):
@@ -93,6 +94,8 @@ def options_from_form(formdata):
     """``user_options`` from the submitted fields (lists of strings, as JupyterHub passes them).
 
     Only the chosen profile's fields are read; values stay strings for :func:`crater_hub.policy.workload.resolve`.
+    An image typed in the "Other image" field (KubeSpawner's ``--unlisted-choice`` field, shown
+    for profiles with ``image_patterns``) replaces the chosen image.
     """
     profile = _first(formdata, "profile")
     if profile is None:
@@ -102,4 +105,7 @@ def options_from_form(formdata):
         value = _first(formdata, field_name(profile, option))
         if value is not None:
             options[option] = value
+    other = _first(formdata, field_name(profile, "image") + "--unlisted-choice")
+    if other and other.strip():
+        options["image"] = other.strip()
     return options

@@ -1,7 +1,6 @@
 """CraterSpawner: KubeSpawner with crater_hub's profiles, live capacity and race-free quotas."""
 
 from kubespawner import KubeSpawner
-from tornado import web
 from traitlets import default
 
 from ..config import Crater
@@ -10,26 +9,8 @@ from ..policy import workload
 from ..policy.ledger import Holding
 from ..policy.offer import offer
 from . import form, shaping
+from .refusal import forget_if_created_for, never_started, refusal
 from .usage import holding_of, server_key
-
-try:  # JupyterHub ≥ 6: a policy refusal with a reason label and a status code
-    from jupyterhub.spawner import SpawnException
-except ImportError:  # JupyterHub 5.x
-    SpawnException = None
-
-
-def refusal(error):
-    """The exception JupyterHub turns into a clean, user-facing spawn failure.
-
-    ``jupyterhub_message`` is what the spawn page shows; without it the page shows ``str(exc)``,
-    which for a SpawnException reads "403 SpawnException(reason=quota): ...".
-    """
-    if SpawnException is not None:
-        exc = SpawnException(error.message, reason=error.reason, status_code=error.status)
-    else:
-        exc = web.HTTPError(error.status, error.message)
-    exc.jupyterhub_message = error.message
-    return exc
 
 
 class CraterSpawner(KubeSpawner):
@@ -42,6 +23,11 @@ class CraterSpawner(KubeSpawner):
     """
 
     crater_spec = None  # the WorkloadSpec this server was started with
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # a record made for the spawn about to run (a new named server): removed if refused
+        self.crater_created_for_spawn = never_started(self)
 
     @property
     def crater(self):
@@ -57,6 +43,14 @@ class CraterSpawner(KubeSpawner):
         if self.crater_enabled:
             return self._render_crater_form
         return super()._options_form_default()
+
+    @default("apply_user_options")
+    def _crater_apply_user_options_default(self):
+        # JupyterHub ≥ 5.3 warns of "unhandled user_options" unless a hook takes them: crater's
+        # are validated and applied in load_user_options, when the spawn starts
+        if self.crater_enabled:
+            return _applied_in_load_user_options
+        return None
 
     @default("options_from_form")
     def _crater_options_from_form_default(self):
@@ -104,6 +98,7 @@ class CraterSpawner(KubeSpawner):
             self.crater_spec = spec
         except workload.PolicyError as e:
             self._release()
+            forget_if_created_for(self)
             raise refusal(e) from None
         if not hasattr(self, "_crater_baseline"):
             keys = {k for p in profiles for k in p.kubespawner_override}
@@ -157,3 +152,7 @@ class CraterSpawner(KubeSpawner):
     def _release(self):
         self.crater_spec = None
         self.crater.ledger.release(self.user.name, server_key(self))
+
+
+def _applied_in_load_user_options(spawner, user_options):
+    """crater's options need no hook: :meth:`CraterSpawner.load_user_options` applies them."""

@@ -99,6 +99,12 @@ async def test_named_server_beyond_the_gpu_quota_is_refused(crater_hub, make_cra
                                  f"{QUOTA_GPUS} of {QUOTA_GPUS} in use, 0 left."), r.data
     assert await server_of(hub, user, "second") is None
     assert {p.metadata.name for p in await user_pods(core, user)} == pods_before
+
+    async def no_record_left():  # not even a stopped one, in the admin page
+        r = await api_request(hub, f"users/{user}?include_stopped_servers=1")
+        return "second" not in r.data["servers"]
+
+    await wait_for(no_record_left, timeout=10, message="the refused server's record to go")
     # A CPU server beside it is within quota.
     await spawn(hub, user, {"profile": "cpu"}, server="cpu")
 

@@ -52,7 +52,8 @@ def database_url(queue_dir, postgres):
 
 
 def queue_hub(state_dir, cluster, database_url, env=None):
-    return HubProcess(state_dir, cluster.kubeconfig,
+    # JupyterHub's default slow_spawn_timeout: a refused spawn is the POST's answer
+    return HubProcess(state_dir, cluster.kubeconfig, slow_spawn_timeout=10,
                       env={"CRATER_CONFIG_FILE": str(CONFIG), "CRATER_DB_URL": database_url,
                            **(env or {})})
 

@@ -368,3 +368,29 @@ async def test_an_evicted_job_is_preempted_then_queued_again_in_kueue(kueue_hub,
 async def _when(model, accept):
     model = await model
     return model if accept(model) else None
+
+
+async def test_what_kueue_admitted_holds_its_owner_quota_against_servers(kueue_hub, kube, user,
+                                                                      tmp_path):
+    """Kueue decides the jobs; the hub's one ledger still counts them, so a GPU server of the
+    same user is refused while a Kueue-admitted job holds the user's quota (2 GPUs)."""
+    name = (await api_request(kueue_hub, "user", token=user)).data["name"]
+    model = await submit(kueue_hub, user, profile="gpu", accelerator="t4", gpus=2,
+                         command=release_command(tmp_path, "held"))
+    kueue_side = PlayKueue(kube, f"crater-job-{model['id']}")
+    await wait_for(kueue_side.job, timeout=15, message="the hub to create the Job")
+    kueue_side.create_workload("waiting for quota")
+    kueue_side.admit()
+    await wait_state(kueue_hub, user, model["id"], "running", timeout=60)
+
+    r = await api_request(kueue_hub, f"users/{name}/server", "POST",
+                          {"profile": "gpu", "accelerator": "t4", "gpus": 1})
+    assert r.code == 403 and "2 of 2 in use" in r.data["message"], r
+    profiles = await api_request(kueue_hub, "crater/profiles", token=user)
+    assert profiles.data["quota"]["gpus"] == 0
+
+    (tmp_path / "held").touch()
+    assert (await wait_state(kueue_hub, user, model["id"], ("succeeded", "failed")))["state"] == \
+        "succeeded"
+    profiles = await api_request(kueue_hub, "crater/profiles", token=user)
+    assert profiles.data["quota"]["gpus"] == 2

@@ -167,3 +167,19 @@ def test_no_profile_for_this_user_says_so():
     html = form.render({"profiles": [], "quota": quotas.remaining(None, quotas.Usage()),
                         "servers_running": 0, "updated": None})
     assert "No server profile is available to you" in html and 'name="profile"' not in html
+
+
+def test_a_profile_with_image_patterns_offers_an_other_image_field_that_resolves_alike():
+    m = model()
+    m["profiles"][1]["image_patterns"] = ["reg.example.org/team/*"]
+    html = form.render(m, {"profile": "gpu", "image": "reg.example.org/team/x:1"})
+    assert 'name="profile-option-gpu--image--unlisted-choice"' in html
+    assert 'value="reg.example.org/team/x:1"' in html and "Allowed: reg.example.org/team/*" in html
+    assert 'name="profile-option-cpu--image--unlisted-choice"' not in html
+    submitted = form.options_from_form({
+        "profile": ["gpu"], "profile-option-gpu--image": ["torch"],
+        "profile-option-gpu--image--unlisted-choice": [" reg.example.org/team/x:1 "]})
+    assert submitted == {"profile": "gpu", "image": "reg.example.org/team/x:1"}
+    blank = form.options_from_form({"profile": ["gpu"], "profile-option-gpu--image": ["torch"],
+                                    "profile-option-gpu--image--unlisted-choice": [""]})
+    assert blank == {"profile": "gpu", "image": "torch"}

@@ -3,9 +3,14 @@
 database; the cluster side (capacity, dispatch) is replaced, as no cluster takes part."""
 
 import asyncio
+from types import SimpleNamespace
 
+from traitlets.config import Config
+
+from crater_hub.accelerators import Accelerator
 from crater_hub.config import Crater
 from crater_hub.db import migrate
+from crater_hub.policy.ledger import SERVER, Holding
 from crater_hub.queue import engine
 from crater_hub.queue import service as service_mod
 
@@ -62,4 +67,42 @@ async def test_cancel_during_preemption_stays_cancelled(monkeypatch):
     assert (await cancel)["state"] == "cancelled"
     model = await service.get(victim.id)
     assert [t["state"] for t in model["transitions"]] == ["queued", "admitted", "cancelled"]
+    service.db.close()
+
+
+async def test_a_spawn_while_a_cycle_decides_keeps_the_job_from_exceeding_the_quota(monkeypatch):
+    """The cycle decided on usage without the server; the queue's re-check before committing
+    sees it (both reserve in the one ledger, on the loop) and admits only once it is gone."""
+    t4 = Accelerator("t4", "Tesla T4", "nvidia.com/gpu")
+    config = Config()
+    config.Crater.quotas = {"default": {"gpus": 2}}
+    crater = Crater(config=config)
+    service = service_mod.QueueService(crater, "sqlite://", namespace="ns")
+    service.inventory = SimpleNamespace(accelerators=lambda: [t4])
+    await service.db.call(migrate.upgrade, service.db.engine)
+    spec = Spec()
+    spec.accelerator, spec.gpus = t4, 2
+    [job] = await service.db.run(service._insert, [spec])
+    service.jobs[job.id] = job
+    monkeypatch.setattr(service, "_nodes", lambda active, finished: [])
+    monkeypatch.setattr(service_mod.engine, "schedule",
+                        lambda *args: engine.Decision(admit=[(job.id, "node-1")]))
+    dispatched = []
+
+    async def dispatch(job):
+        dispatched.append(job.id)
+
+    monkeypatch.setattr(service, "_dispatch_locked", dispatch)
+    crater.ledger.hold("alice", (SERVER, ""), Holding(SERVER, t4, 2))  # a spawn, meanwhile
+
+    await service._admit()
+    assert job.state == "queued" and dispatched == []
+    assert crater.ledger.usage("alice").gpus == 2
+
+    crater.ledger.release("alice", (SERVER, ""))  # the server stopped
+    await service._admit()
+    assert job.state == "admitted" and dispatched == [job.id]
+    assert crater.ledger.usage("alice").gpus == 2  # now the job's
+    assert await service._transition(job, "cancelled", "test", expect="admitted")
+    assert crater.ledger.usage("alice").gpus == 0  # an ended job gives its GPUs back
     service.db.close()
