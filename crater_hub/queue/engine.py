@@ -520,7 +520,11 @@ class _QuotaClock:
     The owner's jobs are replayed in queue order, each starting no earlier than the one before
     (``clock``): then nothing the replay placed starts after ``clock``, use only falls from
     there, and a job that fits at its start fits for its whole run — two jobs the quota cannot
-    hold together never overlap."""
+    hold together never overlap. The price: among one owner's guaranteed GPU jobs, a later one
+    is never estimated to start before an earlier one, even where best_effort_fifo will let it
+    pass (a T4 job behind A100 jobs that wait for the A100 quota). Fitting it into the gaps
+    would mean checking each job's whole run against every later-starting one of its owner's,
+    which costs too much per cycle for an estimate (owners with ~100 queued jobs)."""
 
     __slots__ = ("clock", "total", "acc", "heap", "limit", "caps", "servers", "floor", "floors")
 

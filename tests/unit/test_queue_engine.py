@@ -197,6 +197,15 @@ def test_jobs_the_quota_cannot_hold_together_never_share_an_estimate():
     assert d.estimated_start[3] == 2000  # its GPU is free earlier, its owner's quota is not
 
 
+def test_estimates_respect_a_per_accelerator_quota_too():
+    quota = {"u": Quota(gpus=8, accelerators={A100: 1})}
+    active = [a(9, gpus=1, started=0, runtime=1000)]
+    d = schedule([q(1), q(2)], active, [node(gpus=3)], quota, {}, now=100)
+    assert d.waiting[1].startswith("over quota: 1 more a100 would exceed your quota for them")
+    assert d.estimated_start[1] == 1000  # job 9 gives the one A100 back
+    assert d.estimated_start[2] == 4600  # then job 1 holds it for its hour
+
+
 def test_jobs_admitted_in_this_cycle_count_in_the_estimates():
     quota = {"u": Quota(gpus=2)}
     d = schedule([q(1, gpus=2, runtime=600), q(2, gpus=2)], [], [node()], quota, {}, now=100)
