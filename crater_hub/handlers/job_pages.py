@@ -65,15 +65,16 @@ class JobsPage(JobPageBase):
         configuration). The form takes the time limit in whole minutes; the REST field
         ``max_runtime`` stays in seconds."""
         crater = crater_settings(self.settings)
+        default = min(crater.job_default_runtime, crater.job_max_runtime)
+        data = {"default_runtime": default, "default_runtime_minutes": _minutes(default),
+                "max_runtime_minutes": crater.job_max_runtime // 60}
         classes = getattr(crater, "priority_classes", None)
         if classes is None:
-            return {}
+            return data
         user = self.current_user
         groups = [group.name for group in user.groups]
-        default = min(crater.job_default_runtime, crater.job_max_runtime)
         return {"priorities": [p.model() for p in classes() if p.access.allows(user.name, groups)],
-                "default_runtime": default, "default_runtime_minutes": _minutes(default),
-                "max_runtime_minutes": crater.job_max_runtime // 60}
+                **data}
 
 
 def _minutes(seconds):
