@@ -190,8 +190,13 @@ class QueueService:
             faults.point("startup.after_reconcile")
             self._task = asyncio.create_task(self._run(), name="crater-queue")
             self.started.set_result(self)
-            log.info("crater job queue started: %d unfinished jobs, namespace %s, backend %s",
-                     len(self.jobs), self.namespace, self.backend)
+            strategy = self.crater.job_queueing_strategy
+            log.info("crater job queue started: %d unfinished jobs, namespace %s, backend %s, %s",
+                     len(self.jobs), self.namespace, self.backend,
+                     strategy if self.backend == "embedded" else "the ClusterQueue's strategy")
+            if self.backend == "kueue" and strategy != "best_effort_fifo":
+                log.warning("Crater.job_queueing_strategy = %s is not used with the kueue backend: "
+                            "set the ClusterQueue's queueingStrategy (StrictFIFO) instead", strategy)
         except Exception as e:
             if not self.started.done():
                 self.started.set_exception(e)
