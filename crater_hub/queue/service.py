@@ -11,7 +11,9 @@ at least every ``tick`` seconds — that does, in order:
    again when requeueing is on;
 2. **admit** (embedded backend): run :func:`crater_hub.queue.engine.schedule` over the queued
    and active jobs, the inventory's free capacity and the users' quotas; write ``admitted`` or
-   ``preempted``, then create Jobs.
+   ``preempted``, then create Jobs. Each admission is first reserved in the hub's quota ledger
+   (:mod:`crater_hub.policy.ledger`, shared with the spawner), on the loop, so a server started
+   while the cycle decided is counted; every change of a job's state keeps the ledger true.
 
 With the **kueue** backend (:mod:`crater_hub.queue.kueue`) step 1 also creates the Jobs of queued
 records, suspended in the LocalQueue, and moves records as their Workloads say (``admitted``,
@@ -129,7 +131,7 @@ class QueueService:
     """The job queue of one hub process (see the module docstring).
 
     ``crater``: the :class:`crater_hub.config.Crater` settings; ``db_url``: where the records
-    live; ``users``: an object with ``info(names) -> {name: (groups, is_admin, Usage of servers)}``
+    live; ``users``: an object with ``info(names) -> {name: (groups, is_admin)}``
     (:class:`crater_hub.queue.starter.HubUsers`), None in tests without a hub.
     """
 

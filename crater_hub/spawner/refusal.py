@@ -9,6 +9,10 @@ the server's database record before it spawns, and JupyterHub keeps a record who
 (it shows as a stopped server in the admin page). Once JupyterHub has finished with the failed
 spawn (its spawn future is done), the record is deleted as ``DELETE ...?remove=true`` would.
 A server that existed before the refused spawn is left alone.
+
+:class:`OneLineRefusals` keeps a refusal one line in the hub's log where JupyterHub logs it with
+its traceback (the spawn form's handler logs every failed spawn with ``exc_info``): a refusal is
+the user's doing, not the hub's, and its message says all there is to say.
 """
 
 import asyncio
@@ -36,7 +40,26 @@ def refusal(error):
     else:
         exc = web.HTTPError(error.status, error.message)
     exc.jupyterhub_message = error.message
+    exc.crater_refusal = True
     return exc
+
+
+class OneLineRefusals(logging.Filter):
+    """Drop the traceback of a record whose exception is a crater refusal, keeping its message."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        if getattr(exc, "crater_refusal", False):
+            record.msg = f"{record.getMessage()}: {getattr(exc, 'jupyterhub_message', exc)}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def keep_refusals_one_line(logger):
+    """Install :class:`OneLineRefusals` on ``logger`` (the hub's), once."""
+    if not any(isinstance(f, OneLineRefusals) for f in logger.filters):
+        logger.addFilter(OneLineRefusals())
 
 
 def never_started(spawner):

@@ -6,10 +6,10 @@ from traitlets import default
 from ..config import Crater
 from ..kube.inventory import shared_inventory
 from ..policy import workload
-from ..policy.ledger import Holding
+from ..policy.ledger import SERVER, Holding
 from ..policy.offer import offer
 from . import form, shaping
-from .refusal import forget_if_created_for, never_started, refusal
+from .refusal import forget_if_created_for, keep_refusals_one_line, never_started, refusal
 from .usage import holding_of, server_key
 
 
@@ -28,6 +28,7 @@ class CraterSpawner(KubeSpawner):
         super().__init__(*args, **kwargs)
         # a record made for the spawn about to run (a new named server): removed if refused
         self.crater_created_for_spawn = never_started(self)
+        keep_refusals_one_line(self.log)
 
     @property
     def crater(self):
@@ -92,7 +93,7 @@ class CraterSpawner(KubeSpawner):
             self._check_capacity(spec, inventory)
             quota = self.crater.quota_policy().for_user(groups, self.user.admin)
             why = self.crater.ledger.reserve(self.user.name, server_key(self),
-                                             Holding.of("server", spec), quota)
+                                             Holding.of(SERVER, spec), quota)
             if why:
                 raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
             self.crater_spec = spec

@@ -3,6 +3,7 @@ submission (the disabled choice re-enabled in the page) is refused by the hub wi
 rule the REST API applies, leaving nothing started."""
 
 from ..e2e.hub import api_request, server_of, spawn, stop_all_servers
+from ..helpers import wait_for
 from .test_spawn_page import log_in
 
 QUOTA_GPUS = 4  # demo-crater.yaml: quotas.default.gpus
@@ -39,6 +40,17 @@ async def test_form_refuses_a_named_server_over_the_gpu_quota(crater_hub, browse
         assert "Your remaining quota: 0 GPUs, 2 servers." in await quota.inner_text()
         await page.screenshot(path=str(artifacts / "spawn-over-quota.png"), full_page=True)
         assert await server_of(hub, name, "second") is None
+
+        async def no_record_left():  # the refused new server is not kept as a stopped one
+            r = await api_request(hub, f"users/{name}?include_stopped_servers=1")
+            return "second" not in r.data["servers"]
+
+        await wait_for(no_record_left, timeout=10, message="the refused server's record to go")
+        # logged as one line: JupyterHub's form handler would add the refusal's traceback
+        log = hub.log_file.read_text(errors="replace").splitlines()
+        at = [i for i, line in enumerate(log)
+              if "Failed to spawn single-user server with form: Over quota" in line]
+        assert at and all(not log[i + 1].startswith("Traceback") for i in at if i + 1 < len(log))
     finally:
         await context.close()
         await stop_all_servers(hub, name)
