@@ -514,31 +514,33 @@ def _lines(settled, count):
 
 
 class _QuotaClock:
-    """One owner's GPU quota during the estimate's replay: what it leaves free at ``clock``, and
-    when their guaranteed jobs (running, admitted, replayed) give GPUs back.
+    """A limit of one owner's GPU quota during the estimate's replay — their total, or their cap
+    on one accelerator — what it leaves free at ``clock``, and when the guaranteed jobs it
+    counts (running, admitted, replayed) give GPUs back.
 
-    The owner's jobs are replayed in queue order, each starting no earlier than the one before
+    The jobs it counts are replayed in queue order, each starting no earlier than the one before
     (``clock``): then nothing the replay placed starts after ``clock``, use only falls from
     there, and a job that fits at its start fits for its whole run — two jobs the quota cannot
-    hold together never overlap. The price: among one owner's guaranteed GPU jobs, a later one
-    is never estimated to start before an earlier one, even where best_effort_fifo will let it
-    pass (a T4 job behind A100 jobs that wait for the A100 quota). Fitting it into the gaps
-    would mean checking each job's whole run against every later-starting one of its owner's,
-    which costs too much per cycle for an estimate (owners with ~100 queued jobs)."""
+    hold together never overlap. Only a limit that can bind in this replay gets a clock (see
+    :func:`_quota_clocks`), so that an owner's jobs the quota cannot hold back are not ordered
+    by it; where the total binds, the owner's GPU jobs of all types start in queue order (a
+    later one is then never estimated before an earlier one, even where best_effort_fifo will
+    let it pass: fitting it into the gaps would mean checking its whole run against every
+    later-starting job of its owner's, too costly per cycle for an estimate)."""
 
     __slots__ = ("clock", "total", "acc", "heap", "limit", "caps", "servers", "floor", "floors")
 
-    def __init__(self, state, servers, ends, now):
+    def __init__(self, limit, caps, state, servers, ends, now):
         self.clock = now
-        self.limit, self.caps = state.limit, state.caps
-        self.total = state.limit - state.gpus
-        self.acc = {slug: cap - state.acc.get(slug, 0) for slug, cap in state.caps.items()}
+        self.limit, self.caps = limit, caps
+        self.total = limit - state.gpus
+        self.acc = {slug: cap - state.acc.get(slug, 0) for slug, cap in caps.items()}
         self.heap = sorted(ends)  # [(end, gpus, accelerator)]: a sorted list is a heap
         self.servers = servers
         # what is free once every job has ended: only the servers hold quota then
         held = servers.accelerators if servers is not None else {}
-        self.floor = state.limit - (servers.gpus if servers is not None else 0)
-        self.floors = {slug: cap - held.get(slug, 0) for slug, cap in state.caps.items()}
+        self.floor = limit - (servers.gpus if servers is not None else 0)
+        self.floors = {slug: cap - held.get(slug, 0) for slug, cap in caps.items()}
 
     def never(self, acc, gpus):
         """Why the quota can never hold ``gpus`` more of ``acc`` while the owner's servers run
@@ -578,6 +580,38 @@ class _QuotaClock:
             free[acc] -= gpus
         heapq.heappush(heap, (s + runtime, gpus, acc))
         return s
+
+
+def _quota_clocks(order, ranked, owners, server_usage, ends, now):
+    """owner -> accelerator -> the :class:`_QuotaClock` its guaranteed jobs of that type start
+    by, for the limits that can bind: the total when the owner's use plus all their queued
+    guaranteed GPU jobs exceed it (one clock for every type), else each accelerator cap that
+    use plus demand of that type exceed. A limit that cannot bind holds nothing back."""
+    demand = defaultdict(int)  # owner -> GPUs their queued guaranteed jobs ask for
+    demand_acc = defaultdict(int)  # (owner, accelerator) -> the same, of one type
+    for job in map(ranked.__getitem__, order):
+        if not job.best_effort and job.pool != CPU_POOL:
+            demand[job.owner] += job.units
+            demand_acc[job.owner, job.pool] += job.units
+    clocks = {}
+    for (name, acc), asked in demand_acc.items():
+        state = owners[name]
+        if state.quota is None:
+            continue
+        mine = clocks.get(name)
+        if mine is None:
+            mine = clocks[name] = {}
+            if state.gpus + demand[name] > state.limit:
+                mine[None] = _QuotaClock(state.limit, state.caps, state, server_usage.get(name),
+                                         ends.get(name, ()), now)
+        if None in mine:
+            mine[acc] = mine[None]
+            continue
+        cap = state.caps.get(acc)
+        if cap is not None and state.acc.get(acc, 0) + asked > cap:
+            mine[acc] = _QuotaClock(_UNLIMITED, {acc: cap}, state, server_usage.get(name),
+                                    [e for e in ends.get(name, ()) if e[2] == acc], now)
+    return clocks
 
 
 def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners, server_usage,
@@ -627,9 +661,7 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
             if here > largest.get(slug, -1):
                 largest[slug] = here
         free[CPU_POOL] += cpu
-    clocks = {name: _QuotaClock(state, server_usage.get(name), ends.get(name, ()), now)
-              for name, state in owners.items()
-              if state.quota is not None and (state.quota.gpus is not None or state.caps)}
+    clocks = _quota_clocks(order, ranked, owners, server_usage, ends, now)
     positions, estimated, waiting = decision.positions, decision.estimated_start, decision.waiting
     pool_of = list(map(attrgetter("pool"), ranked))
     pools_in_order = list(map(pool_of.__getitem__, order))
@@ -672,8 +704,10 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
                        else f"no node has {pool} GPUs")
             elif not job.best_effort:
                 clock = clocks.get(job.owner)
-                if clock is not None and (units > clock.floor or pool in clock.floors):
-                    why = clock.never(pool, units)
+                if clock is not None:
+                    clock = clock.get(pool)
+                    if clock is not None and (units > clock.floor or pool in clock.floors):
+                        why = clock.never(pool, units)
         elif units > state[3] + state[2]:
             # the CPU pool's limit counts its free millicores as they are now in the replay
             why = f"no room for {units}m CPU even after the running jobs end"

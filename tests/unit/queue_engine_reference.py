@@ -11,7 +11,7 @@ import heapq
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from crater_hub.policy.quotas import Usage, violation
+from crater_hub.policy.quotas import Quota, Usage, violation
 from crater_hub.queue.engine import CPU_POOL, Decision, NodeFree
 
 
@@ -159,8 +159,8 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                 heapq.heappush(heap, (fair[owner], nxt.submitted, nxt.id, owner, index + 1))
 
     _positions(remaining, fair, decision)
-    _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, now, strict,
-               decision)
+    _estimates(remaining, active, admitted, nodes, quotas, quota_use, server_usage, fair, now,
+               strict, decision)
     return decision
 
 
@@ -204,8 +204,8 @@ def _positions(remaining, fair, decision):
             decision.positions[job.id] = i
 
 
-def _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, now, strict,
-               decision):
+def _estimates(remaining, active, admitted, nodes, quotas, quota_use, server_usage, fair, now,
+               strict, decision):
     """Estimated start per queued job: a replay of the queue in admission order, where running
     and admitted jobs end at start + declared (or maximum) run time; a job starts when its pool
     has room, when its owner's quota has room (the owner's jobs starting in queue order), and
@@ -243,7 +243,30 @@ def _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, n
     for job, _, _ in running:
         capacity[job.pool] += job.units
     clock = defaultdict(lambda: now)  # pool -> the replay's time
-    owner_clock = defaultdict(lambda: now)  # owner -> the start of their last replayed job
+    owner_clock = defaultdict(lambda: now)  # binding limit -> the start of its last replayed job
+    demand = defaultdict(int)  # owner -> GPUs their queued guaranteed jobs ask for
+    demand_acc = defaultdict(int)  # (owner, accelerator) -> the same, of one type
+    for job in remaining:
+        if not job.best_effort and job.pool != CPU_POOL:
+            demand[job.owner] += job.units
+            demand_acc[job.owner, job.pool] += job.units
+
+    def binding(job):
+        """The owner's quota limit that can hold ``job`` back in this replay, as (key, quota of
+        that limit alone), or None: the total when use + all their queued demand exceed it,
+        else the job's accelerator cap when use + demand of that type exceed it."""
+        quota = quotas.get(job.owner)
+        if quota is None or job.best_effort or job.pool == CPU_POOL:
+            return None
+        use = quota_use[job.owner]
+        if quota.gpus is not None and use.gpus + demand[job.owner] > quota.gpus:
+            return job.owner, quota
+        cap = quota.accelerators.get(job.accelerator)
+        if cap is not None and (use.accelerators.get(job.accelerator, 0)
+                                + demand_acc[job.owner, job.accelerator] > cap):
+            return (job.owner, job.accelerator), Quota(accelerators={job.accelerator: cap})
+        return None
+
     lines = {}  # strict_fifo: (owner, priority, best_effort) -> (start or None, job id)
     for job in sorted(remaining, key=lambda j: order_key(j, fair[j.owner])):
         pool = job.pool
@@ -256,9 +279,7 @@ def _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, n
                 why = f"it is behind job {before_id} of the same user, which has none"
             else:
                 floor = before
-        quota = quotas.get(job.owner)
-        limited = (quota is not None and (quota.gpus is not None or quota.accelerators)
-                   and job.pool != CPU_POOL and not job.best_effort)
+        limit = binding(job)
         if why is None:
             if pool == CPU_POOL:
                 if job.units > capacity[pool] + free[pool]:
@@ -268,8 +289,8 @@ def _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, n
             elif job.units > largest[pool]:
                 why = (f"no node has {job.units} {pool} GPUs, even after the running jobs end "
                        f"(at most {largest[pool]})")
-            elif limited:
-                why = _never(quota, server_usage.get(job.owner), job)
+            elif limit is not None:
+                why = _never(limit[1], server_usage.get(job.owner), job)
         if why is None:
             heap = releases[pool]
             t = clock[pool]
@@ -287,10 +308,11 @@ def _estimates(remaining, active, admitted, nodes, quotas, server_usage, fair, n
         clock[pool] = t
         free[pool] -= job.units
         start = max(t, floor)
-        if limited:
+        if limit is not None:
+            key, quota = limit
             start = _quota_start(quota, server_usage.get(job.owner), holdings[job.owner],
-                                 max(start, owner_clock[job.owner]), job)
-            owner_clock[job.owner] = start
+                                 max(start, owner_clock[key]), job)
+            owner_clock[key] = start
             holdings[job.owner].append((start + job.runtime, job.gpus, job.accelerator))
         heapq.heappush(releases[pool], (start + job.runtime, job.units))
         decision.estimated_start[job.id] = start

@@ -206,6 +206,22 @@ def test_estimates_respect_a_per_accelerator_quota_too():
     assert d.estimated_start[2] == 4600  # then job 1 holds it for its hour
 
 
+def test_a_limit_that_cannot_bind_holds_no_estimate_back():
+    # the A100 cap (1) binds, the total (8) cannot: the T4 job is estimated on its own
+    quota = {"u": Quota(gpus=8, accelerators={A100: 1})}
+    t4_node = NodeFree("t", {"t4": 0}, 64000, 2**40)
+    t4_busy = ActiveJob(id=8, owner="v", accelerator="t4", gpus=1, node="t", started=0,
+                        runtime=300, cpu_m=100, mem_b=1000)
+    queued = [q(1), q(2), q(3, accelerator="t4")]
+    active = [a(9, gpus=1, started=0, runtime=1000), t4_busy]
+    d = schedule(queued, active, [node(gpus=3), t4_node], quota, {}, now=100)
+    assert (d.estimated_start[1], d.estimated_start[2], d.estimated_start[3]) == (1000, 4600, 300)
+    # a total of 3 (use 1 + demand 3 > 3) binds: the owner's GPU jobs then start in queue order
+    quota = {"u": Quota(gpus=3, accelerators={A100: 1})}
+    d = schedule(queued, active, [node(gpus=3), t4_node], quota, {}, now=100)
+    assert (d.estimated_start[1], d.estimated_start[2], d.estimated_start[3]) == (1000, 4600, 4600)
+
+
 def test_jobs_admitted_in_this_cycle_count_in_the_estimates():
     quota = {"u": Quota(gpus=2)}
     d = schedule([q(1, gpus=2, runtime=600), q(2, gpus=2)], [], [node()], quota, {}, now=100)
