@@ -272,9 +272,10 @@ class _Preemptions:
 class _Owner:
     """An owner's standing during a cycle: GPUs in use (fair share), quota use and limits."""
 
-    __slots__ = ("fair", "gpus", "acc", "quota", "limit", "caps", "whys")
+    __slots__ = ("name", "fair", "gpus", "acc", "quota", "limit", "caps", "whys")
 
-    def __init__(self, quota):
+    def __init__(self, name, quota):
+        self.name = name
         self.fair = 0
         self.gpus = 0  # quota use: servers and guaranteed jobs
         self.acc = {}
@@ -332,7 +333,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     def owner_of(name):
         state = owners.get(name)
         if state is None:
-            state = owners[name] = _Owner(quotas.get(name))
+            state = owners[name] = _Owner(name, quotas.get(name))
         return state
 
     # quota usage counts servers and guaranteed jobs; fair share counts every GPU in use
@@ -466,7 +467,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                 heappush(heap, (state.fair, ranks[index], slot, index))
 
     lines = _lines(settled, len(ranked)) if strict else None
-    _positions_and_estimates(_order(settled), ranked, ids, active, admitted, place, owners,
+    _positions_and_estimates(_order(settled), settled, ranked, ids, active, admitted, place,
                              server_usage, now, lines, decision)
     return decision
 
@@ -582,39 +583,47 @@ class _QuotaClock:
         return s
 
 
-def _quota_clocks(order, ranked, owners, server_usage, ends, now):
-    """owner -> accelerator -> the :class:`_QuotaClock` its guaranteed jobs of that type start
+def _quota_clocks(settled, ranked, pools, server_usage, ends, now):
+    """owner -> pool -> the :class:`_QuotaClock` their guaranteed jobs of that accelerator start
     by, for the limits that can bind: the total when the owner's use plus all their queued
     guaranteed GPU jobs exceed it (one clock for every type), else each accelerator cap that
-    use plus demand of that type exceed. A limit that cannot bind holds nothing back."""
-    demand = defaultdict(int)  # owner -> GPUs their queued guaranteed jobs ask for
-    demand_acc = defaultdict(int)  # (owner, accelerator) -> the same, of one type
-    for job in map(ranked.__getitem__, order):
-        if not job.best_effort and job.pool != CPU_POOL:
-            demand[job.owner] += job.units
-            demand_acc[job.owner, job.pool] += job.units
+    use plus demand of that type exceed. A limit that cannot bind holds nothing back.
+    ``pools``: the pools of the queued jobs."""
+    units_of = [0 if job.best_effort or job.pool == CPU_POOL else job.units for job in ranked]
+    lists = defaultdict(list)  # owner state -> their lists of queued ranks (one per level)
+    for level in settled:
+        for state, _, left in level:
+            if left and state.quota is not None:
+                lists[state].append(left)
     clocks = {}
-    for (name, acc), asked in demand_acc.items():
-        state = owners[name]
-        if state.quota is None:
+    for state, lefts in lists.items():
+        demand = sum(sum(map(units_of.__getitem__, left)) for left in lefts)
+        if not demand:
             continue
-        mine = clocks.get(name)
-        if mine is None:
-            mine = clocks[name] = {}
-            if state.gpus + demand[name] > state.limit:
-                mine[None] = _QuotaClock(state.limit, state.caps, state, server_usage.get(name),
-                                         ends.get(name, ()), now)
-        if None in mine:
-            mine[acc] = mine[None]
+        name = state.name
+        if state.gpus + demand > state.limit:
+            clock = _QuotaClock(state.limit, state.caps, state, server_usage.get(name),
+                                ends.get(name, ()), now)
+            clocks[name] = dict.fromkeys(pools, clock)
             continue
-        cap = state.caps.get(acc)
-        if cap is not None and state.acc.get(acc, 0) + asked > cap:
-            mine[acc] = _QuotaClock(_UNLIMITED, {acc: cap}, state, server_usage.get(name),
-                                    [e for e in ends.get(name, ()) if e[2] == acc], now)
+        if not state.caps:
+            continue
+        of_type = defaultdict(int)
+        for left in lefts:
+            for rank in left:
+                if units_of[rank]:
+                    of_type[ranked[rank].pool] += units_of[rank]
+        mine = {acc: _QuotaClock(_UNLIMITED, {acc: state.caps[acc]}, state,
+                                 server_usage.get(name),
+                                 [e for e in ends.get(name, ()) if e[2] == acc], now)
+                for acc, asked in of_type.items()
+                if acc in state.caps and state.acc.get(acc, 0) + asked > state.caps[acc]}
+        if mine:
+            clocks[name] = mine
     return clocks
 
 
-def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners, server_usage,
+def _positions_and_estimates(order, settled, ranked, ids, active, admitted, place, server_usage,
                              now, line_of, decision):
     """Each still-queued job's 1-based position in its pool, and its estimated start: a replay of
     the queue in order, where running and admitted jobs end at start + declared (or maximum) run
@@ -661,11 +670,12 @@ def _positions_and_estimates(order, ranked, ids, active, admitted, place, owners
             if here > largest.get(slug, -1):
                 largest[slug] = here
         free[CPU_POOL] += cpu
-    clocks = _quota_clocks(order, ranked, owners, server_usage, ends, now)
     positions, estimated, waiting = decision.positions, decision.estimated_start, decision.waiting
     pool_of = list(map(attrgetter("pool"), ranked))
     pools_in_order = list(map(pool_of.__getitem__, order))
-    for pool in set(pools_in_order):
+    queued_pools = set(pools_in_order)
+    clocks = _quota_clocks(settled, ranked, queued_pools, server_usage, ends, now)
+    for pool in queued_pools:
         mine = list(compress(order, map(pool.__eq__, pools_in_order)))
         positions.update(zip(map(ids.__getitem__, mine), range(1, len(mine) + 1), strict=True))
     heappop, heappush = heapq.heappop, heapq.heappush
