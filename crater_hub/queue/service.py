@@ -357,7 +357,9 @@ class QueueService:
 
         job = await self.db.run(read)
         if job is None or (job.state in FINAL and job.cleaned):
-            self.jobs.pop(job_id, None)
+            gone = self.jobs.pop(job_id, None)
+            if job is None and gone is not None:
+                self.crater.ledger.release(gone.owner, (JOB, job_id))
         else:
             self.jobs[job_id] = job
         if job is not None:
@@ -787,8 +789,7 @@ class QueueService:
                 why = self.crater.ledger.reserve(job.owner, (JOB, job.id), self._holding(job),
                                                  quotas.get(job.owner))
                 if why:
-                    self.wake()  # decided on what changed meanwhile: decide again
-                    continue
+                    continue  # decided on what changed meanwhile: the next cycle decides again
                 faults.point("admit.before_commit")
                 reason = (f"admitted: fits {job.owner}'s quota and the free capacity"
                           if not job.best_effort else "admitted on idle capacity (best-effort)")

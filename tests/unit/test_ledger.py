@@ -1,7 +1,10 @@
 """The quota ledger as data: servers and jobs counted together, a reservation is checked and
 recorded in one call, best-effort jobs and the servers limit count only where they should."""
 
+from traitlets.config import Config
+
 from crater_hub.accelerators import Accelerator
+from crater_hub.config import Crater
 from crater_hub.policy import quotas
 from crater_hub.policy.ledger import JOB, SERVER, Holding, Ledger
 
@@ -46,3 +49,10 @@ def test_reserving_the_same_key_again_replaces_it():
     assert ledger.reserve("ada", (JOB, 1), Holding(JOB, T4, 4), QUOTA) is None
     assert ledger.reserve("ada", (JOB, 1), Holding(JOB, T4, 4), QUOTA) is None  # not 8 of 4
     assert ledger.usage("ada").gpus == 4
+
+
+def test_one_crater_and_one_ledger_per_hub_configuration():
+    hub_config, other = Config(), Config()
+    assert Crater.shared(hub_config) is Crater.shared(hub_config)
+    assert Crater.shared(hub_config).ledger is Crater.shared(hub_config).ledger
+    assert Crater.shared(other) is not Crater.shared(hub_config)
