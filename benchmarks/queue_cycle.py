@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.queue_cycle [--jobs 100000 --users 1000 --nodes 5000]
                                                [--runs 5] [--records]
+                                               [--strategy best_effort_fifo|strict_fifo]
 
 The input is one cycle of a busy cluster in steady state: 5,000 nodes in the demo cluster's mix
 scaled up (2 of 5 with 4 × A100, 2 of 5 with 8 × T4, 1 of 5 CPU only), nearly full (running jobs
@@ -140,6 +141,9 @@ def main():
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--strategy", default="best_effort_fifo",
+                        choices=("best_effort_fifo", "strict_fifo"),
+                        help="Crater.job_queueing_strategy of the cycle")
     parser.add_argument("--records", action="store_true",
                         help="also time the service's records -> engine jobs step")
     args = parser.parse_args()
@@ -147,8 +151,9 @@ def main():
     queued, active, nodes, quotas, servers = cycle(args.jobs, args.users, args.nodes)
     gpus = sum(sum(n.accelerators.values()) for n in nodes)
     print(f"{len(queued):,} queued jobs of {args.users:,} users; {len(nodes):,} nodes, "
-          f"{len(active):,} running jobs, {gpus} GPUs free; preemption after 600 s")
-    call = (queued, active, nodes, quotas, servers, NOW, 600)
+          f"{len(active):,} running jobs, {gpus} GPUs free; preemption after 600 s; "
+          f"{args.strategy}")
+    call = (queued, active, nodes, quotas, servers, NOW, 600, args.strategy)
     fast, median, best = timed(lambda: schedule(*call), args.runs)
     print(f"  engine.schedule:                 median {median:8.1f} ms   best {best:8.1f} ms   "
           f"(target <= 100 ms; {args.runs} runs)")
@@ -160,7 +165,7 @@ def main():
     print(f"  same decisions; ratio: {ref_ms / median:.1f}x faster")
 
     small = cycle(args.jobs // 100, args.users // 10, args.nodes // 100, seed=2)
-    small_call = (*small, NOW, 600)
+    small_call = (*small, NOW, 600, args.strategy)
     _, small_ms, _ = timed(lambda: schedule(*small_call), max(args.runs, 20))
     _, small_ref, _ = timed(lambda: reference_schedule(*small_call), max(args.runs, 20))
     print(f"  at {len(small[0]):,} jobs / {len(small[2])} nodes: {small_ms:.2f} ms "

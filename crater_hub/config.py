@@ -19,6 +19,7 @@ from .policy import quotas as quotas_mod
 from .policy.ledger import Ledger
 
 JOB_QUEUE_BACKENDS = ("embedded", "kueue")
+JOB_QUEUEING_STRATEGIES = ("best_effort_fifo", "strict_fifo")  # queue.engine.STRATEGIES
 
 
 class Crater(LoggingConfigurable):
@@ -107,6 +108,19 @@ class Crater(LoggingConfigurable):
     job_max_runtime = Integer(
         7 * 86400, config=True, help="The largest ``max_runtime`` a job may declare, in seconds.",
     )
+    job_queueing_strategy = Unicode(
+        "best_effort_fifo", config=True,
+        help="""Within one user's jobs of one priority class: ``best_effort_fifo`` lets a later
+        job that fits start before an earlier one that waits (for quota or capacity);
+        ``strict_fifo`` starts them in submission order. Fair share between users is the same
+        either way. With the kueue backend set the ClusterQueue's ``queueingStrategy`` instead.""",
+    )
+
+    @validate("job_queueing_strategy")
+    def _check_strategy(self, proposal):
+        return self._parse(check_one_of, proposal.value, JOB_QUEUEING_STRATEGIES,
+                           "Crater.job_queueing_strategy")
+
     job_requeue_preempted = Bool(
         False, config=True,
         help="Queue preempted jobs again (as a new attempt) instead of leaving them preempted.",

@@ -61,13 +61,25 @@ class JobsPage(JobPageBase):
     template = "crater/jobs.html"
 
     def page_data(self):
-        """The priority classes this user may choose (the queue's configuration)."""
-        classes = getattr(crater_settings(self.settings), "priority_classes", None)
+        """The priority classes this user may choose and the time limits (the queue's
+        configuration). The form takes the time limit in whole minutes; the REST field
+        ``max_runtime`` stays in seconds."""
+        crater = crater_settings(self.settings)
+        default = min(crater.job_default_runtime, crater.job_max_runtime)
+        data = {"default_runtime": default, "default_runtime_minutes": _minutes(default),
+                "max_runtime_minutes": crater.job_max_runtime // 60}
+        classes = getattr(crater, "priority_classes", None)
         if classes is None:
-            return {}
+            return data
         user = self.current_user
         groups = [group.name for group in user.groups]
-        return {"priorities": [p.model() for p in classes() if p.access.allows(user.name, groups)]}
+        return {"priorities": [p.model() for p in classes() if p.access.allows(user.name, groups)],
+                **data}
+
+
+def _minutes(seconds):
+    """Seconds as minutes for the form: whole when they are, else to a tenth."""
+    return seconds // 60 if seconds % 60 == 0 else round(seconds / 60, 1)
 
 
 class JobPage(JobPageBase):

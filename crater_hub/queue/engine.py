@@ -7,9 +7,12 @@ start. The service calls it on every change; tests call it with literals.
 
 Order: priority class value (higher first; guaranteed before best-effort at equal value), then
 fair share (the owner using fewer GPUs now — servers and jobs — first, re-evaluated after every
-admission), then FIFO (submit time, then id). A job that does not fit the capacity does not block
-the jobs behind it (as Kueue's BestEffortFIFO); one refused by its owner's quota stops its owner's
-queue at that level, so a user's jobs start in the order they were submitted.
+admission), then FIFO (submit time, then id). Within one owner and priority class the strategy
+decides what a waiting job does to the owner's later jobs (``Crater.job_queueing_strategy``, as
+Kueue's ``queueingStrategy``): ``best_effort_fifo`` lets a later job that fits start before an
+earlier one that waits, for quota or for capacity; ``strict_fifo`` starts an owner's jobs in
+submission order, so the first that waits holds back the owner's later ones at its level. Other
+owners' jobs are never held back by it (fair share is unchanged).
 
 Quota: a guaranteed job is admitted only if the owner's servers and guaranteed jobs, plus it,
 stay within the quota (:func:`crater_hub.policy.quotas.violation`; the ``servers`` limit is for
@@ -28,6 +31,9 @@ from operator import attrgetter
 from ..policy.quotas import Usage, violation
 
 CPU_POOL = "cpu"
+BEST_EFFORT_FIFO = "best_effort_fifo"
+STRICT_FIFO = "strict_fifo"
+STRATEGIES = (BEST_EFFORT_FIFO, STRICT_FIFO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,15 +272,17 @@ class _Preemptions:
 class _Owner:
     """An owner's standing during a cycle: GPUs in use (fair share), quota use and limits."""
 
-    __slots__ = ("fair", "gpus", "acc", "quota", "limit", "caps")
+    __slots__ = ("name", "fair", "gpus", "acc", "quota", "limit", "caps", "whys")
 
-    def __init__(self, quota):
+    def __init__(self, name, quota):
+        self.name = name
         self.fair = 0
         self.gpus = 0  # quota use: servers and guaranteed jobs
         self.acc = {}
         self.quota = quota
         self.limit = _UNLIMITED if quota is None or quota.gpus is None else quota.gpus
         self.caps = {} if quota is None else quota.accelerators
+        self.whys = {}  # (gpus in use, of the accelerator, accelerator, gpus asked) -> refusal
 
     def refuses(self, acc, gpus):
         """Whether the quota refuses ``gpus`` more of ``acc`` (the checks of quotas.violation)."""
@@ -284,19 +292,29 @@ class _Owner:
         return cap is not None and self.acc.get(acc, 0) + gpus > cap
 
     def why(self, job):
-        quota = self.quota
-        if quota.servers is not None:
-            quota = replace(quota, servers=None)
-        return violation(quota, Usage(0, self.gpus, self.acc), _Spec(job))
+        """``over quota: <the refusal in quotas.violation's words>``; kept, since under
+        best_effort_fifo many of an owner's jobs are refused for the same reason in one cycle."""
+        acc = job.accelerator
+        key = (self.gpus, self.acc.get(acc, 0), acc, job.gpus)
+        text = self.whys.get(key)
+        if text is None:
+            quota = self.quota
+            if quota.servers is not None:
+                quota = replace(quota, servers=None)
+            text = self.whys[key] = \
+                f"over quota: {violation(quota, Usage(0, self.gpus, self.acc), _Spec(job))}"
+        return text
 
 
-def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=None):
+def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=None,
+             strategy=BEST_EFFORT_FIFO):
     """One admission cycle.
 
     ``queued``: [QueuedJob]; ``active``: [ActiveJob] (admitted or running);
     ``nodes``: [NodeFree] (copied, not modified); ``quotas``: owner -> Quota or None (absent:
     unlimited); ``server_usage``: owner -> Usage of their running servers; ``now``: seconds;
-    ``preempt_after``: seconds a guaranteed job waits before preempting (None: never).
+    ``preempt_after``: seconds a guaranteed job waits before preempting (None: never);
+    ``strategy``: ``best_effort_fifo`` or ``strict_fifo`` (the module docstring says how).
 
     Decides as the straightforward algorithm of the module docstring (kept in
     ``tests/unit/queue_engine_reference.py``; tests compare the two), in about linear time: jobs
@@ -304,6 +322,9 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     — refused by its owner's quota, or too big for every node this cycle with nothing to preempt
     — is settled as soon as its owner's previous job is, without a turn in the fair-share heap.
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    strict = strategy == STRICT_FIFO
     decision = Decision()
     waiting = decision.waiting
     place = _Nodes(nodes)
@@ -312,7 +333,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     def owner_of(name):
         state = owners.get(name)
         if state is None:
-            state = owners[name] = _Owner(quotas.get(name))
+            state = owners[name] = _Owner(name, quotas.get(name))
         return state
 
     # quota usage counts servers and guaranteed jobs; fair share counts every GPU in use
@@ -344,6 +365,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     no_victims = set()  # (pool, gpus) for which no node could be freed this cycle
     preemptions = _Preemptions(place, active)
     admit, preempted = decision.admit, decision.preempt
+    admitted = []  # [(job, node index)]: they hold capacity and quota from now on
     settled = []  # per level: [(owner state, [ranks still queued])]
     heappop, heappush = heapq.heappop, heapq.heappush
     for level_key in sorted(levels):
@@ -366,44 +388,52 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             job = ranked[rank]
             index += 1
             if checked and job.accelerator and job.gpus and state.refuses(job.accelerator, job.gpus):
-                _refuse(state, job, ranks, index - 1, ids, waiting, left)
-                continue
-            pool = job.pool
-            slug = None if pool == CPU_POOL else job.accelerator
-            need = (pool, job.gpus, job.cpu_m, job.mem_b)
-            node = -1
-            if need not in no_fit:
-                node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b)
-                if node < 0:
-                    no_fit.add(need)
-            if node >= 0:
-                place.take(node, slug, job.gpus, job.cpu_m, job.mem_b)
-                admit.append((job.id, place.names[node]))
-                state.fair += job.gpus
-                if guaranteed and job.accelerator and job.gpus:
-                    state.gpus += job.gpus
-                    state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
-            else:
                 left.append(rank)
-                waiting[job.id] = _WAITING
-                if (may_preempt and slug is not None and now - job.submitted >= preempt_after
-                        and (pool, job.gpus) not in no_victims):
-                    plan = preemptions.plan(slug, job.gpus)
-                    if plan is None:
-                        no_victims.add((pool, job.gpus))
-                    else:
-                        node, victims = plan
-                        place.reserve(node)
-                        name = place.names[node]
-                        preempted.extend((v, job.id) for v in victims)
-                        waiting[job.id] = (
-                            f"preempting best-effort jobs on {name}" if victims
-                            else f"waiting for preempted jobs to leave {name}")
+                waiting[job.id] = state.why(job)
+                if strict:
+                    _behind(job, "over quota", ranks, index, ids, waiting, left)
+                    continue
+            else:
+                pool = job.pool
+                slug = None if pool == CPU_POOL else job.accelerator
+                need = (pool, job.gpus, job.cpu_m, job.mem_b)
+                node = -1
+                if need not in no_fit:
+                    node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b)
+                    if node < 0:
+                        no_fit.add(need)
+                if node >= 0:
+                    place.take(node, slug, job.gpus, job.cpu_m, job.mem_b)
+                    admit.append((job.id, place.names[node]))
+                    admitted.append((job, node))
+                    state.fair += job.gpus
+                    if guaranteed and job.accelerator and job.gpus:
+                        state.gpus += job.gpus
+                        state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
+                else:
+                    left.append(rank)
+                    waiting[job.id] = _WAITING
+                    if (may_preempt and slug is not None and now - job.submitted >= preempt_after
+                            and (pool, job.gpus) not in no_victims):
+                        plan = preemptions.plan(slug, job.gpus)
+                        if plan is None:
+                            no_victims.add((pool, job.gpus))
+                        else:
+                            node, victims = plan
+                            place.reserve(node)
+                            name = place.names[node]
+                            preempted.extend((v, job.id) for v in victims)
+                            waiting[job.id] = (
+                                f"preempting best-effort jobs on {name}" if victims
+                                else f"waiting for preempted jobs to leave {name}")
+                    if strict:
+                        _behind(job, "waiting for capacity", ranks, index, ids, waiting, left)
+                        continue
             # the owner's next jobs whose outcome is already certain are settled now: refused by
             # the quota (which only the owner's own admissions change), or no fit and nothing to
             # preempt (both stay so for the rest of the cycle)
             if checked:
-                limit, caps, used = state.limit, state.caps, state.acc
+                limit, caps, used, whys = state.limit, state.caps, state.acc, state.whys
             while index < len(ranks):
                 rank = ranks[index]
                 job = ranked[rank]
@@ -412,9 +442,15 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                     cap = caps.get(job.accelerator)
                     if state.gpus + gpus > limit or (
                             cap is not None and used.get(job.accelerator, 0) + gpus > cap):
-                        _refuse(state, job, ranks, index, ids, waiting, left)
-                        index = len(ranks)
-                        break
+                        left.append(rank)
+                        waiting[job.id] = whys.get(
+                            (state.gpus, used.get(job.accelerator, 0), job.accelerator, gpus)
+                        ) or state.why(job)
+                        index += 1
+                        if strict:
+                            _behind(job, "over quota", ranks, index, ids, waiting, left)
+                            index = len(ranks)
+                        continue
                 pool = job.pool
                 if (pool, job.gpus, job.cpu_m, job.mem_b) not in no_fit:
                     break  # it may fit: it waits for its turn in fair-share order
@@ -424,28 +460,31 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                 left.append(rank)
                 waiting[job.id] = _WAITING
                 index += 1
+                if strict:
+                    _behind(job, "waiting for capacity", ranks, index, ids, waiting, left)
+                    index = len(ranks)
             if index < len(ranks):
                 heappush(heap, (state.fair, ranks[index], slot, index))
 
-    orders = _orders(settled, ranked)
-    _positions_and_estimates(orders, ranked, ids, active, place, owners, now, decision)
+    lines = _lines(settled, len(ranked)) if strict else None
+    _positions_and_estimates(_order(settled), settled, ranked, ids, active, admitted, place,
+                             server_usage, now, lines, decision)
     return decision
 
 
-def _refuse(state, job, ranks, index, ids, waiting, left):
-    """``ranks[index]`` (``job``) is over its owner's quota: it and the owner's later jobs at
-    this level wait."""
-    waiting[job.id] = f"over quota: {state.why(job)}"
-    if index + 1 < len(ranks):
-        behind = f"behind job {job.id} of the same user (over quota)"
-        for rank in ranks[index + 1:]:
+def _behind(job, why, ranks, index, ids, waiting, left):
+    """strict_fifo: ``job`` waits (``why``), so the owner's jobs from ``ranks[index]`` on, at
+    this level, wait behind it."""
+    if index < len(ranks):
+        behind = f"behind job {job.id} of the same user ({why})"
+        for rank in ranks[index:]:
             waiting[ids[rank]] = behind
-    left.extend(ranks[index:])
+        left.extend(ranks[index:])
 
 
-def _orders(settled, ranked):
-    """pool -> the ranks of its still-queued jobs in admission order: level, then the owner's
-    GPUs in use at the end of the cycle, then (submitted, id)."""
+def _order(settled):
+    """The ranks of the still-queued jobs in admission order: level, then the owner's GPUs in
+    use at the end of the cycle, then (submitted, id)."""
     order = []
     for lists in settled:
         by_fair = defaultdict(list)
@@ -460,107 +499,257 @@ def _orders(settled, ranked):
                 merged = [rank for left in groups for rank in left]
                 merged.sort()
                 order.extend(merged)
-    pool_of = list(map(attrgetter("pool"), ranked))
-    pools = list(map(pool_of.__getitem__, order))
-    kinds = set(pools)
-    if len(kinds) <= 1:
-        return {pool: order for pool in kinds}
-    return {pool: list(compress(order, map(pool.__eq__, pools))) for pool in kinds}
+    return order
 
 
-_ANY_TIME = float("-inf")
+def _lines(settled, count):
+    """strict_fifo: rank -> the number of its (level, owner) list, whose jobs start in order."""
+    line_of = [0] * count
+    line = 0
+    for lists in settled:
+        for _, _, left in lists:
+            for rank in left:
+                line_of[rank] = line
+            line += 1
+    return line_of
 
 
-def _quota_start(state, ends, gpus):
-    """The earliest time the owner's own GPU quota lets them start ``gpus`` more (-inf: any
-    time), or None (never): their guaranteed jobs end in turn (``ends``: sorted (time, gpus))."""
-    excess = state.gpus + gpus - state.quota.gpus
-    start = _ANY_TIME
-    for end, held in ends:
-        if excess <= 0:
-            break
-        start = end
-        excess -= held
-    return None if excess > 0 else start
+class _QuotaClock:
+    """A limit of one owner's GPU quota during the estimate's replay — their total, or their cap
+    on one accelerator — what it leaves free at ``clock``, and when the guaranteed jobs it
+    counts (running, admitted, replayed) give GPUs back.
+
+    The jobs it counts are replayed in queue order, each starting no earlier than the one before
+    (``clock``): then nothing the replay placed starts after ``clock``, use only falls from
+    there, and a job that fits at its start fits for its whole run — two jobs the quota cannot
+    hold together never overlap. Only a limit that can bind in this replay gets a clock (see
+    :func:`_quota_clocks`), so that an owner's jobs the quota cannot hold back are not ordered
+    by it; where the total binds, the owner's GPU jobs of all types start in queue order (a
+    later one is then never estimated before an earlier one, even where best_effort_fifo will
+    let it pass: fitting it into the gaps would mean checking its whole run against every
+    later-starting job of its owner's, too costly per cycle for an estimate)."""
+
+    __slots__ = ("clock", "total", "acc", "heap", "limit", "caps", "servers", "floor", "floors")
+
+    def __init__(self, limit, caps, state, servers, ends, now):
+        self.clock = now
+        self.limit, self.caps = limit, caps
+        self.total = limit - state.gpus
+        self.acc = {slug: cap - state.acc.get(slug, 0) for slug, cap in caps.items()}
+        self.heap = sorted(ends)  # [(end, gpus, accelerator)]: a sorted list is a heap
+        self.servers = servers
+        # what is free once every job has ended: only the servers hold quota then
+        held = servers.accelerators if servers is not None else {}
+        self.floor = limit - (servers.gpus if servers is not None else 0)
+        self.floors = {slug: cap - held.get(slug, 0) for slug, cap in caps.items()}
+
+    def never(self, acc, gpus):
+        """Why the quota can never hold ``gpus`` more of ``acc`` while the owner's servers run
+        (once all their jobs have ended, only the servers hold quota), or None."""
+        if gpus <= self.floor and gpus <= self.floors.get(acc, gpus):
+            return None
+        servers = self.servers
+        held = servers.gpus if servers is not None else 0
+        if gpus > self.limit:
+            return f"it asks for more GPUs than the user's quota allows ({self.limit})"
+        if gpus + held > self.limit:
+            return f"the user's servers hold {held} of their quota's {self.limit} GPUs"
+        cap = self.caps[acc]
+        held = servers.accelerators.get(acc, 0) if servers is not None else 0
+        if gpus > cap:
+            return f"it asks for more {acc} GPUs than the user's quota for them allows ({cap})"
+        return f"the user's servers hold {held} of their quota's {cap} {acc} GPUs"
+
+    def book(self, t, acc, gpus, runtime):
+        """Start the job at the earliest time from ``t`` (and the clock) at which the quota
+        holds it, until ``runtime`` later; return that time."""
+        s = t if t > self.clock else self.clock
+        heap, free = self.heap, self.acc
+        while heap and heap[0][0] <= s:
+            _, held, slug = heapq.heappop(heap)
+            self.total += held
+            if slug in free:
+                free[slug] += held
+        while self.total < gpus or (acc in free and free[acc] < gpus):
+            s, held, slug = heapq.heappop(heap)  # never() said it fits once all have ended
+            self.total += held
+            if slug in free:
+                free[slug] += held
+        self.clock = s
+        self.total -= gpus
+        if acc in free:
+            free[acc] -= gpus
+        heapq.heappush(heap, (s + runtime, gpus, acc))
+        return s
 
 
-def _positions_and_estimates(orders, ranked, ids, active, place, owners, now, decision):
+def _quota_clocks(settled, ranked, pools, server_usage, ends, now):
+    """owner -> pool -> the :class:`_QuotaClock` their guaranteed jobs of that accelerator start
+    by, for the limits that can bind: the total when the owner's use plus all their queued
+    guaranteed GPU jobs exceed it (one clock for every type), else each accelerator cap that
+    use plus demand of that type exceed. A limit that cannot bind holds nothing back.
+    ``pools``: the pools of the queued jobs."""
+    units_of = [0 if job.best_effort or job.pool == CPU_POOL else job.units for job in ranked]
+    lists = defaultdict(list)  # owner state -> their lists of queued ranks (one per level)
+    for level in settled:
+        for state, _, left in level:
+            if left and state.quota is not None:
+                lists[state].append(left)
+    clocks = {}
+    for state, lefts in lists.items():
+        demand = sum(sum(map(units_of.__getitem__, left)) for left in lefts)
+        if not demand:
+            continue
+        name = state.name
+        if state.gpus + demand > state.limit:
+            clock = _QuotaClock(state.limit, state.caps, state, server_usage.get(name),
+                                ends.get(name, ()), now)
+            clocks[name] = dict.fromkeys(pools, clock)
+            continue
+        if not state.caps:
+            continue
+        of_type = defaultdict(int)
+        for left in lefts:
+            for rank in left:
+                if units_of[rank]:
+                    of_type[ranked[rank].pool] += units_of[rank]
+        mine = {acc: _QuotaClock(_UNLIMITED, {acc: state.caps[acc]}, state,
+                                 server_usage.get(name),
+                                 [e for e in ends.get(name, ()) if e[2] == acc], now)
+                for acc, asked in of_type.items()
+                if acc in state.caps and state.acc.get(acc, 0) + asked > state.caps[acc]}
+        if mine:
+            clocks[name] = mine
+    return clocks
+
+
+def _positions_and_estimates(order, settled, ranked, ids, active, admitted, place, server_usage,
+                             now, line_of, decision):
     """Each still-queued job's 1-based position in its pool, and its estimated start: a replay of
-    its pool in queue order, where running jobs end at start + declared (or maximum) run time,
-    and the owner's own quota frees likewise.
+    the queue in order, where running and admitted jobs end at start + declared (or maximum) run
+    time, each job starts when its pool has room (capacity summed over nodes) and its owner's
+    quota has room (:class:`_QuotaClock`), and — under strict_fifo — not before the owner's
+    previous job at its level. A job holds its pool's units from the time its pool had room to
+    its end, so capacity is never counted twice.
 
-    The estimate ignores placement on nodes and later arrivals; a job no node can ever hold gets
-    None. The replay keeps its releases as a heap of distinct times and the units each frees:
-    which of several releases at one time is taken first changes no start time.
+    The estimate ignores placement on nodes (but not a job bigger than any node) and later
+    arrivals. A job with no estimate says why in its ``waiting`` text. The replay keeps each
+    pool's releases as a heap of distinct times and the units each frees: which of several
+    releases at one time is taken first changes no start time.
     """
     free = defaultdict(int)
     capacity = defaultdict(int)  # the most a pool could hold at once, to spot impossible jobs
-    for acc, term, cpu in zip(place.acc, place.term, place.cpu, strict=True):
-        for slug, n in acc.items():
-            held = n + term.get(slug, 0)
-            free[slug] += held
-            capacity[slug] += held
-        free[CPU_POOL] += cpu
     releases = defaultdict(dict)  # pool -> time -> units freed then
-    ends = defaultdict(list)  # owner -> [(time, gpus)] of their guaranteed jobs
+    ends = defaultdict(list)  # owner -> [(time, gpus, accelerator)] of their guaranteed jobs
+    held = defaultdict(int)  # (node index, accelerator) -> devices held by running/admitted jobs
+    index = place.index
+
+    def hold(job, end, node):
+        pool = job.pool
+        at = releases[pool]
+        at[end] = at.get(end, 0) + job.units
+        capacity[pool] += job.units
+        if pool != CPU_POOL:
+            if node is not None:
+                held[node, pool] += job.units
+            if not job.best_effort:
+                ends[job.owner].append((end, job.gpus, pool))
+
     for job in active:
         end = max(now, (job.started if job.started is not None else now) + job.runtime)
-        at = releases[job.pool]
-        at[end] = at.get(end, 0) + job.units
-        capacity[job.pool] += job.units
-        if not job.best_effort and job.gpus:
-            ends[job.owner].append((end, job.gpus))
-    for owned in ends.values():
-        owned.sort()
-    # owner -> {gpus: _quota_start}, for the owners whose quota limits GPUs
-    bounds = {name: {} for name, state in owners.items()
-              if state.quota is not None and state.quota.gpus is not None}
-    positions, estimated = decision.positions, decision.estimated_start
+        hold(job, end, index.get(job.node) if job.node else None)
+    for job, node in admitted:
+        hold(job, now + job.runtime, node)
+    largest = {}  # accelerator -> the most devices one node could hold once its jobs have ended
+    for i, (acc, term, cpu) in enumerate(zip(place.acc, place.term, place.cpu, strict=True)):
+        for slug, n in acc.items():
+            here = n + term.get(slug, 0)
+            free[slug] += here
+            capacity[slug] += here
+            here += held.get((i, slug), 0)
+            if here > largest.get(slug, -1):
+                largest[slug] = here
+        free[CPU_POOL] += cpu
+    positions, estimated, waiting = decision.positions, decision.estimated_start, decision.waiting
+    pool_of = list(map(attrgetter("pool"), ranked))
+    pools_in_order = list(map(pool_of.__getitem__, order))
+    queued_pools = set(pools_in_order)
+    clocks = _quota_clocks(settled, ranked, queued_pools, server_usage, ends, now)
+    for pool in queued_pools:
+        mine = list(compress(order, map(pool.__eq__, pools_in_order)))
+        positions.update(zip(map(ids.__getitem__, mine), range(1, len(mine) + 1), strict=True))
     heappop, heappush = heapq.heappop, heapq.heappush
-    for pool, order in orders.items():
-        at = releases[pool]
-        heap = list(at)
-        heapq.heapify(heap)
-        have = free[pool]
-        # the CPU pool's limit counts its free millicores as they are now in the replay
-        most, cpu = capacity[pool], pool == CPU_POOL
-        clock = now
-        starts = []
-        add = starts.append
-        for job in list(map(ranked.__getitem__, order)):
-            units = job.units
-            if units > most and (not cpu or units > most + have):
-                add(None)
-                continue
-            t = clock
+    pools = {}  # pool -> [heap of release times, time -> units, free units, capacity, clock]
+    # strict_fifo (``line_of``: rank -> its owner's list at its level): per list, the previous
+    # job's start (None: it has no estimate) and id
+    strict = line_of is not None
+    lines = {}
+    for rank in order:
+        job = ranked[rank]
+        job_id = ids[rank]
+        pool = job.pool
+        state = pools.get(pool)
+        if state is None:
+            at = releases[pool]
+            heap = list(at)
+            heapq.heapify(heap)
+            state = pools[pool] = [heap, at, free[pool], capacity[pool], now]
+        units = job.units
+        floor = now
+        why = line = clock = None
+        if strict:
+            line = line_of[rank]
+            previous = lines.get(line)
+            if previous is not None:
+                if previous[0] is None:
+                    why = f"it is behind job {previous[1]} of the same user, which has none"
+                else:
+                    floor = previous[0]
+        if why is not None:
+            pass
+        elif pool != CPU_POOL:
+            if units > largest.get(pool, 0):
+                why = (f"no node has {units} {pool} GPUs, even after the running jobs end "
+                       f"(at most {largest[pool]})" if pool in largest
+                       else f"no node has {pool} GPUs")
+            elif not job.best_effort:
+                clock = clocks.get(job.owner)
+                if clock is not None:
+                    clock = clock.get(pool)
+                    if clock is not None and (units > clock.floor or pool in clock.floors):
+                        why = clock.never(pool, units)
+        elif units > state[3] + state[2]:
+            # the CPU pool's limit counts its free millicores as they are now in the replay
+            why = f"no room for {units}m CPU even after the running jobs end"
+        if why is None:
+            heap, at, have = state[0], state[1], state[2]
+            t = state[4]
             if have < units:
                 while have < units and heap:
                     t = heappop(heap)
                     have += at.pop(t)
                 if have < units:
-                    add(None)
-                    continue
-                clock = t
-            have -= units
-            end = t + job.runtime
-            if end in at:
-                at[end] += units
-            else:
-                at[end] = units
-                heappush(heap, end)
-            gpus = job.gpus
-            if gpus and not job.best_effort:
-                own = bounds.get(job.owner)
-                if own is not None:
-                    bound = own.get(gpus, own)
-                    if bound is own:
-                        bound = own[gpus] = _quota_start(
-                            owners[job.owner], ends.get(job.owner, ()), gpus)
-                    if bound is None:
-                        t = None
-                    elif bound > t:
-                        t = bound
-            add(t)
-        job_ids = list(map(ids.__getitem__, order))
-        positions.update(zip(job_ids, range(1, len(job_ids) + 1), strict=True))
-        estimated.update(zip(job_ids, starts, strict=True))
+                    state[2] = have
+                    why = f"no room for {units}m CPU even after the running jobs end"
+                else:
+                    state[4] = t
+        if why is not None:
+            estimated[job_id] = None
+            waiting[job_id] = f"{waiting[job_id]}; no estimated start: {why}"
+            if strict and (previous is None or previous[0] is not None):
+                lines[line] = (None, job_id)
+            continue
+        state[2] = have - units
+        if t < floor:
+            t = floor
+        if clock is not None:
+            t = clock.book(t, pool, units, job.runtime)
+        end = t + job.runtime
+        if end in at:
+            at[end] += units
+        else:
+            at[end] = units
+            heappush(heap, end)
+        estimated[job_id] = t
+        if strict:
+            lines[line] = (t, job_id)

@@ -60,7 +60,7 @@ from ..kube.client import shared_client
 from ..kube.inventory import pod_requests, shared_inventory
 from ..policy.ledger import JOB, SERVER, Holding
 from ..quantity import parse_quantity
-from . import engine, faults, home, kueue, manifest
+from . import engine, faults, home, kueue, manifest, timeline
 from .spec import JobError, bytes_of, millicores
 
 log = logging.getLogger("crater_hub.queue")
@@ -192,8 +192,13 @@ class QueueService:
             faults.point("startup.after_reconcile")
             self._task = asyncio.create_task(self._run(), name="crater-queue")
             self.started.set_result(self)
-            log.info("crater job queue started: %d unfinished jobs, namespace %s, backend %s",
-                     len(self.jobs), self.namespace, self.backend)
+            strategy = self.crater.job_queueing_strategy
+            log.info("crater job queue started: %d unfinished jobs, namespace %s, backend %s, %s",
+                     len(self.jobs), self.namespace, self.backend,
+                     strategy if self.backend == "embedded" else "the ClusterQueue's strategy")
+            if self.backend == "kueue" and strategy != "best_effort_fifo":
+                log.warning("Crater.job_queueing_strategy = %s is not used with the kueue backend: "
+                            "set the ClusterQueue's queueingStrategy (StrictFIFO) instead", strategy)
         except Exception as e:
             if not self.started.done():
                 self.started.set_exception(e)
@@ -759,7 +764,7 @@ class QueueService:
             self._nodes(active, finished),
             {owner: quota for owner, (quota, _) in info.items()},
             {owner: usage for owner, (_, usage) in info.items()},
-            time.time(), self.crater.job_preemption_after)
+            time.time(), self.crater.job_preemption_after, self.crater.job_queueing_strategy)
         if len(queued) > inline_max:
             decision = await asyncio.to_thread(engine.schedule, *args)
         else:
@@ -971,6 +976,7 @@ class QueueService:
         out = [{"type": "Normal" if t["state"] not in ("failed", "preempted") else "Warning",
                 "reason": t["state"], "message": t["reason"], "at": t["at"],
                 "object": f"crater-job/{job_id}"} for t in model["transitions"]]
+        keyed = [(timeline.transition_key(e), e) for e in out]
         cache = self.events_cache()
         await cache.ready(timeout=10)
         names = {manifest.job_name(job_id, a) for a in range(model["attempt"] + 1)}
@@ -982,8 +988,8 @@ class QueueService:
                     name.startswith(n + "-") and len(name) == len(n) + 6 for n in names)):
                 at = ev.get("lastTimestamp") or ev.get("eventTime") or \
                     (ev.get("metadata") or {}).get("creationTimestamp")
-                out.append({"type": ev.get("type") or "Normal", "reason": ev.get("reason"),
-                            "message": ev.get("message"), "at": at,
-                            "object": f"{(obj.get('kind') or '').lower()}/{name}"})
-        out.sort(key=lambda e: e["at"] or "")
-        return out
+                keyed.append((timeline.kube_event_key(at, ev), {
+                    "type": ev.get("type") or "Normal", "reason": ev.get("reason"),
+                    "message": ev.get("message"), "at": at,
+                    "object": f"{(obj.get('kind') or '').lower()}/{name}"}))
+        return timeline.ordered(keyed)

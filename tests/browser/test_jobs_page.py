@@ -193,12 +193,24 @@ async def test_only_crater_admins_see_every_queue_and_may_cancel_others_jobs(
 async def test_a_queued_job_shows_its_place_in_the_queue_and_is_cancelled_from_the_table(
         crater_hub, researcher):
     page = researcher
-    # 8 T4s: more than this user's GPU quota (4) allows at once, so it waits in the queue
+    # a running 4 × T4 job holds this user's whole GPU quota (4), so one more T4 waits for it
+    r = await api_request(crater_hub, f"users/{page.crater_user}/tokens", "POST", {"note": "test"})
+    token = r.data["token"]
+    r = await api_request(crater_hub, "crater/jobs", "POST", {
+        "profile": "gpu", "accelerator": "t4", "gpus": 4, "command": "sleep 600"}, token=token)
+    assert r.code == 201, r
+    holder = r.data["id"]
+
+    async def holding():
+        model = (await api_request(crater_hub, f"crater/jobs/{holder}", token=token)).data
+        return model["state"] == "running"
+
+    await wait_for(holding, timeout=RUN_DEADLINE_MS / 1000, interval=0.2, message="the holder to run")
     await page.goto("/hub/crater/jobs")
     await expect(page.locator("#crater-job-profile option")).not_to_have_count(0)
     await page.select_option("#crater-job-profile", "gpu")
     await page.select_option("#crater-job-accelerator", "t4")
-    await page.select_option("#crater-job-gpus", "8")
+    await page.select_option("#crater-job-gpus", "1")
     await page.fill("#crater-job-command", "nvidia-smi")
     await page.click("#crater-job-submit")
     submitted = page.locator("[data-submitted-job]")
@@ -210,7 +222,8 @@ async def test_a_queued_job_shows_its_place_in_the_queue_and_is_cancelled_from_t
     queued = row(page, job_id)
     await expect(queued.locator("[data-field=state] .badge")).to_have_text("queued")
     await expect(queued.locator("[data-field=position]")).to_have_text(str(job["position"]))
-    await expect(queued.locator("[data-field=gpus]")).to_have_text("8 × t4")
+    await expect(queued.locator("[data-field=gpus]")).to_have_text("1 × t4")
+    await expect(queued.locator("[data-waiting]")).to_contain_text("over quota")
     await expect(page.locator("#crater-submit-result")).to_contain_text(
         f"queued, position {job['position']} in the queue")
 

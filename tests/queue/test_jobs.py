@@ -188,6 +188,10 @@ async def test_events_show_transitions_and_kubernetes_events(hub, make_user):
     assert reasons[0] == "queued" and "succeeded" in reasons
     assert "SuccessfulCreate" in reasons  # the Job controller created its pod
     assert all(set(e) == {"type", "reason", "message", "at", "object"} for e in r.data["events"])
+    # in the order they happened, though they often share their first second
+    assert reasons.index("queued") < reasons.index("admitted") < reasons.index("SuccessfulCreate") \
+        < reasons.index("Scheduled") < reasons.index("Started") < reasons.index("running") \
+        < reasons.index("succeeded")
 
 
 async def test_admin_sees_all_jobs_and_queues_users_only_their_own(hub, make_user, tmp_path):

@@ -4,6 +4,8 @@ best-effort preemption, positions and estimated start."""
 import random
 import time
 
+import pytest
+
 from crater_hub.policy.quotas import Quota, Usage
 from crater_hub.queue.engine import ActiveJob, NodeFree, QueuedJob, schedule
 
@@ -146,6 +148,105 @@ def test_impossible_job_has_no_estimate():
     assert d.positions == {1: 1} and d.estimated_start[1] is None
 
 
+def test_best_effort_fifo_starts_a_later_job_that_fits_the_quota_before_one_that_does_not():
+    # u holds 2 of 3 GPUs: job 1 (2 GPUs) must wait for the quota, job 2 (1 GPU) fits
+    quota = {"u": Quota(gpus=3)}
+    d = schedule([q(1, gpus=2), q(2, gpus=1)], [a(9, gpus=2)], [node()], quota, {}, now=100)
+    assert admitted(d) == [2]
+    assert d.waiting[1].startswith("over quota: 2 more GPUs would exceed your GPU quota")
+
+
+def test_strict_fifo_starts_an_owners_jobs_in_submission_order():
+    quota = {"u": Quota(gpus=3)}
+    args = ([q(1, gpus=2), q(2, gpus=1), q(3, "v", gpus=1)], [a(9, gpus=2)], [node()], quota, {})
+    d = schedule(*args, now=100, strategy="strict_fifo")
+    assert admitted(d) == [3]  # another owner is not held back
+    assert d.waiting[2] == "behind job 1 of the same user (over quota)"
+    assert d.estimated_start[2] >= d.estimated_start[1]
+
+
+def test_strict_fifo_holds_back_behind_a_job_waiting_for_capacity_too():
+    args = ([q(1, gpus=4), q(2, gpus=1), q(3, "v", gpus=1)], [a(9)], [node()], {}, {})
+    assert sorted(admitted(schedule(*args, now=100))) == [2, 3]
+    d = schedule(*args, now=100, strategy="strict_fifo")
+    assert admitted(d) == [3]
+    assert d.waiting[2] == "behind job 1 of the same user (waiting for capacity)"
+    # a job with no estimate holds back the owner's later ones' estimates too
+    d = schedule([q(1, gpus=8), q(2, gpus=1)], [a(9, gpus=4)], [node(gpus=0)], {}, {}, now=100,
+                 strategy="strict_fifo")
+    assert d.estimated_start == {1: None, 2: None}
+    assert d.waiting[2].endswith("no estimated start: it is behind job 1 of the same user, "
+                                 "which has none")
+
+
+def test_only_the_owner_and_its_priority_class_are_held_back_under_strict_fifo():
+    quota = {"u": Quota(gpus=1)}
+    d = schedule([q(1, gpus=2, priority=10), q(2, gpus=1), q(3, accelerator=None, gpus=0)], [],
+                 [node()], quota, {}, now=100, strategy="strict_fifo")
+    # job 1 waits for the quota at priority 10; jobs 2 and 3, at priority 0, are not behind it
+    assert admitted(d) == [2, 3] and d.waiting[1].startswith("over quota")
+
+
+def test_jobs_the_quota_cannot_hold_together_never_share_an_estimate():
+    quota = {"u": Quota(gpus=2)}
+    active = [a(9, gpus=2, started=0, runtime=1000)]
+    d = schedule([q(1, gpus=2, runtime=500), q(2, gpus=2, runtime=500), q(3, gpus=1)], active,
+                 [node(gpus=2)], quota, {}, now=100)
+    assert d.estimated_start[1] == 1000  # when job 9 gives its 2 GPUs back
+    assert d.estimated_start[2] == 1500  # when job 1 will
+    assert d.estimated_start[3] == 2000  # its GPU is free earlier, its owner's quota is not
+
+
+def test_estimates_respect_a_per_accelerator_quota_too():
+    quota = {"u": Quota(gpus=8, accelerators={A100: 1})}
+    active = [a(9, gpus=1, started=0, runtime=1000)]
+    d = schedule([q(1), q(2)], active, [node(gpus=3)], quota, {}, now=100)
+    assert d.waiting[1].startswith("over quota: 1 more a100 would exceed your quota for them")
+    assert d.estimated_start[1] == 1000  # job 9 gives the one A100 back
+    assert d.estimated_start[2] == 4600  # then job 1 holds it for its hour
+
+
+def test_a_limit_that_cannot_bind_holds_no_estimate_back():
+    # the A100 cap (1) binds, the total (8) cannot: the T4 job is estimated on its own
+    quota = {"u": Quota(gpus=8, accelerators={A100: 1})}
+    t4_node = NodeFree("t", {"t4": 0}, 64000, 2**40)
+    t4_busy = ActiveJob(id=8, owner="v", accelerator="t4", gpus=1, node="t", started=0,
+                        runtime=300, cpu_m=100, mem_b=1000)
+    queued = [q(1), q(2), q(3, accelerator="t4")]
+    active = [a(9, gpus=1, started=0, runtime=1000), t4_busy]
+    d = schedule(queued, active, [node(gpus=3), t4_node], quota, {}, now=100)
+    assert (d.estimated_start[1], d.estimated_start[2], d.estimated_start[3]) == (1000, 4600, 300)
+    # a total of 3 (use 1 + demand 3 > 3) binds: the owner's GPU jobs then start in queue order
+    quota = {"u": Quota(gpus=3, accelerators={A100: 1})}
+    d = schedule(queued, active, [node(gpus=3), t4_node], quota, {}, now=100)
+    assert (d.estimated_start[1], d.estimated_start[2], d.estimated_start[3]) == (1000, 4600, 4600)
+
+
+def test_jobs_admitted_in_this_cycle_count_in_the_estimates():
+    quota = {"u": Quota(gpus=2)}
+    d = schedule([q(1, gpus=2, runtime=600), q(2, gpus=2)], [], [node()], quota, {}, now=100)
+    assert admitted(d) == [1] and d.estimated_start[2] == 700
+
+
+def test_a_job_without_an_estimate_says_why():
+    d = schedule([q(1, gpus=8), q(2, gpus=1, accelerator="t4")], [],
+                 [node("n1"), node("n2")], {}, {}, now=100)
+    assert d.estimated_start == {1: None, 2: None}
+    assert d.waiting[1] == ("waiting for capacity; no estimated start: no node has 8 a100 GPUs, "
+                            "even after the running jobs end (at most 4)")
+    assert d.waiting[2].endswith("no estimated start: no node has t4 GPUs")
+    servers = {"u": Usage(1, 1, {A100: 1})}
+    d = schedule([q(3, gpus=2)], [], [node()], {"u": Quota(gpus=2)}, servers, now=100)
+    assert d.estimated_start[3] is None
+    assert d.waiting[3].endswith("no estimated start: the user's servers hold 1 of their "
+                                 "quota's 2 GPUs")
+
+
+def test_an_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="strict_fifo"):
+        schedule([], [], [], {}, {}, now=0, strategy="fifo")
+
+
 def test_one_cycle_over_100k_queued_jobs_of_1000_users():
     queued = [q(i, f"user{i % 1000}", gpus=1 + i % 2, priority=(i % 3) * 10)
               for i in range(100_000)]
@@ -225,14 +326,18 @@ def _same(fast, slow):
         assert getattr(fast, name) == getattr(slow, name), name
 
 
+STRATEGIES = ("best_effort_fifo", "strict_fifo")
+
+
 def test_fast_schedule_decides_as_the_reference_on_random_cycles():
     for seed in range(6):
         queued, active, free_nodes, quotas, servers = _random_cycle(seed)
         for now, preempt_after in ((1000.0, None), (1000.0, 300), (1500.0, 0)):
-            args = (queued, active, free_nodes, quotas, servers, now, preempt_after)
-            fast, slow = schedule(*args), reference_schedule(*args)
-            assert slow.admit and slow.positions  # the cycle decides something
-            _same(fast, slow)
+            for strategy in STRATEGIES:
+                args = (queued, active, free_nodes, quotas, servers, now, preempt_after, strategy)
+                fast, slow = schedule(*args), reference_schedule(*args)
+                assert slow.admit and slow.positions  # the cycle decides something
+                _same(fast, slow)
 
 
 def test_fast_schedule_decides_as_the_reference_when_capacity_is_plenty_and_when_none():
@@ -240,8 +345,9 @@ def test_fast_schedule_decides_as_the_reference_when_capacity_is_plenty_and_when
     roomy = [NodeFree(n.name, {s: 64 for s in n.accelerators}, 10**6, 2**50) for n in free_nodes]
     full = [NodeFree(n.name, {s: 0 for s in n.accelerators}, 0, 0) for n in free_nodes]
     for nodes in (roomy, full, []):
-        args = (queued, active, nodes, quotas, servers, 2000.0, 100)
-        _same(schedule(*args), reference_schedule(*args))
+        for strategy in STRATEGIES:
+            args = (queued, active, nodes, quotas, servers, 2000.0, 100, strategy)
+            _same(schedule(*args), reference_schedule(*args))
 
 
 def test_fast_schedule_decides_as_the_reference_across_many_node_blocks():
@@ -249,8 +355,23 @@ def test_fast_schedule_decides_as_the_reference_across_many_node_blocks():
     block are compared too."""
     for seed in (11, 12):
         queued, active, free_nodes, quotas, servers = _random_cycle(seed, jobs=3000, nodes=300)
-        for now, preempt_after in ((1000.0, None), (1500.0, 0)):
-            args = (queued, active, free_nodes, quotas, servers, now, preempt_after)
+        for (now, preempt_after), strategy in zip(((1000.0, None), (1500.0, 0)), STRATEGIES,
+                                                  strict=True):
+            args = (queued, active, free_nodes, quotas, servers, now, preempt_after, strategy)
             fast, slow = schedule(*args), reference_schedule(*args)
             assert slow.admit and slow.positions
             _same(fast, slow)
+
+
+def test_the_strategy_is_a_validated_setting():
+    from traitlets import TraitError
+
+    from crater_hub.config import JOB_QUEUEING_STRATEGIES, Crater
+    from crater_hub.queue.engine import STRATEGIES
+
+    assert JOB_QUEUEING_STRATEGIES == STRATEGIES  # config.py sits below the queue: two copies
+    assert Crater().job_queueing_strategy == "best_effort_fifo"
+    assert Crater(job_queueing_strategy="strict_fifo").job_queueing_strategy == "strict_fifo"
+    with pytest.raises(TraitError, match="job_queueing_strategy must be one of best_effort_fifo, "
+                                         "strict_fifo, got 'FIFO'"):
+        Crater(job_queueing_strategy="FIFO")

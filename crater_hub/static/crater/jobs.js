@@ -91,6 +91,13 @@
     return r + "s";
   }
 
+  // A time limit (the API's max_runtime, seconds) in minutes, the unit of the form.
+  function minutes(s) {
+    if (s === null || s === undefined) return "—";
+    var m = s / 60;
+    return (Number.isInteger(m) ? String(m) : m.toFixed(1)) + " min";
+  }
+
   function duration(job) {
     if (!job.started) return "—";
     var end = job.finished ? new Date(job.finished) : new Date();
@@ -107,9 +114,11 @@
               [job.state]);
   }
 
-  // The command as a shell would read it back: arguments with spaces or quotes are quoted.
+  // The command as the user gave it: a shell line (stored as sh -c LINE) as typed, a list of
+  // arguments as a shell would read it back (arguments with spaces or quotes quoted).
   function command(job) {
     if (!Array.isArray(job.command)) return String(job.command || "");
+    if (job.command.length === 3 && job.command[0] === "sh" && job.command[1] === "-c") return job.command[2];
     return job.command.map(function (arg) {
       return /^[\w@%+=:,.\/-]+$/.test(arg) ? arg : "'" + String(arg).replace(/'/g, "'\\''") + "'";
     }).join(" ");
@@ -126,14 +135,18 @@
       error ? "Could not refresh (" + error.message + "); retrying." : "";
   }
 
-  // Polls fn (returning a promise) every `every` ms, skipping while the tab is hidden.
-  function poll(fn) {
-    function tick() {
-      (document.hidden ? Promise.resolve() : fn()).catch(function () {}).then(function () {
-        window.setTimeout(tick, every);
-      });
+  // Polls fn (returning a promise) every `every` ms, skipping while the tab is hidden, until
+  // stopped() says there is nothing more to follow.
+  function poll(fn, stopped) {
+    stopped = stopped || function () { return false; };
+    function next() {
+      if (!stopped()) window.setTimeout(tick, every);
     }
-    return fn().catch(function () {}).then(function () { window.setTimeout(tick, every); });
+    function tick() {
+      if (stopped()) return;
+      (document.hidden ? Promise.resolve() : fn()).catch(function () {}).then(next);
+    }
+    return fn().catch(function () {}).then(next);
   }
 
   function cancelButton(job, onDone, onError) {
@@ -166,7 +179,9 @@
       }
       cells.push(
         el("td", {"data-field": "state", title: job.reason || null}, [stateBadge(job),
-          job.reason && isFinal(job) ? el("div", {"class": "small text-body-secondary"}, [job.reason]) : null]),
+          job.reason && isFinal(job) ? el("div", {"class": "small text-body-secondary"}, [job.reason]) : null,
+          job.state === "queued" && job.waiting
+            ? el("div", {"class": "small text-body-secondary", "data-waiting": ""}, [job.waiting]) : null]),
         el("td", {"data-field": "position"}, [job.position === null || job.position === undefined ? "—" : job.position]),
         el("td", {"data-field": "estimated_start"}, [job.state === "queued" ? timeEl(job.estimated_start) : "—"]),
         el("td", {"data-field": "gpus"}, [gpus(job)]),
@@ -308,6 +323,25 @@
       submitError.hidden = !message;
     }
 
+    // The time limit is whole minutes in the form (the API's max_runtime is seconds): checked
+    // here, and a refusal of max_runtime by the API is told in minutes too.
+    var maxMinutes = cfg.max_runtime_minutes;
+    function limitRule() {
+      return "Time limit: enter a whole number of minutes from 1 to " + maxMinutes +
+             ", or leave it empty for the default (" + minutes(cfg.default_runtime) + ")";
+    }
+    function checkLimit() {
+      var value = form.querySelector("#crater-job-max-runtime").value.trim();
+      if (!value) return "";
+      if (!/^[0-9]+$/.test(value) || Number(value) < 1 || (maxMinutes && Number(value) > maxMinutes)) {
+        return limitRule() + "; got " + value + ".";
+      }
+      return "";
+    }
+    function submitFailure(err) {
+      return /^max_runtime\b/.test(err.message || "") ? limitRule() + "." : err.message;
+    }
+
     function spec() {
       var body = {profile: profileSelect.value, command: form.querySelector("#crater-job-command").value.trim()};
       var p = profile();
@@ -323,8 +357,8 @@
         if (value) body[field] = value;
       });
       if (prioritySelect.value) body.priority = prioritySelect.value;
-      var minutes = form.querySelector("#crater-job-max-runtime").value;
-      if (minutes) body.max_runtime = Math.round(Number(minutes) * 60);
+      var limit = form.querySelector("#crater-job-max-runtime").value.trim();
+      if (limit) body.max_runtime = Number(limit) * 60;
       var env = {};
       envRows.querySelectorAll("[data-env-row]").forEach(function (row) {
         var name = row.querySelector("[name=env-name]").value.trim();
@@ -355,6 +389,12 @@
         showError("command: enter the command to run.");
         return;
       }
+      var limitError = checkLimit();
+      if (limitError) {
+        showError(limitError);
+        form.querySelector("#crater-job-max-runtime").focus();
+        return;
+      }
       var button = form.querySelector("#crater-job-submit");
       button.disabled = true;
       call("POST", "jobs", body).then(function (job) {
@@ -364,7 +404,7 @@
           ": " + job.state + where + ".");
         return refresh();
       }).catch(function (err) {
-        showError(err.message);
+        showError(submitFailure(err));
       }).then(function () { button.disabled = false; });
     });
 
@@ -390,7 +430,9 @@
       var rows = [
         ["Owner", j.owner], ["Profile", j.profile], ["GPUs", gpus(j)], ["CPU", j.cpu], ["Memory", j.memory],
         ["Image", j.image], ["Command", command(j)], ["Environment", env || "—"], ["Priority", j.priority],
+        ["Time limit", minutes(j.max_runtime)],
         ["Queue", j.queue], ["Position", j.position], ["Estimated start", j.state === "queued" ? timeEl(j.estimated_start) : "—"],
+        ["Waiting", j.state === "queued" ? j.waiting : null],
         ["Submitted", timeEl(j.submitted)], ["Admitted", timeEl(j.admitted)], ["Started", timeEl(j.started)],
         ["Finished", timeEl(j.finished)], ["Duration", duration(j)], ["Exit code", j.exit_code],
         ["Kubernetes Job", j.k8s_job],
@@ -427,6 +469,9 @@
       if (j.reason) summary.push(j.reason);
       if (j.exit_code !== null && j.exit_code !== undefined) summary.push("exit code " + j.exit_code);
       root.querySelector("#crater-job-summary").textContent = summary.length ? summary.join(" · ") + "." : "";
+      var waiting = root.querySelector("#crater-job-waiting");
+      waiting.textContent = j.state === "queued" && j.waiting ? "Waiting: " + j.waiting + "." : "";
+      waiting.hidden = !waiting.textContent;
       cancel.hidden = isFinal(j);
       details(j);
     }
@@ -512,12 +557,16 @@
         return events().catch(function () {});
       }, function (err) {
         if (err.status === 404) {
+          // not there (or not yours): said once, in its own box; nothing more is asked
           gone = true;
           var missing = root.querySelector("#crater-job-missing");
-          missing.textContent = err.message || "No such job.";
+          missing.textContent = (err.message || "No job " + id) +
+            ": it does not exist, or it is not yours. This page no longer refreshes.";
           missing.hidden = false;
           root.querySelector("#crater-job-body").hidden = true;
+          root.querySelector("#crater-job-status").hidden = true;
           cancel.hidden = true;
+          return null;
         }
         setUpdated(root, err);
         throw err;
@@ -533,7 +582,7 @@
       }).then(function () { cancel.disabled = false; return load(); });
     });
 
-    poll(function () { return finished || gone ? Promise.resolve() : load(); });
+    poll(load, function () { return finished || gone; });
   }
 
   // ---- /hub/crater/admin/jobs ---------------------------------------------------------------------
