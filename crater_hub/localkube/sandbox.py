@@ -151,6 +151,9 @@ class Sandbox:
                 raise MountError(f'MountVolume.SetUp failed for volume "{vol["name"]}" : {e}') from None
         containers = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
         mounts = [m for c in containers for m in c.get("volumeMounts", [])]
+        # As the kubelet does: these volumes are always mounted read-only.
+        read_only = {v["name"] for v in pod["spec"].get("volumes", [])
+                     if {"configMap", "secret", "downwardAPI", "projected"} & v.keys()}
         for mount in sorted(mounts, key=lambda m: len(m["mountPath"])):
             if mount["name"] not in self.volumes:
                 raise MountError(f'unable to find volume "{mount["name"]}" for mount "{mount["mountPath"]}"')
@@ -162,7 +165,7 @@ class Sandbox:
             if isolated:
                 if all(m["target"] != mount["mountPath"] for m in self.mounts):  # one view per pod
                     self.mounts.append({"source": str(target), "target": mount["mountPath"],
-                                        "readOnly": bool(mount.get("readOnly"))})
+                                        "readOnly": bool(mount.get("readOnly")) or mount["name"] in read_only})
             else:
                 self._link(mount["mountPath"], target)
         if isolated:

@@ -152,10 +152,16 @@ async def test_a_write_into_a_read_only_volume_fails_with_erofs(kube):
             except OSError as e:
                 print(path, errno.errorcode[e.errno])
     """)
-    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
-    mounts = [{"name": "data", "mountPath": "/rw"}, {"name": "data", "mountPath": "/ro", "readOnly": True}]
+    await kube.core.create_namespaced_config_map("default", {"metadata": {"name": "settings"},
+                                                             "data": {"mode": "fast"}})
+    code = code.replace('"/ro/nope")', '"/ro/nope", "/config/mode")')
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+               {"name": "config", "configMap": {"name": "settings"}}]
+    mounts = [{"name": "data", "mountPath": "/rw"}, {"name": "data", "mountPath": "/ro", "readOnly": True},
+              {"name": "config", "mountPath": "/config"}]  # configMaps are read-only without asking
     await kube.core.create_namespaced_pod("default", python_pod("writer", code, volumes, mounts))
-    assert (await finished_log(kube, "writer")).splitlines() == ["/rw/ok written", "/ro/nope EROFS"]
+    assert (await finished_log(kube, "writer")).splitlines() == [
+        "/rw/ok written", "/ro/nope EROFS", "/config/mode EROFS"]
 
 
 async def test_files_outside_volumes_stay_in_the_pod_and_the_state_dir_is_hidden(kube, tmp_path):
@@ -199,3 +205,13 @@ async def test_a_host_network_pod_shares_the_nodes_network_and_name(kube):
     status = (await kube.core.read_namespaced_pod("hostnet", "default")).status
     assert log.split("result ", 1)[1].strip() == socket.gethostname()
     assert status.pod_ip == status.host_ip == kube.lk.network.gateway_ip
+
+
+async def test_hostname_and_subdomain_name_the_pod_in_its_hosts_file(kube):
+    code = "import socket; print('result', socket.gethostname(), socket.gethostbyname(socket.getfqdn()))"
+    pod = python_pod("named", code)
+    pod["spec"].update(hostname="worker-0", subdomain="workers")
+    await kube.core.create_namespaced_pod("default", pod)
+    log = await finished_log(kube, "named")
+    ip = (await kube.core.read_namespaced_pod("named", "default")).status.pod_ip
+    assert log.split("result ", 1)[1].split() == ["worker-0", ip]
