@@ -18,8 +18,9 @@ class CraterSpawner(KubeSpawner):
 
     With no crater profiles configured it is plain KubeSpawner (``profile_list`` and all). With
     them: the form shows only what the user may use, with free/total devices now and the user's
-    remaining quota; every spawn (form or REST) is validated by one function, checked against
-    quota under a per-user lock and against live capacity, and the pod is shaped explicitly.
+    remaining quota; every spawn (form or REST) is validated by the policy's one resolver (the
+    job queue's too), checked against live capacity, reserved in the hub's quota ledger (which
+    counts servers and jobs together), and the pod is shaped explicitly.
     """
 
     crater_spec = None  # the WorkloadSpec this server was started with
@@ -87,7 +88,9 @@ class CraterSpawner(KubeSpawner):
         profiles, inventory, catalog = await self._context()
         groups = [g.name for g in self.user.groups]
         try:
-            spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog)
+            configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
+            spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog,
+                                    default_image=configured)
             # no await from here to the reservation: on the event loop, the check and the
             # record are one step for concurrent spawns and the queue's admissions
             self._check_capacity(spec, inventory)

@@ -22,8 +22,9 @@ def spec_of(spawner, profiles, catalog):
         return spec
     user = spawner.user
     try:
+        configured = getattr(spawner, "_crater_baseline", {}).get("image", spawner.image)
         return workload.resolve(spawner.user_options or {}, profiles, user.name,
-                                [g.name for g in user.groups], catalog)
+                                [g.name for g in user.groups], catalog, default_image=configured)
     except workload.PolicyError:
         return workload.WorkloadSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
 
