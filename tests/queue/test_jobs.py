@@ -188,10 +188,12 @@ async def test_events_show_transitions_and_kubernetes_events(hub, make_user):
     assert reasons[0] == "queued" and "succeeded" in reasons
     assert "SuccessfulCreate" in reasons  # the Job controller created its pod
     assert all(set(e) == {"type", "reason", "message", "at", "object"} for e in r.data["events"])
-    # in the order they happened, though they often share their first second
-    assert reasons.index("queued") < reasons.index("admitted") < reasons.index("SuccessfulCreate") \
-        < reasons.index("Scheduled") < reasons.index("Started") < reasons.index("running") \
-        < reasons.index("succeeded")
+    # in the order they happened, though they often share their first second: the hub admits
+    # before Kubernetes creates anything, and sees the pod running after the kubelet started it
+    # (Kubernetes' own events among themselves may race: the scheduler and the Job controller)
+    kube_events = [i for i, e in enumerate(r.data["events"]) if e["object"] != f"crater-job/{model['id']}"]
+    assert reasons.index("queued") < reasons.index("admitted") < min(kube_events), reasons
+    assert reasons.index("Started") < reasons.index("running") < reasons.index("succeeded"), reasons
 
 
 async def test_admin_sees_all_jobs_and_queues_users_only_their_own(hub, make_user, tmp_path):
