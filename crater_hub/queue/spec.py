@@ -84,10 +84,8 @@ def _quantity(value):
 
 def _int(body, key, low, high, unit=""):
     value = body[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise JobError(f"{key} must be a whole number{unit} from {low} to {high}, got {value!r}")
-    if not low <= value <= high:
-        raise JobError(f"{key} must be from {low} to {high}{unit}, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise JobError(f"{key} must be a whole number from {low} to {high}{unit}, got {value!r}")
     return value
 
 

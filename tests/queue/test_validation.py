@@ -7,9 +7,10 @@ from ..e2e.hub import api_request
 GOOD = {"profile": "cpu", "command": "true"}
 CASES = [
     ({"profile": "nope"}, "profile 'nope' does not exist"),
-    ({"profile": "gpu", "accelerator": "t4", "gpus": -1}, "gpus must be from 0 to 64"),
-    ({"profile": "gpu", "accelerator": "t4", "gpus": 1000}, "gpus must be from 0 to 64"),
-    ({"profile": "gpu", "accelerator": "t4", "gpus": "2"}, "gpus must be a whole number"),
+    ({"profile": "gpu", "accelerator": "t4", "gpus": -1}, "gpus must not be negative"),
+    ({"profile": "gpu", "accelerator": "t4", "gpus": 1000}, "gpus=1000 is not offered"),
+    # the spawn form sends "2" (one resolver for both paths): a fraction is what is refused
+    ({"profile": "gpu", "accelerator": "t4", "gpus": "2.5"}, "gpus must be a whole number"),
     ({"profile": "gpu", "accelerator": "t4", "gpus": 3}, "gpus=3 is not offered"),
     ({"command": ""}, "command must not be empty"),
     ({"command": []}, "command must not be empty"),
@@ -21,7 +22,8 @@ CASES = [
     ({"env": {f"V{i}": "x" for i in range(101)}}, "at most 100 are allowed"),
     ({"env": {"BIG": "x" * 40000}}, "at most 32768 bytes"),
     ({"priority": "urgent"}, "priority 'urgent' does not exist"),
-    ({"max_runtime": 0}, "max_runtime must be from 1"),
+    ({"max_runtime": 0}, "max_runtime must be a whole number from 1"),
+    ({"max_runtime": 0.5}, "max_runtime must be a whole number from 1"),
     ({"colour": "red"}, "unknown field(s) 'colour'"),
 ]
 

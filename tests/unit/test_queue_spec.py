@@ -44,7 +44,7 @@ def test_restricted_priority_is_403_and_allowed_to_its_group():
 
 
 def test_max_runtime_is_bounded():
-    with pytest.raises(JobError, match="max_runtime must be from 1 to 3600"):
+    with pytest.raises(JobError, match="max_runtime must be a whole number from 1 to 3600 seconds"):
         spec({"profile": "cpu", "command": "x", "max_runtime": 7200})
 
 
