@@ -133,18 +133,32 @@ class LocalKube:
         from .server import make_app
 
         await self.network.start()
-        self.store.service_ips.configure(self.network.service_cidr)  # chosen by the network
-        sockets = self._listen()
-        self.controllers = self._make_controllers()
-        self._bootstrap()
-        for c in self.controllers:
-            c.start()
-        await self._start_dns()
-        app = make_app(self)
-        from tornado.httpserver import HTTPServer
+        sockets = []
+        try:
+            self.store.service_ips.configure(self.network.service_cidr)  # chosen by the network
+            sockets = self._listen()
+            self.controllers = self._make_controllers()
+            self._bootstrap()
+            for c in self.controllers:
+                c.start()
+            await self._start_dns()
+            app = make_app(self)
+            from tornado.httpserver import HTTPServer
 
-        self.server = HTTPServer(app, idle_connection_timeout=3600)
-        self.server.add_sockets(sockets)
+            self.server = HTTPServer(app, idle_connection_timeout=3600)
+            self.server.add_sockets(sockets)
+        except BaseException:
+            # Nothing of a failed start may stay: the bridge, routes and /run/localkube record
+            # outlive this object while its process lives (in-process fixtures), and no sweep
+            # removes a live process's.
+            for sock in sockets:
+                sock.close()
+            if self.dns is not None:
+                await self.dns.stop()
+            for c in reversed(self.controllers):
+                await c.stop()
+            await self.network.stop()
+            raise
         log.info("localkube API at %s (state in %s)", self.url, self.state_dir)
         return self
 

@@ -23,6 +23,7 @@ the kernel drops namespaces, veth and mounts; nothing is left on the host.
 """
 
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -54,12 +55,39 @@ def say(line):
     sys.stdout.flush()
 
 
-def view_path(root, path):
-    return os.path.join(root, path.lstrip("/"))
+def view_path(root, path, follow_last=True):
+    """``path`` of the pod's view as a path under ``root``, its symlinks resolved within the view.
+
+    Before pivot_root an absolute symlink in the view (``/var/run -> /run``) would otherwise be
+    followed on the host: a pod's mount path or working directory would create or mount things in
+    the host's directories. ``follow_last=False`` keeps the last component as it is (a symlink to
+    be replaced by a mount point).
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved, hops = [], 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if (parts or follow_last) and os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, f"{path}: too many levels of symbolic links")
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                resolved = []
+            parts = [p for p in link.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
 
 
-def ensure_target(target, is_dir):
-    """A mount point of the right kind (a symlink in the way, e.g. /etc/resolv.conf, is replaced)."""
+def ensure_target(root, path, is_dir):
+    """A mount point of the right kind for the view's ``path`` (a symlink in the way, e.g.
+    /etc/resolv.conf, is replaced); its path under ``root``."""
+    target = view_path(root, path, follow_last=False)
     if os.path.islink(target):
         os.unlink(target)
     if is_dir:
@@ -67,6 +95,7 @@ def ensure_target(target, is_dir):
     elif not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()
+    return target
 
 
 def build_view(spec):
@@ -96,30 +125,18 @@ def build_view(spec):
     mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for path in spec.get("shared", ()):  # host directories every pod sees as they are (opt-in, tests)
         if os.path.isdir(path):
-            target = view_path(root, path)
-            ensure_target(target, True)
-            mount(path, target, None, MS_BIND | MS_REC)
+            mount(path, ensure_target(root, path, True), None, MS_BIND | MS_REC)
     for path in spec["mask"]:
         target = view_path(root, path)
         if os.path.isdir(target):
             mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
     for m in sorted(spec["mounts"], key=lambda m: len(m["target"].rstrip("/"))):
-        target = view_path(root, m["target"])
-        ensure_target(target, os.path.isdir(m["source"]))
+        target = ensure_target(root, m["target"], os.path.isdir(m["source"]))
         mount(m["source"], target, None, MS_BIND | MS_REC)
         if m.get("readOnly"):
             mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     for path, source in spec["binds"].items():
-        target = view_path(root, path)
-        ensure_target(target, False)
-        mount(source, target, None, MS_BIND)
-    for path in spec["dirs"]:
-        os.makedirs(view_path(root, path), exist_ok=True)
-    for path, content in spec["files"].items():
-        target = view_path(root, path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "w") as f:
-            f.write(content)
+        mount(source, ensure_target(root, path, False), None, MS_BIND)
     if spec["hostname"] is not None:
         name = spec["hostname"].encode()
         check(libc.sethostname(name, len(name)), "sethostname")
@@ -128,6 +145,13 @@ def build_view(spec):
     check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
     check(libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
+    # Now paths are the pod's own: its symlinks lead where they lead for the pod.
+    for path in spec["dirs"]:
+        os.makedirs(path, exist_ok=True)
+    for path, content in spec["files"].items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(content)
     return layer
 
 

@@ -19,6 +19,7 @@ behind in the same state directory.
 import asyncio
 import copy
 import ctypes
+import errno
 import functools
 import hashlib
 import json
@@ -45,6 +46,14 @@ log = logging.getLogger("localkube")
 
 MARKER = "LOCALKUBE_CONTAINER"
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# What an unprivileged container may not have: containerd's default set is kept (chown, dac_override,
+# fowner, fsetid, kill, setgid, setuid, setpcap, net_bind_service, net_raw, sys_chroot, setfcap,
+# audit_write) except mknod (no device cgroup here: /dev is the host's); everything else goes,
+# CAP_SYS_ADMIN (mount, umount, setns) and CAP_SYS_PTRACE (/proc/<pid>/root) first.
+_KEPT_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 29, 31}
+DROPPED_CAPS = tuple(c for c in range(64) if c not in _KEPT_CAPS)
 HOLDER = str(Path(__file__).with_name("holder.py"))
 HOLDER_TIMEOUT = 30.0
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -72,11 +81,42 @@ def _die_with_parent(parent):
         os._exit(1)  # localkube died before prctl took effect
 
 
-def _enter_pod(parent, holder, cwd):
-    """preexec_fn: die with localkube, join the pod's namespaces, go to the container's cwd."""
+def _enter_pod(parent, holder, cwd, privileged=False):
+    """preexec_fn: die with localkube, join the pod's namespaces, go to the container's cwd and,
+    unless the container is privileged, give up the capabilities that would undo the isolation."""
     _die_with_parent(parent)
-    _setns(holder, _NAMESPACES)
+    _setns(holder, _NAMESPACES)  # needs CAP_SYS_ADMIN: before the drop
     os.chdir(cwd)
+    if not privileged:
+        _drop_capabilities()
+
+
+def _privileged(container):
+    return bool((container.get("securityContext") or {}).get("privileged"))
+
+
+def _drop_capabilities():
+    """Remove DROPPED_CAPS from the bounding and inheritable sets (so no program this process
+    execs, setuid ones included, can have them). Root's exec then keeps every other capability.
+
+    Without CAP_SYS_PTRACE, and with fewer capabilities than localkube and the host's processes,
+    the kernel's ptrace access check refuses ``/proc/<pid>/root``, ``/cwd``, ``/environ``,
+    ``/ns`` of those (a way around the masks); without CAP_SYS_ADMIN the pod cannot unmount its
+    masks or remount its read-only volumes.
+    """
+    for cap in DROPPED_CAPS:
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:  # a capability this kernel does not know
+                raise OSError(err, f"PR_CAPBSET_DROP {cap}: {os.strerror(err)}")
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # {effective, permitted, inheritable} x 2 words
+    if _libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    for cap in DROPPED_CAPS:
+        data[3 * (cap // 32) + 2] &= ~(1 << (cap % 32)) & 0xFFFFFFFF
+    if _libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
 
 
 def _setns(pid, namespaces):
@@ -334,7 +374,8 @@ class Kubelet(Controller):
         env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
         if run.holder is None:  # loopback: a host process in the container's rootfs directory
             return env, str(view.cwd), functools.partial(_die_with_parent, os.getpid())
-        return env, str(view.cwd), functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd))
+        return env, str(view.cwd), functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd),
+                                                     _privileged(c.spec))
 
     async def open_connection(self, namespace, pod_name, port):
         """``(reader, writer)`` connected to ``127.0.0.1:port`` inside the pod's network namespace."""
@@ -381,7 +422,8 @@ class Kubelet(Controller):
             proc.stdin.write(json.dumps(spec).encode() + b"\n")
             await self._holder_says(run, "unshared", errors)
             if spec["network"] is not None:
-                run.veth = await self.net.attach(proc.pid, run.ip)
+                run.veth = self.net.new_veth()  # before: a deletion during attach detaches it
+                await self.net.attach(proc.pid, run.ip, run.veth)
             proc.stdin.write(b"net\n")
             layer = await self._holder_says(run, "ready", errors)
         except (SandboxError, NetworkError, OSError, asyncio.TimeoutError) as e:
@@ -536,7 +578,8 @@ class Kubelet(Controller):
     async def _spawn(self, run, c, view, logfile):
         env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
         if run.holder is not None:
-            cwd, preexec = None, functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd))
+            cwd, preexec = None, functools.partial(_enter_pod, os.getpid(), run.holder.pid, str(view.cwd),
+                                                   _privileged(c.spec))
         else:
             cwd, preexec = view.cwd, functools.partial(_die_with_parent, os.getpid())
         out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

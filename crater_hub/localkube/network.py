@@ -83,7 +83,15 @@ async def ip(*args, stdin=None, check=True):
     proc = await asyncio.create_subprocess_exec(
         "ip", *args, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    try:
+        _, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    except asyncio.CancelledError:
+        # Cancelled (a pod deleted while it is set up): stop here, so that whoever cleans up after
+        # us does not race an `ip` still adding what they are removing.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     if check and proc.returncode:
         raise NetworkError(f"ip {' '.join(args)}: {err.decode().strip()}")
     return err.decode()
@@ -267,20 +275,23 @@ class PodNetwork:
 
     # -- pods ----------------------------------------------------------------------------------
 
-    async def attach(self, pid, address):
+    def new_veth(self):
+        """A name for a pod's host-side veth: known before :meth:`attach` runs, so that a pod
+        deleted half-way through is detached all the same."""
+        self._veths += 1
+        return f"{self.bridge}v{self._veths:x}"
+
+    async def attach(self, pid, address, veth):
         """Join the network namespace of process ``pid`` to the bridge as ``eth0`` at ``address``.
 
-        Host side only (the veth, the /32 route); the pod configures its end (:mod:`.holder`).
-        Returns the host-side veth name.
+        Host side only (the veth ``veth``, the /32 route); the pod configures its end (:mod:`.holder`).
+        Whether it fails or is cancelled, :meth:`detach` removes what it made.
         """
-        self._veths += 1
-        veth = f"{self.bridge}v{self._veths:x}"
         await ip("-batch", "-", stdin="\n".join([
             f"link add {veth} type veth peer name eth0 netns {pid}",
             f"link set {veth} master {self.bridge} up",
             f"route add {address}/32 dev {self.bridge} src {self.gateway_ip}",
         ]) + "\n")
-        return veth
 
     async def detach(self, address, veth):
         """Remove a pod's route (and its veth, if its namespace still exists)."""

@@ -215,3 +215,65 @@ async def test_hostname_and_subdomain_name_the_pod_in_its_hosts_file(kube):
     log = await finished_log(kube, "named")
     ip = (await kube.core.read_namespaced_pod("named", "default")).status.pod_ip
     assert log.split("result ", 1)[1].split() == ["worker-0", ip]
+
+
+# Ways around the masks a root process has on a shared kernel: another process's root or
+# environment through /proc (no PID namespace here), and undoing the mask itself.
+ESCAPES = textwrap.dedent("""
+    import errno, json, os, subprocess, sys, time
+    state, localkube = sys.argv[1], sys.argv[2]
+    def attempt(what):
+        try:
+            return what()
+        except OSError as e:
+            return errno.errorcode[e.errno]
+    out = {
+        "pid 1 root": attempt(lambda: os.listdir(f"/proc/1/root{state}")),
+        "localkube root": attempt(lambda: os.listdir(f"/proc/{localkube}/root{state}")),
+        "localkube environ": attempt(lambda: len(open(f"/proc/{localkube}/environ", "rb").read()) > 0),
+        "umount": "skipped" if sys.argv[3:] else (
+            subprocess.run(["umount", state], capture_output=True).returncode != 0 or "unmounted"),
+        "state": os.listdir(state),
+    }
+    print("result", json.dumps(out), flush=True)
+    time.sleep(3600)
+""")
+
+
+async def test_a_pod_cannot_reach_the_state_dir_through_proc_nor_unmount_its_mask(kube):
+    state = str(kube.lk.state_dir.absolute())
+    args = [state, str(os.getpid())]  # localkube runs in this process
+    pod = python_pod("escaper", ESCAPES, restart="Always")
+    pod["spec"]["containers"][0]["args"] = args
+    privileged = python_pod("trusted", ESCAPES)
+    privileged["spec"]["containers"][0].update(args=[*args, "no-umount"], securityContext={"privileged": True})
+    for p in (pod, privileged):
+        await kube.core.create_namespaced_pod("default", p)
+    await wait_for(lambda: _log_has(kube, "escaper", "result"), timeout=30, message="escaper tried")
+    out = result(await kube.core.read_namespaced_pod_log("escaper", "default"))
+    assert os.listdir(f"/proc/{os.getpid()}/root{state}/pods")  # what the pod may not see
+    assert out == {"pid 1 root": "EACCES", "localkube root": "EACCES", "localkube environ": "EACCES",
+                   "umount": True, "state": []}
+    # pods/exec enters with the same limits.
+    kubelet = next(c for c in kube.lk.controllers if hasattr(c, "enter"))
+    env, _, preexec = kubelet.enter("default", "escaper", "main")
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", f"cat /proc/{os.getpid()}/environ >/dev/null || echo refused; umount {state} || echo kept",
+        env=env, preexec_fn=preexec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert (await proc.communicate())[0].decode().split() == ["refused", "kept"]
+    # A privileged container keeps every capability (the images issue commits pods with one).
+    await wait_for(lambda: _log_has(kube, "trusted", "result"), timeout=30, message="trusted tried")
+    trusted = result(await kube.core.read_namespaced_pod_log("trusted", "default"))
+    assert trusted["localkube environ"] is True and trusted["localkube root"] != "EACCES"
+
+
+async def test_a_working_directory_behind_a_host_symlink_is_made_in_the_pod_not_on_the_host(kube):
+    name = f"lk-test-{uuid.uuid4().hex[:12]}"
+    assert os.path.islink("/var/run") and os.path.realpath("/var/run") == "/run"  # as on Debian
+    pod = python_pod("symlinked", "import os; print('result', os.getcwd())")
+    pod["spec"]["containers"][0]["workingDir"] = f"/var/run/{name}"
+    await kube.core.create_namespaced_pod("default", pod)
+    log = await finished_log(kube, "symlinked")
+    status = (await kube.core.read_namespaced_pod("symlinked", "default")).status
+    assert status.phase == "Succeeded" and log.split("result ", 1)[1].strip() in (f"/run/{name}", f"/var/run/{name}")
+    assert not os.path.exists(f"/run/{name}")

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -186,3 +187,51 @@ async def test_localkubes_started_together_get_their_own_bridge_and_ranges(tmp_p
     finally:
         await asyncio.gather(*(n.stop() for n in networks))
     assert not any(n.bridge in links() for n in networks)
+
+
+async def test_a_start_that_fails_after_the_network_is_up_leaves_no_bridge_routes_or_record(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    lk = LocalKube(state_dir=tmp_path / "state", isolation="isolated", port=taken.getsockname()[1])
+    try:
+        with pytest.raises(OSError):
+            await lk.start()  # the API's port is taken: after the bridge is made
+    finally:
+        taken.close()
+    bridge, ranges = lk.network.bridge, (str(lk.network.pod_cidr), str(lk.network.service_cidr))
+    assert bridge and bridge not in links()
+    assert not (RUN_DIR / f"{bridge}.json").exists()
+    assert not any(f"unreachable {r} " in routes() for r in ranges)
+
+
+async def test_a_pod_deleted_while_its_veth_is_attached_leaves_no_route_for_the_next_pod(tmp_path):
+    lk = LocalKube(state_dir=tmp_path / "state", isolation="isolated")
+    await lk.start()
+    try:
+        attached = asyncio.Event()
+        real_attach = lk.network.attach
+
+        async def attach_then_hold(*args):  # the deletion arrives while attach is still running
+            await real_attach(*args)
+            attached.set()
+            await asyncio.Event().wait()
+
+        lk.network.attach = attach_then_hold
+        pods = lk.registry.lookup("", "v1", "pods")
+        kubelet = next(c for c in lk.controllers if hasattr(c, "enter"))
+        lk.store.create(pods, sleeper("doomed"), "default")
+        await asyncio.wait_for(attached.wait(), 30)
+        ip = lk.store.find(pods, "default", "doomed")["status"]["podIP"]
+        assert f"{ip} dev {lk.network.bridge} " in routes()
+        await asyncio.to_thread(api_delete, lk, "/api/v1/namespaces/default/pods/doomed?gracePeriodSeconds=0")
+        await wait_for(lambda: not kubelet.runs and not lk.store.find(pods, "default", "doomed"),
+                       timeout=10, message="doomed gone")
+        assert f"{ip} dev {lk.network.bridge} " not in routes()
+    finally:
+        await lk.stop()
+
+
+def api_delete(lk, path):
+    with urllib.request.urlopen(urllib.request.Request(lk.url + path, method="DELETE"), timeout=5) as r:
+        return json.loads(r.read())
