@@ -568,7 +568,11 @@ class QueueService:
 
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
-        home_node = await home.prepare(job, self.namespace, self.pod_cache)
+        try:
+            home_node = await home.prepare(job, self.namespace, self.pod_cache)
+        except home.HomeRefused as e:  # every retry would be refused: fail, freeing its quota
+            await self._finish(job, "failed", str(e), None)
+            return
         if home_node and (why := home.unreachable(job, self.inventory.node_cache.get(home_node))):
             await self._finish(job, "failed", why, None)
             return
