@@ -10,8 +10,13 @@ The job's pod mounts its owner's home as the default server does (the volumes fr
   wait forever on a multi-attach error. ReadWriteMany homes (NFS...) leave the job free.
 
 One GET per claim per dispatch (never a LIST): dispatch is already a write to the API.
+
+A claim the cluster refuses to read or create (400, 403, 422: a forbidden namespace, an invalid
+claim) will be refused the same way on every retry: :class:`HomeRefused` says why, and the
+queue fails the job with that reason, as it does when the cluster refuses the Job itself.
 """
 
+import json
 import logging
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -22,6 +27,24 @@ log = logging.getLogger("crater_hub.queue")
 
 #: access modes under which several nodes may mount a claim at once
 MULTI_NODE_MODES = {"ReadWriteMany", "ReadOnlyMany"}
+
+
+#: API statuses that no retry changes
+REFUSED = (400, 403, 422)
+
+
+class HomeRefused(Exception):
+    """The cluster refused to read or create a home claim of the job: retrying cannot help."""
+
+
+def _refused(error, namespace, name):
+    try:
+        detail = json.loads(error.body).get("message") or error.reason
+    except (TypeError, ValueError, AttributeError):
+        detail = error.reason
+    return HomeRefused(
+        f"the cluster refused its home volume (claim {namespace}/{name}: {error.status} {detail}): "
+        f"the job cannot mount your home; ask your administrator to fix the home storage")
 
 
 def claim_names(pod):
@@ -56,7 +79,7 @@ async def _access_modes(namespace, name, template):
 
 async def prepare(job, namespace, pod_cache):
     """Make the job's home claims exist; the node it must run on (its owner's server's, for a
-    single-node home), else None."""
+    single-node home), else None. :class:`HomeRefused` when the cluster refuses a claim."""
     pod = (job.shape or {}).get("pod") or {}
     names = claim_names(pod)
     if not names:
@@ -64,7 +87,12 @@ async def prepare(job, namespace, pod_cache):
     templates = {c["metadata"]["name"]: c for c in pod.get("claims") or []}
     single_node = False
     for name in names:
-        modes = await _access_modes(namespace, name, templates.get(name))
+        try:
+            modes = await _access_modes(namespace, name, templates.get(name))
+        except ApiException as e:
+            if e.status in REFUSED:
+                raise _refused(e, namespace, name) from None
+            raise
         if modes is not None and not set(modes) & MULTI_NODE_MODES:
             single_node = True
     if not single_node or not pod.get("server_pod"):

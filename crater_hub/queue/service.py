@@ -568,7 +568,11 @@ class QueueService:
 
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
-        home_node = await home.prepare(job, self.namespace, self.pod_cache)
+        try:
+            home_node = await home.prepare(job, self.namespace, self.pod_cache)
+        except home.HomeRefused as e:  # every retry would be refused: fail, freeing its quota
+            await self._finish(job, "failed", str(e), None)
+            return
         if home_node and (why := home.unreachable(job, self.inventory.node_cache.get(home_node))):
             await self._finish(job, "failed", why, None)
             return
@@ -782,9 +786,13 @@ class QueueService:
                     faults.point("preempt.after_commit")
         admitted = []
         quotas = {owner: quota for owner, (quota, _) in info.items()}
+        # strict_fifo: once one of an owner's admissions is refused at commit, their later ones
+        # wait for the next cycle too, or they would start before it
+        strict = self.crater.job_queueing_strategy == "strict_fifo"
+        held_back = set()
         for job_id, _node in decision.admit:
             job = self.jobs.get(job_id)
-            if job is None or job.state != "queued":
+            if job is None or job.state != "queued" or job.owner in held_back:
                 continue
             async with self._locks[job_id]:
                 if job.state != "queued":
@@ -793,8 +801,10 @@ class QueueService:
                 # (or another admission) of the owner since this cycle looked is counted now.
                 why = self.crater.ledger.reserve(job.owner, (JOB, job.id), self._holding(job),
                                                  quotas.get(job.owner))
-                if why:
-                    continue  # decided on what changed meanwhile: the next cycle decides again
+                if why:  # decided on what changed meanwhile: the next cycle decides again
+                    if strict:
+                        held_back.add(job.owner)
+                    continue
                 faults.point("admit.before_commit")
                 reason = (f"admitted: fits {job.owner}'s quota and the free capacity"
                           if not job.best_effort else "admitted on idle capacity (best-effort)")

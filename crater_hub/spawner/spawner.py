@@ -27,7 +27,9 @@ class CraterSpawner(KubeSpawner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # a record made for the spawn about to run (a new named server): removed if refused
+        # a record made for the spawn about to run (a new named server): removed if refused.
+        # JupyterHub keeps this object across stops and starts: once a spawn succeeds, the
+        # server (and its home) is the user's, never forgotten (see start and poll)
         self.crater_created_for_spawn = never_started(self)
         keep_refusals_one_line(self.log)
 
@@ -127,6 +129,8 @@ class CraterSpawner(KubeSpawner):
         def release_on_failure(f):
             if f.cancelled() or f.exception() is not None:
                 self._release()
+            else:
+                self.crater_created_for_spawn = False  # it started: no refusal removes it now
 
         future.add_done_callback(release_on_failure)
         return future
@@ -146,12 +150,22 @@ class CraterSpawner(KubeSpawner):
             return status
         key = server_key(self)
         if status is None:
-            if not self.crater.ledger.holds(self.user.name, key):
+            self.crater_created_for_spawn = False
+            if self._unaccounted_running(key):
                 profiles, _, catalog = await self._context()
-                self.crater.ledger.hold(self.user.name, key, holding_of(self, profiles, catalog))
+                if self._unaccounted_running(key):  # checked again after the await
+                    self.crater.ledger.hold(self.user.name, key,
+                                            holding_of(self, profiles, catalog))
         elif not self.pending:
             self._release()
         return status
+
+    def _unaccounted_running(self, key):
+        """Whether the hub counts this server as running (or checks it after a restart) and the
+        ledger does not: a stop that began or finished while a poll was in flight released it,
+        and a stopped server must never come back into the ledger."""
+        return (self.pending in (None, "check") and self.server is not None
+                and not self.crater.ledger.holds(self.user.name, key))
 
     def _release(self):
         self.crater_spec = None

@@ -5,8 +5,9 @@ and an image pattern).
 What a user sees: a job holding the quota refuses a GPU server and a server holding it makes a
 job wait, and the profiles API counts both; a job that could never run is refused at submit;
 images come from the allow-list on both paths; the platform's environment names are refused; a
-refused named spawn leaves no server; and concurrent spawns and submits of one user never hold
-more GPUs than the quota, counted from the pods.
+refused named spawn leaves no server, unless it ran before (then it and its home stay); and
+concurrent spawns and submits of one user never hold more GPUs than the quota, counted from the
+pods.
 """
 
 import asyncio
@@ -161,6 +162,61 @@ async def test_a_refused_named_spawn_leaves_no_server_and_logs_one_line(hub, mak
     assert len(refused) == 2, "\n".join(log[-40:])
     assert all(not log[i + 1].startswith("Traceback") for i in refused if i + 1 < len(log))
     assert not [line for line in log if "unhandled user_options" in line]
+
+
+@pytest.fixture
+async def claims(queue_cluster):
+    """``await claims()``: the names of the servers' namespace's PVCs, read from the API."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(queue_cluster.kubeconfig),
+                                  client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        core = client.CoreV1Api(api)
+
+        async def read():
+            return {c.metadata.name for c in
+                    (await core.list_namespaced_persistent_volume_claim("default")).items}
+
+        yield read
+
+
+async def test_a_refused_spawn_of_a_server_that_ran_before_keeps_the_server_and_its_home(
+        hub, make_user, claims, tmp_path):
+    """A named server that was started and stopped is the user's: when a job has since taken the
+    quota and its next spawn is refused, its record and its home PVC stay (only a server whose
+    first spawn is refused is removed, as a new one refused below is)."""
+    name, token = await make_user()
+    try:
+        before = await claims()
+        await spawn(hub, name, {"profile": "cpu"}, server="keep")
+        await stop_server(hub, name, "keep")
+        [home] = [c for c in await claims() - before if name in c and "keep" in c]
+        held = await submit(hub, token, **T4, gpus=2, command=release_command(tmp_path, "held"))
+        await wait_state(hub, token, held["id"], "running")
+
+        r = await request_spawn(hub, name, {**T4, "gpus": 1}, server="keep")
+        assert r.code == 403 and "Over quota" in r.data["message"], r
+        r = await request_spawn(hub, name, {**T4, "gpus": 1}, server="fresh")
+        assert r.code == 403, r
+
+        async def servers():
+            r = await api_request(hub, f"users/{name}?include_stopped_servers=1")
+            return set(r.data["servers"])
+
+        # the removals of refused servers have run once the later one's is done
+        await wait_for(lambda: _lacks(servers, "fresh"), timeout=10,
+                       message="the new refused server to be removed")
+        assert "keep" in await servers()
+        assert home in await claims()
+        log = hub.log_file.read_text(errors="replace")
+        assert f"removed {name}'s server 'keep'" not in log
+    finally:
+        (tmp_path / "held").touch()
+        await stop_all_servers(hub, name)
+
+
+async def _lacks(read, server):
+    return server not in await read()
 
 
 async def test_concurrent_spawns_and_submits_never_hold_more_gpus_than_the_quota(

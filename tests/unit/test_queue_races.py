@@ -5,6 +5,7 @@ database; the cluster side (capacity, dispatch) is replaced, as no cluster takes
 import asyncio
 from types import SimpleNamespace
 
+import pytest
 from traitlets.config import Config
 
 from crater_hub.accelerators import Accelerator
@@ -105,4 +106,43 @@ async def test_a_spawn_while_a_cycle_decides_keeps_the_job_from_exceeding_the_qu
     assert crater.ledger.usage("alice").gpus == 2  # now the job's
     assert await service._transition(job, "cancelled", "test", expect="admitted")
     assert crater.ledger.usage("alice").gpus == 0  # an ended job gives its GPUs back
+    service.db.close()
+
+
+@pytest.mark.parametrize("strategy, later_starts", [("strict_fifo", False),
+                                                     ("best_effort_fifo", True)])
+async def test_strict_fifo_holds_back_the_owners_later_jobs_when_one_is_refused_at_commit(
+        monkeypatch, strategy, later_starts):
+    """Under strict_fifo a job refused at commit (a spawn took the quota since the cycle looked)
+    keeps its owner's later jobs of the cycle from starting before it; best_effort_fifo lets
+    the later one that fits start."""
+    t4 = Accelerator("t4", "Tesla T4", "nvidia.com/gpu")
+    config = Config()
+    config.Crater.quotas = {"default": {"gpus": 2}}
+    config.Crater.job_queueing_strategy = strategy
+    crater = Crater(config=config)
+    service = service_mod.QueueService(crater, "sqlite://", namespace="ns")
+    service.inventory = SimpleNamespace(accelerators=lambda: [t4])
+    await service.db.call(migrate.upgrade, service.db.engine)
+    first, later = Spec(), Spec()
+    first.accelerator, first.gpus = t4, 2
+    later.accelerator, later.gpus = t4, 1
+    jobs = await service.db.run(service._insert, [first, later])
+    for job in jobs:
+        service.jobs[job.id] = job
+    monkeypatch.setattr(service, "_nodes", lambda active, finished: [])
+    monkeypatch.setattr(service_mod.engine, "schedule", lambda *args: engine.Decision(
+        admit=[(job.id, "node-1") for job in jobs]))
+    dispatched = []
+
+    async def dispatch(job):
+        dispatched.append(job.id)
+
+    monkeypatch.setattr(service, "_dispatch_locked", dispatch)
+    crater.ledger.hold("alice", (SERVER, ""), Holding(SERVER, t4, 1))  # a spawn, meanwhile
+
+    await service._admit()
+    assert jobs[0].state == "queued"
+    assert (jobs[1].state == "admitted") is later_starts
+    assert dispatched == ([jobs[1].id] if later_starts else [])
     service.db.close()
