@@ -335,8 +335,17 @@ class Kubelet(Controller):
             await asyncio.wait(tasks, timeout=self.stop_grace)  # also cuts longer deletions short
             for run in runs:
                 run.kill_now.set()
-            # a deletion already under way may have been cancelled with its reconcile: that is fine,
-            # every process is killed below either way
+            # A start already under way when the reconciles were cancelled can bring up a process
+            # (or a pod's holder) after the SIGTERM round, and a shutdown would then wait on it
+            # for ever: every marked process is killed until the shutdowns end. A deletion already
+            # under way may have been cancelled with its reconcile: that is fine too.
+            pending = set(tasks)
+            while pending:
+                _kill(await asyncio.to_thread(_marked_pids, self._marker_root()))
+                _, pending = await asyncio.wait(pending, timeout=2)
+                if pending:
+                    log.warning("kubelet stop: %d pod(s) still stopping; killing their processes again",
+                                len(pending))
             await asyncio.gather(*tasks, return_exceptions=True)
         _kill(await asyncio.to_thread(_marked_pids, self._marker_root()))
 
@@ -605,8 +614,12 @@ class Kubelet(Controller):
 
     async def _terminate(self, run, grace, remove, record):
         if run.driver:
-            run.driver.cancel()
-            await asyncio.wait([run.driver])
+            # A cancel that lands while a container start is finishing can be absorbed on the way
+            # (the start is shielded, and a failed start is a restart); the driver then goes on to
+            # its back-off sleep. Cancel again until it has ended.
+            while not run.driver.done():
+                run.driver.cancel()
+                await asyncio.wait([run.driver], timeout=1)
         await asyncio.gather(*(self._stop_container(run, c, grace, record) for c in run.containers))
         await self._stop_holder(run)
         if self.runs.get((run.namespace, run.name)) is run:
