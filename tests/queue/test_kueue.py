@@ -329,7 +329,10 @@ async def test_a_job_waits_suspended_in_kueue_then_runs_when_admitted(kueue_hub,
     done = await wait_state(kueue_hub, user, model["id"], ("succeeded", "failed"), timeout=60)
     assert done["state"] == "succeeded", done
     states = [(t["state"], t["reason"]) for t in done["transitions"]]
-    assert [s for s, _ in states] == ["queued", "admitted", "running", "succeeded"], states
+    # an echo may end between two looks of the hub: then "running" is not seen, but its start is
+    assert [s for s, _ in states] in (["queued", "admitted", "running", "succeeded"],
+                                      ["queued", "admitted", "succeeded"]), states
+    assert done["started"], done
     assert states[1][1].startswith(f"admitted by Kueue in ClusterQueue {CLUSTER_QUEUE}")
     assert (await logs(kueue_hub, user, model["id"]))[2] == "hello from kueue\n"
 
