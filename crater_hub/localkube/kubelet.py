@@ -335,17 +335,8 @@ class Kubelet(Controller):
             await asyncio.wait(tasks, timeout=self.stop_grace)  # also cuts longer deletions short
             for run in runs:
                 run.kill_now.set()
-            # A start already under way when the reconciles were cancelled can bring up a process
-            # (or a pod's holder) after the SIGTERM round, and a shutdown would then wait on it
-            # for ever: every marked process is killed until the shutdowns end. A deletion already
-            # under way may have been cancelled with its reconcile: that is fine too.
-            pending = set(tasks)
-            while pending:
-                _kill(await asyncio.to_thread(_marked_pids, self._marker_root()))
-                _, pending = await asyncio.wait(pending, timeout=2)
-                if pending:
-                    log.warning("kubelet stop: %d pod(s) still stopping; killing their processes again",
-                                len(pending))
+            # a deletion already under way may have been cancelled with its reconcile: that is fine,
+            # every process is killed below either way
             await asyncio.gather(*tasks, return_exceptions=True)
         _kill(await asyncio.to_thread(_marked_pids, self._marker_root()))
 

@@ -23,18 +23,21 @@ T4 = {"profile": "gpu", "accelerator": "t4"}
 
 
 @pytest.fixture
-async def pods(queue_cluster):
-    """``await pods()``: every pod of the cluster, read from the API."""
+async def core(queue_cluster):
+    """A CoreV1Api on the test cluster, to read what a user cannot see through the hub."""
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(queue_cluster.kubeconfig),
                                   client_configuration=configuration)
     async with client.ApiClient(configuration) as api:
-        core = client.CoreV1Api(api)
+        yield client.CoreV1Api(api)
 
-        async def read():
-            return (await core.list_pod_for_all_namespaces()).items
 
-        yield read
+@pytest.fixture
+def pods(core):
+    """``await pods()``: every pod of the cluster, read from the API."""
+    async def read():
+        return (await core.list_pod_for_all_namespaces()).items
+    return read
 
 
 def gpus_held_by(all_pods, user):
@@ -165,19 +168,12 @@ async def test_a_refused_named_spawn_leaves_no_server_and_logs_one_line(hub, mak
 
 
 @pytest.fixture
-async def claims(queue_cluster):
+def claims(core):
     """``await claims()``: the names of the servers' namespace's PVCs, read from the API."""
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(queue_cluster.kubeconfig),
-                                  client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
-        core = client.CoreV1Api(api)
-
-        async def read():
-            return {c.metadata.name for c in
-                    (await core.list_namespaced_persistent_volume_claim("default")).items}
-
-        yield read
+    async def read():
+        return {c.metadata.name for c in
+                (await core.list_namespaced_persistent_volume_claim("default")).items}
+    return read
 
 
 async def test_a_refused_spawn_of_a_server_that_ran_before_keeps_the_server_and_its_home(
