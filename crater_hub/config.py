@@ -8,7 +8,7 @@ A hub process has one :class:`Crater`, :meth:`Crater.shared` on the hub's config
 the handlers and the queue read the same parsed settings and share its quota ledger.
 """
 
-from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, observe, validate
+from traitlets import Bool, Dict, Float, Integer, List, TraitError, Type, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
@@ -80,6 +80,17 @@ class Crater(LoggingConfigurable):
         "embedded", config=True,
         help="""``embedded`` (the hub admits jobs: priorities, fair share, quotas) or ``kueue``
         (Jobs are created suspended in ``job_kueue_local_queue`` and Kueue admits them).""",
+    )
+    job_queue_backend_class = Type(
+        None, klass="crater_hub.queue.backends.base.QueueBackend", allow_none=True, config=True,
+        help="""The admission engine's class, a subclass of
+        ``crater_hub.queue.backends.base.QueueBackend`` (or its import path), for an engine of
+        your own. None: the one ``job_queue_backend`` names.""",
+    )
+    job_log_streams_per_user = Integer(
+        4, min=-1, config=True,
+        help="""How many job logs one user may follow at once (``follow=1``: each holds a
+        stream from the Kubernetes API); past it, 429. -1: no limit.""",
     )
     jobs_namespace = Unicode(
         "", config=True,

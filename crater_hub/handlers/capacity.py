@@ -5,29 +5,15 @@ Guarded by ``custom:crater:use``, which ``crater_hub.setup`` grants to every use
 are registered after import, so they are checked inside the handlers with ``has_scope``.
 """
 
-from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.user import User
-from tornado import web
 
-from ..config import Crater
 from ..kube.inventory import shared_inventory
 
-USE = "custom:crater:use"
-ADMIN = "custom:crater:admin"
+# re-exported: other rooms' handlers import these from here (they moved to handlers/base.py)
+from .base import ADMIN, USE, CraterAPIHandler, crater_settings, custom_scopes, user_scopes
 
-custom_scopes = {
-    USE: {"description": "Use crater_hub: see GPU capacity and the profiles you may start."},
-    ADMIN: {"description": "Administer crater_hub: quotas, queues, images and datasets of all users.",
-            "subscopes": [USE]},
-}
-user_scopes = [USE]  # granted to every user by crater_hub.setup
-
-
-def crater_settings(settings):
-    """The hub's one validated :class:`Crater` (the spawner's and the queue's too)."""
-    if "crater" not in settings:
-        settings["crater"] = Crater.shared(settings.get("config"))
-    return settings["crater"]
+__all__ = ["ADMIN", "USE", "CraterAPIHandler", "crater_settings", "custom_scopes",
+           "user_scopes", "loaded_inventory", "CapacityAPIHandler", "ProfilesAPIHandler"]
 
 
 async def loaded_inventory(crater):
@@ -35,18 +21,6 @@ async def loaded_inventory(crater):
     inventory = shared_inventory(crater.accelerator_catalog())
     await inventory.ready()
     return inventory
-
-
-class CraterAPIHandler(APIHandler):
-    """An API handler whose methods start with ``self.require(scope)``."""
-
-    def require(self, scope):
-        if not self.has_scope(scope):
-            raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {scope}")
-
-    @property
-    def crater(self):
-        return crater_settings(self.settings)
 
 
 class CapacityAPIHandler(CraterAPIHandler):

@@ -15,7 +15,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.static import CacheControlStaticFilesHandler
 from tornado import web
 
-from .capacity import ADMIN, USE, crater_settings
+from .base import ADMIN, USE, crater_settings
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 REFRESH_SECONDS = 5  # how often the pages poll the API

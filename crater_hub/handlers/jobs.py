@@ -19,7 +19,7 @@ from ..queue import spec as spec_mod
 from ..queue.service import FINAL, STATES
 from ..queue.starter import service_for
 from ..spawner import job_pod
-from .capacity import ADMIN, USE, CraterAPIHandler
+from .base import ADMIN, USE, CraterAPIHandler
 
 MAX_TAIL_LINES = 100000
 

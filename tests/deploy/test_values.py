@@ -258,10 +258,10 @@ async def test_the_queue_runs_its_jobs_where_rbac_allows(chart_defaults, files, 
         assert service.backend == crater.job_queue_backend
         if service.backend == "kueue":
             job = SimpleNamespace(priority="normal")
-            assert service._queue_labels(job) == {"kueue.x-k8s.io/queue-name": "crater"}
+            assert service.queue_backend.job_labels(job) == {"kueue.x-k8s.io/queue-name": "crater"}
             assert service.queue_name() == "crater"
         else:
-            assert service._queue_labels(SimpleNamespace(priority="normal")) == {}
+            assert service.queue_backend.job_labels(SimpleNamespace(priority="normal")) == {}
     finally:
         service.db.close()
 

@@ -46,12 +46,12 @@ async def test_a_home_claim_the_cluster_refuses_fails_the_job_and_frees_its_quot
         service.inventory = SimpleNamespace(accelerators=lambda: [T4])
         service.pod_cache = None  # not reached: the claim is refused first
         await service.db.call(migrate.upgrade, service.db.engine)
-        [job] = await service.db.run(service._insert, [Spec()])
+        [job] = await service.db.run(service.store.insert_rows, [Spec()], "default")
         service.jobs[job.id] = job
-        assert await service._transition(job, "admitted", "admitted for the test", expect="queued")
+        assert await service.store.transition(job, "admitted", "admitted for the test", expect="queued")
         assert crater.ledger.usage("alice").gpus == 1
 
-        await service._dispatch_locked(job)
+        await service.reconciler.dispatch_locked(job)
 
         model = await service.get(job.id)
         assert model["state"] == "failed", model

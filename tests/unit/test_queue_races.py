@@ -14,6 +14,7 @@ from crater_hub.db import migrate
 from crater_hub.policy.ledger import SERVER, Holding
 from crater_hub.queue import engine
 from crater_hub.queue import service as service_mod
+from crater_hub.queue.backends import embedded as embedded_mod
 
 
 class Spec:
@@ -29,16 +30,16 @@ class Spec:
 async def _service(monkeypatch, decision):
     service = service_mod.QueueService(Crater(), "sqlite://", namespace="ns")
     await service.db.call(migrate.upgrade, service.db.engine)
-    [job] = await service.db.run(service._insert, [Spec()])
+    [job] = await service.db.run(service.store.insert_rows, [Spec()], "default")
     service.jobs[job.id] = job
-    monkeypatch.setattr(service, "_nodes", lambda active, finished: [])
-    monkeypatch.setattr(service_mod.engine, "schedule", lambda *args: decision(job))
+    monkeypatch.setattr(service.queue_backend, "nodes", lambda active, finished: [])
+    monkeypatch.setattr(embedded_mod.engine, "schedule", lambda *args: decision(job))
     dispatched = []
 
     async def dispatch(job):
         dispatched.append(job.id)
 
-    monkeypatch.setattr(service, "_dispatch_locked", dispatch)
+    monkeypatch.setattr(service.reconciler, "dispatch_locked", dispatch)
     return service, job, dispatched
 
 
@@ -47,7 +48,7 @@ async def test_cancel_during_admission_stays_cancelled(monkeypatch):
         monkeypatch, lambda job: engine.Decision(admit=[(job.id, "node-1")]))
     cancel = asyncio.create_task(service.cancel(job.id, "alice"))
     await asyncio.sleep(0)  # the cancel holds the job's lock, its write on the database thread
-    await service._admit()
+    await service.queue_backend.cycle()
     assert (await cancel)["state"] == "cancelled"
     model = await service.get(job.id)
     assert model["state"] == "cancelled"
@@ -59,12 +60,12 @@ async def test_cancel_during_admission_stays_cancelled(monkeypatch):
 async def test_cancel_during_preemption_stays_cancelled(monkeypatch):
     service, victim, _ = await _service(monkeypatch, lambda job: engine.Decision(
         preempt=[(job.id, 99)]))
-    assert await service._transition(victim, "admitted", "admitted for the test")
-    [other] = await service.db.run(service._insert, [Spec()])  # something queued to decide on
+    assert await service.store.transition(victim, "admitted", "admitted for the test")
+    [other] = await service.db.run(service.store.insert_rows, [Spec()], "default")  # something queued to decide on
     service.jobs[other.id] = other
     cancel = asyncio.create_task(service.cancel(victim.id, "alice"))
     await asyncio.sleep(0)
-    await service._admit()
+    await service.queue_backend.cycle()
     assert (await cancel)["state"] == "cancelled"
     model = await service.get(victim.id)
     assert [t["state"] for t in model["transitions"]] == ["queued", "admitted", "cancelled"]
@@ -83,28 +84,28 @@ async def test_a_spawn_while_a_cycle_decides_keeps_the_job_from_exceeding_the_qu
     await service.db.call(migrate.upgrade, service.db.engine)
     spec = Spec()
     spec.accelerator, spec.gpus = t4, 2
-    [job] = await service.db.run(service._insert, [spec])
+    [job] = await service.db.run(service.store.insert_rows, [spec], "default")
     service.jobs[job.id] = job
-    monkeypatch.setattr(service, "_nodes", lambda active, finished: [])
-    monkeypatch.setattr(service_mod.engine, "schedule",
+    monkeypatch.setattr(service.queue_backend, "nodes", lambda active, finished: [])
+    monkeypatch.setattr(embedded_mod.engine, "schedule",
                         lambda *args: engine.Decision(admit=[(job.id, "node-1")]))
     dispatched = []
 
     async def dispatch(job):
         dispatched.append(job.id)
 
-    monkeypatch.setattr(service, "_dispatch_locked", dispatch)
+    monkeypatch.setattr(service.reconciler, "dispatch_locked", dispatch)
     crater.ledger.hold("alice", (SERVER, ""), Holding(SERVER, t4, 2))  # a spawn, meanwhile
 
-    await service._admit()
+    await service.queue_backend.cycle()
     assert job.state == "queued" and dispatched == []
     assert crater.ledger.usage("alice").gpus == 2
 
     crater.ledger.release("alice", (SERVER, ""))  # the server stopped
-    await service._admit()
+    await service.queue_backend.cycle()
     assert job.state == "admitted" and dispatched == [job.id]
     assert crater.ledger.usage("alice").gpus == 2  # now the job's
-    assert await service._transition(job, "cancelled", "test", expect="admitted")
+    assert await service.store.transition(job, "cancelled", "test", expect="admitted")
     assert crater.ledger.usage("alice").gpus == 0  # an ended job gives its GPUs back
     service.db.close()
 
@@ -127,21 +128,21 @@ async def test_strict_fifo_holds_back_the_owners_later_jobs_when_one_is_refused_
     first, later = Spec(), Spec()
     first.accelerator, first.gpus = t4, 2
     later.accelerator, later.gpus = t4, 1
-    jobs = await service.db.run(service._insert, [first, later])
+    jobs = await service.db.run(service.store.insert_rows, [first, later], "default")
     for job in jobs:
         service.jobs[job.id] = job
-    monkeypatch.setattr(service, "_nodes", lambda active, finished: [])
-    monkeypatch.setattr(service_mod.engine, "schedule", lambda *args: engine.Decision(
+    monkeypatch.setattr(service.queue_backend, "nodes", lambda active, finished: [])
+    monkeypatch.setattr(embedded_mod.engine, "schedule", lambda *args: engine.Decision(
         admit=[(job.id, "node-1") for job in jobs]))
     dispatched = []
 
     async def dispatch(job):
         dispatched.append(job.id)
 
-    monkeypatch.setattr(service, "_dispatch_locked", dispatch)
+    monkeypatch.setattr(service.reconciler, "dispatch_locked", dispatch)
     crater.ledger.hold("alice", (SERVER, ""), Holding(SERVER, t4, 1))  # a spawn, meanwhile
 
-    await service._admit()
+    await service.queue_backend.cycle()
     assert jobs[0].state == "queued"
     assert (jobs[1].state == "admitted") is later_starts
     assert dispatched == ([jobs[1].id] if later_starts else [])
