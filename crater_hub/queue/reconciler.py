@@ -28,7 +28,7 @@ from collections import defaultdict
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..kube.client import shared_client
-from . import faults, home, manifest
+from . import home, manifest
 from .jobstatus import condition, ended, exit_info, pod_running, start_info
 from .store import FINAL
 
@@ -146,7 +146,6 @@ class Reconciler:
             return
         if not job.dispatched:
             await self.store.update(job, dispatched=True, k8s_job=name)
-            faults.point("dispatch.after_commit")
         if not await self.service.queue_backend.follow(job, name, k8s):
             return
         pods = self.pods_of(job)
@@ -154,11 +153,9 @@ class Reconciler:
             await self._ended(job, name, k8s, pods)
             return
         if job.state == "admitted" and pods and pod_running(pods[0]):
-            faults.point("running.before_commit")
             await self.store.transition(
                 job, "running", f"pod {pods[0]['metadata']['name']} is running on "
                 f"{pods[0]['spec'].get('nodeName')}", node=pods[0]["spec"].get("nodeName"))
-            faults.point("running.after_commit")
 
     async def _ended(self, job, name, k8s, pods):
         if not pods and self._pod_not_seen_yet(name, k8s):
@@ -201,19 +198,34 @@ class Reconciler:
         body = manifest.build(job, self.namespace, service.crater.job_ttl_after_finished,
                               suspend=backend.suspend_jobs, extra_labels=backend.job_labels(job),
                               home_node=home_node)
-        faults.point("dispatch.before_create")
+        try:
+            await self.create_job(body)
+        except ApiException as e:
+            if e.status in (400, 403, 422):
+                await self.finish(job, "failed", f"the cluster refused its Job: {e.reason}", None)
+                return
+            raise
+        self._created[name] = time.monotonic()
+        await self.store.update(job, dispatched=True, k8s_job=name)
+
+    async def create_job(self, body):
+        """Create a Kubernetes Job; True if created, False if it was there already (409)."""
         try:
             await shared_client("BatchV1Api").create_namespaced_job(self.namespace, body)
         except ApiException as e:
-            if e.status != 409:
-                if e.status in (400, 403, 422):
-                    await self.finish(job, "failed", f"the cluster refused its Job: {e.reason}", None)
-                    return
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, name):
+        """Delete a Kubernetes Job and, in the background, its pods (gone already: fine)."""
+        try:
+            await shared_client("BatchV1Api").delete_namespaced_job(
+                name, self.namespace, propagation_policy="Background", grace_period_seconds=5)
+        except ApiException as e:
+            if e.status != 404:
                 raise
-        self._created[name] = time.monotonic()
-        faults.point("dispatch.after_create")
-        await self.store.update(job, dispatched=True, k8s_job=name)
-        faults.point("dispatch.after_commit")
 
     async def dispatch_locked(self, job):
         """:meth:`dispatch` an admitted record under its lock; an API error waits for the loop."""
@@ -226,12 +238,9 @@ class Reconciler:
 
     async def finish(self, job, state, reason, exit_code):
         """Store the log tail, then the final state."""
-        faults.point("finish.before_logs")
         if job.log_tail is None:
             await self.save_logs(job)
-        faults.point("finish.after_logs")
-        if await self.store.transition(job, state, reason, exit_code=exit_code):
-            faults.point("finish.after_commit")
+        await self.store.transition(job, state, reason, exit_code=exit_code)
         self.service.wake()
 
     async def save_logs(self, job):
@@ -248,27 +257,18 @@ class Reconciler:
             if job.log_tail is None:
                 await self.save_logs(job)
             if k8s is not None:
-                try:
-                    await shared_client("BatchV1Api").delete_namespaced_job(
-                        name, self.namespace, propagation_policy="Background",
-                        grace_period_seconds=5)
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
-                faults.point("cleanup.after_delete")
+                await self.delete_job(name)
             if self.pods_of(job):
                 return  # its pods are still stopping: done once they are gone
         elif self._recently_created(name):
             return
         self._podless.pop(name, None)
         if job.state == "preempted" and self.service.crater.job_requeue_preempted:
-            faults.point("requeue.before_commit")
             attempt = job.attempt + 1
-            if await self.store.transition(
-                    job, "queued", f"requeued after preemption (attempt {attempt + 1})",
-                    attempt=attempt, dispatched=False, cleaned=False, k8s_job=None, node=None,
-                    log_tail=None, exit_code=None, admitted=None, started=None, finished=None):
-                faults.point("requeue.after_commit")
+            await self.store.transition(
+                job, "queued", f"requeued after preemption (attempt {attempt + 1})",
+                attempt=attempt, dispatched=False, cleaned=False, k8s_job=None, node=None,
+                log_tail=None, exit_code=None, admitted=None, started=None, finished=None)
             return
         await self.store.update(job, cleaned=True)
         self.store.forget(job.id)

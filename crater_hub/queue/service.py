@@ -27,7 +27,7 @@ from ..db.models import isotime
 from ..db.session import Database
 from ..kube.caches import WatchCache
 from ..kube.inventory import shared_inventory
-from . import engine, faults, manifest, metrics, views
+from . import engine, manifest, metrics, views
 from .backends import backend_class
 from .backends.embedded import seconds
 from .logs import PodLogs, StreamLimit
@@ -58,9 +58,9 @@ class QueueService:
         self.tick = tick
         self.inventory = None
         self.store = JobStore(self.db, crater.ledger, lambda: self.inventory.accelerators())
+        self.reconciler = Reconciler(self)
         self.queue_backend = backend_class(crater)(self, parent=crater)
         self.backend = self.queue_backend.name  # the name, as Crater.job_queue_backend gives it
-        self.reconciler = Reconciler(self)
         self.logs = PodLogs(self.namespace)
         self.streams = StreamLimit(crater.job_log_streams_per_user)
         self.decision = engine.Decision()
@@ -85,7 +85,6 @@ class QueueService:
         """Migrate, load, wait for the caches, reconcile once, then run the loop."""
         try:
             await self.db.call(migrate.upgrade, self.db.engine)
-            faults.point("startup.after_migrate")
             await self.db.run(self.store.load)
             self.job_cache = WatchCache.shared("jobs", self.namespace, manifest.SELECTOR)
             self.inventory = shared_inventory(self.crater.accelerator_catalog())
@@ -100,7 +99,6 @@ class QueueService:
                                  self.queue_backend.start())
             metrics.watch(self)
             await self.reconciler.reconcile_all()
-            faults.point("startup.after_reconcile")
             self._task = asyncio.create_task(self._run(), name="crater-queue")
             self.started.set_result(self)
             log.info("crater job queue started: %d unfinished jobs, namespace %s, backend %s, %s",
@@ -179,13 +177,11 @@ class QueueService:
         next transaction (a group commit): one commit, not one per job, so that a burst of
         submits is not held to the rate at which the database can sync. Each is answered only
         after its transaction has committed."""
-        faults.point("submit.before_insert")
         future = asyncio.get_running_loop().create_future()
         self._to_insert.append((spec, future))
         if self._inserting is None or self._inserting.done():
             self._inserting = asyncio.create_task(self._insert_pending(), name="crater-submit")
         job = await future
-        faults.point("submit.after_insert")
         await self.next_cycle()
         if job.state == "queued" and job.id in self.jobs:
             # nothing but its submit has happened to it: answer from memory
@@ -230,10 +226,8 @@ class QueueService:
             if job.state in FINAL:
                 raise JobError(f"job {job_id} already ended ({job.state}); only queued or running "
                                "jobs can be cancelled", 409)
-            faults.point("cancel.before_commit")
             if not await self.store.transition(job, "cancelled", f"cancelled by {by}"):
                 raise JobError(f"job {job_id} changed state meanwhile; try again", 409)
-            faults.point("cancel.after_commit")
         self.wake()
         return await self.get(job_id)
 

@@ -1,6 +1,6 @@
 """Crash safety: the hub is killed (``os._exit(137)``, what SIGKILL does to it) at each of the 20
 fault points of submit, admit, dispatch, run, finish, cancel, preemption, requeue and startup
-(:data:`crater_hub.queue.faults.POINTS`), then restarted without the fault. Every job must end in
+(:data:`tests.queue.faults.POINTS`, armed by a test-only backend), then restarted without the fault. Every job must end in
 the right state, none lost, none run twice: each job appends a line to its own file on the host
 when its command starts, so a second run of the same attempt would show.
 
@@ -15,11 +15,11 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from crater_hub.localkube import LocalKubeProcess
-from crater_hub.queue.faults import POINTS
 
-from ..e2e.hub import Response
+from ..e2e.hub import REPO, Response
 from ..helpers import wait_for
 from .conftest import queue_hub, share_test_files
+from .faults import POINTS
 
 FINAL = ("succeeded", "failed", "cancelled", "preempted")
 SUBMIT = ("submit.before_insert", "submit.after_insert")
@@ -69,11 +69,15 @@ class Crash:
         else:
             self.url = f"sqlite:///{root / 'hub' / 'jupyterhub.sqlite'}"
         (root / "hub").mkdir(parents=True, exist_ok=True)
-        self.extra_args = [f"--Crater.jobs_namespace={self.namespace}", *extra_args]
+        self.extra_args = [f"--Crater.jobs_namespace={self.namespace}",
+                           "--Crater.job_queue_backend_class=tests.queue.faults.FaultyEmbeddedBackend",
+                           *extra_args]
         self.hub = None
 
     def start(self, armed):
-        env = {"CRATER_FAULT_POINT": f"{self.point}:1"} if armed else {}
+        env = {"PYTHONPATH": str(REPO)}  # the hub imports the test-only backend from tests/
+        if armed:
+            env["CRATER_FAULT_POINT"] = f"{self.point}:1"
         old = self.hub
         self.hub = queue_hub(self.root / "hub", self.cluster, self.url, env=env)
         self.hub.extra_args += self.extra_args

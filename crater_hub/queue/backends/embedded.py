@@ -14,7 +14,7 @@ from datetime import timezone
 from ...kube.inventory import pod_requests
 from ...policy.ledger import JOB, SERVER
 from ...quantity import parse_quantity
-from .. import engine, faults
+from .. import engine
 from ..spec import bytes_of, millicores
 from ..store import ACTIVE, FINAL
 from .base import QueueBackend
@@ -159,9 +159,9 @@ class EmbeddedBackend(QueueBackend):
             async with locks[victim_id]:
                 # a cancel (or its end) may have come while this cycle decided: only an active
                 # job is preempted, never one the user was already told is cancelled
-                if victim.state in ACTIVE and await store.transition(
-                        victim, "preempted", f"preempted by job {for_id}", expect=victim.state):
-                    faults.point("preempt.after_commit")
+                if victim.state in ACTIVE:
+                    await store.transition(victim, "preempted", f"preempted by job {for_id}",
+                                           expect=victim.state)
 
     async def _admit(self, decision, quotas):
         store, locks = self.service.store, self.service.reconciler.locks
@@ -186,7 +186,6 @@ class EmbeddedBackend(QueueBackend):
                     if strict:
                         held_back.add(job.owner)
                     continue
-                faults.point("admit.before_commit")
                 reason = (f"admitted: fits {job.owner}'s quota and the free capacity"
                           if not job.best_effort else "admitted on idle capacity (best-effort)")
                 try:
@@ -194,6 +193,5 @@ class EmbeddedBackend(QueueBackend):
                 finally:
                     store.account(store.jobs.get(job_id, job))
                 if committed:
-                    faults.point("admit.after_commit")
                     admitted.append(job)
         return admitted

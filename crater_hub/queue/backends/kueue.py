@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from ...kube.caches import WatchCache
 from ...kube.client import shared_client
-from .. import engine, faults, kueue, manifest
+from .. import engine, kueue, manifest
 from ..jobstatus import ended
 from .base import QueueBackend
 
@@ -102,16 +102,13 @@ class KueueBackend(QueueBackend):
         if job.state == "queued":
             if found is None or found.state != "admitted":
                 return False
-            faults.point("admit.before_commit")
-            if await store.transition(job, "admitted", found.reason):
-                faults.point("admit.after_commit")
+            await store.transition(job, "admitted", found.reason)
             return True
         evicted = kueue.evicted_since(self._workloads.get(name), job.admitted)
         if evicted is not None:
             # Kueue suspends the Job again (its pods stop); the record ends as preempted and the
             # loop deletes the Job, then requeues a new attempt if job_requeue_preempted is on.
-            if await store.transition(job, "preempted", evicted.reason):
-                faults.point("preempt.after_commit")
+            await store.transition(job, "preempted", evicted.reason)
             self.service.wake()
             return False
         return True
