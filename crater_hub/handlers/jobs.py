@@ -6,7 +6,6 @@ everyone's; another user's job is a 404), one call to :mod:`crater_hub.queue`, J
 errors (:class:`crater_hub.queue.spec.JobError`) become ``{"status", "message"}`` with their status.
 """
 
-import asyncio
 import dataclasses
 import json
 
@@ -16,12 +15,18 @@ from tornado.iostream import StreamClosedError
 
 from ..kube.inventory import shared_inventory
 from ..queue import spec as spec_mod
+from ..queue.jobstatus import container_started
+from ..queue.logs import TooManyStreams
 from ..queue.service import FINAL, STATES
 from ..queue.starter import service_for
 from ..spawner import job_pod
 from .base import ADMIN, USE, CraterAPIHandler
 
 MAX_TAIL_LINES = 100000
+#: the largest job id (the id column is a 32-bit integer on PostgreSQL): larger ones are no job
+MAX_JOB_ID = 2**31 - 1
+#: job lists: at most this many jobs per page (``limit``), and the page size when none is asked
+MAX_PAGE = 1000
 
 
 class JobsBase(CraterAPIHandler):
@@ -40,6 +45,8 @@ class JobsBase(CraterAPIHandler):
         service = await self.queue()
         owner = None if self.has_scope(ADMIN) else self.caller()
         model = None
+        if int(job_id) > MAX_JOB_ID:
+            raise web.HTTPError(404, f"No job {job_id}")
         if owner is not None or self.has_scope(ADMIN):
             model = await service.get(int(job_id), owner=owner)
         if model is None:
@@ -61,8 +68,23 @@ class JobListAPIHandler(JobsBase):
         if owner is None and not everyone:
             self.write({"jobs": []})  # a service token without all=1 owns no jobs
             return
+        limit = self._number("limit", MAX_PAGE, 1, MAX_PAGE)
+        offset = self._number("offset", 0, 0, MAX_JOB_ID)
+        transitions = self.get_argument("transitions", "") in ("1", "true", "yes")
         service = await self.queue()
-        self.write({"jobs": await service.list(owner=owner, states=states or None)})
+        # one more than asked: whether there is a next page
+        jobs = await service.list(owner=owner, states=states or None, limit=limit + 1,
+                                  offset=offset, transitions=transitions)
+        more = len(jobs) > limit
+        self.write({"jobs": jobs[:limit], "next_offset": offset + limit if more else None})
+
+    def _number(self, name, default, low, high):
+        value = self.get_argument(name, None)
+        if value is None:
+            return default
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise web.HTTPError(400, f"{name} must be a whole number from {low} to {high}")
+        return int(value)
 
     async def post(self):
         self.require(USE)
@@ -138,7 +160,17 @@ class JobLogsAPIHandler(JobsBase):
         if not follow:
             self.write(await self._snapshot(service, model, tail))
             return
-        await self._follow(service, model, tail)
+        who = self.caller() or "a service"
+        try:
+            service.streams.acquire(who)
+        except TooManyStreams as e:
+            raise web.HTTPError(429, str(e)) from None
+        try:
+            await self._follow(service, model["id"], tail)
+        except StreamClosedError:
+            pass
+        finally:
+            service.streams.release(who)
 
     async def _snapshot(self, service, model, tail):
         job = service.jobs.get(model["id"])
@@ -147,34 +179,46 @@ class JobLogsAPIHandler(JobsBase):
             text = await service.read_pod_log(pods[0]["metadata"]["name"], tail_lines=tail)
         else:
             text = await service.log_tail(model["id"]) or ""
-        if tail is not None:
-            text = "".join(text.splitlines(keepends=True)[-tail:])
-        return text
+        return _last_lines(text, tail)
 
-    async def _follow(self, service, model, tail):
-        """Send what is new every half second until the job has ended and all is sent."""
-        job_id = model["id"]
-        sent = ""
-        try:
-            while True:
-                current = await service.get(job_id)
-                text = await self._snapshot(service, current, None)
-                if text.startswith(sent):
-                    chunk = text[len(sent):]
-                else:  # a new attempt, or the tail moved past what we sent
-                    chunk = text if not sent else ""
-                if not sent and tail is not None:
-                    chunk = "".join(chunk.splitlines(keepends=True)[-tail:])
-                if chunk:
-                    self.write(chunk)
-                    await self.flush()
-                sent = text
-                if current["state"] in FINAL and service.jobs.get(job_id) is None:
+    async def _send(self, text):
+        if text:
+            self.write(text)
+            await self.flush()
+
+    async def _follow(self, service, job_id, tail):
+        """Stream the log of each attempt's pod from Kubernetes' own ``follow=true`` stream
+        (what is new costs what it is, never a re-read), until the job has ended; the stored
+        tail when its pod was gone before it could be followed. Between looks it waits for the
+        queue's next cycle (woken by the caches), asking the cluster nothing."""
+        followed = None  # the attempt whose pod's log was streamed to its end
+        first = True  # only the first output is cut to ``tail`` lines
+        while True:
+            job = service.jobs.get(job_id)
+            if job is None:  # finished and cleaned up: its output is the stored tail
+                if followed is None:
+                    await self._send(_last_lines(await service.log_tail(job_id) or "", tail))
+                return
+            pods = service.pods_of(job)
+            if followed != job.attempt and pods and container_started(pods[0]):
+                async for chunk in service.logs.follow(pods[0]["metadata"]["name"],
+                                                       tail_lines=tail if first else None):
+                    first = False
+                    await self._send(chunk)
+                followed = job.attempt
+                continue
+            requeued = job.state == "preempted" and service.crater.job_requeue_preempted
+            if job.state in FINAL and not requeued:  # (a requeued one: follow its next attempt)
+                if followed != job.attempt and not pods and job.log_tail is not None:
+                    await self._send(_last_lines(job.log_tail, tail if first else None))
+                    followed = job.attempt
+                if followed == job.attempt:
                     return
-                await service.next_cycle(timeout=0.5)
-                await asyncio.sleep(0.2)
-        except StreamClosedError:
-            return
+            await service.after_cycle(timeout=1.0)
+
+
+def _last_lines(text, tail):
+    return text if tail is None else "".join(text.splitlines(keepends=True)[-tail:])
 
 
 class JobEventsAPIHandler(JobsBase):

@@ -47,3 +47,13 @@ def ended(k8s_job):
 
 def pod_running(pod):
     return (pod.get("status") or {}).get("phase") == "Running"
+
+
+def container_started(pod):
+    """Whether the job container of ``pod`` runs or ran (so that it has a log to follow)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        if status.get("name") == manifest.CONTAINER:
+            state = status.get("state") or {}
+            return bool(state.get("running") or state.get("terminated") or
+                        (status.get("lastState") or {}).get("terminated"))
+    return False

@@ -186,6 +186,7 @@ class Reconciler:
         """Create the Job of an admitted record (409: it is there already, adopt it)."""
         service = self.service
         name = manifest.job_name(job.id, job.attempt)
+        await self.store.load_shape(job)
         try:
             home_node = await home.prepare(job, self.namespace, service.pod_cache)
         except home.HomeRefused as e:  # every retry would be refused: fail, freeing its quota

@@ -29,7 +29,7 @@ from ..kube.caches import WatchCache
 from ..kube.inventory import shared_inventory
 from . import engine, manifest, metrics, views
 from .backends import backend_class
-from .backends.embedded import seconds
+from .backends.embedded import INLINE_MAX, seconds
 from .logs import PodLogs, StreamLimit
 from .reconciler import LOG_TAIL_BYTES, Reconciler
 from .spec import JobError
@@ -168,6 +168,17 @@ class QueueService:
         except asyncio.TimeoutError:
             pass
 
+    async def after_cycle(self, timeout=1.0):
+        """Wait (at most ``timeout`` seconds) for the end of the next cycle, without asking for
+        one: what followers of a job wait on between looks (the caches wake the loop on every
+        change of a Job or pod, and it runs at least every ``tick``)."""
+        if self._cycle_done is None:
+            self._cycle_done = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._cycle_done), timeout)
+        except asyncio.TimeoutError:
+            pass
+
     # -- the API's operations ------------------------------------------------------------------
 
     async def submit(self, spec):
@@ -183,10 +194,11 @@ class QueueService:
             self._inserting = asyncio.create_task(self._insert_pending(), name="crater-submit")
         job = await future
         await self.next_cycle()
+        decision = await self.decided()
         if job.state == "queued" and job.id in self.jobs:
             # nothing but its submit has happened to it: answer from memory
             return self.model(job, [{"state": "queued", "reason": "submitted",
-                                     "at": isotime(job.submitted)}])
+                                     "at": isotime(job.submitted)}], decision)
         return await self.get(job.id)
 
     async def _insert_pending(self):
@@ -234,20 +246,35 @@ class QueueService:
     async def get(self, job_id, owner=None):
         """The job's model, or None (also when ``owner`` is given and is not its owner)."""
         job = await self.store.get(job_id)
+        decision = await self.decided()
         if job is None or (owner is not None and job.owner != owner):
             return None
-        return self.model(job)
+        return self.model(job, decision=decision)
 
     async def list(self, owner=None, states=None, limit=1000, offset=0, transitions=True):
         """Models of jobs, newest first (``owner``'s only, in ``states`` only, when given)."""
         rows = await self.store.list(owner, states, limit, offset, transitions)
-        return [self.model(job, None if transitions else False) for job in rows]
+        decision = await self.decided()
+        return [self.model(job, None if transitions else False, decision) for job in rows]
 
     async def log_tail(self, job_id):
         return await self.store.log_tail(job_id)
 
-    def model(self, job, transitions=None):
-        return views.model(job, self.decision, transitions)
+    def model(self, job, transitions=None, decision=None):
+        """The API's view of a record (``decision``: one :meth:`decided` gave; else the last)."""
+        return views.model(job, decision or self.decision, transitions)
+
+    async def decided(self):
+        """The last cycle's decision with its positions and estimates computed: they are left
+        to the first read (see :class:`~crater_hub.queue.model.Decision`), which for a large
+        queue runs on a worker thread, once per decision, whoever asks."""
+        decision = self.decision
+        if decision.pending:
+            if len(self.jobs) > INLINE_MAX:
+                await asyncio.to_thread(decision.complete)
+            else:
+                decision.complete()
+        return decision
 
     def queues(self, models):
         return views.queues(models, self.backend)

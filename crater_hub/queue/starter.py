@@ -16,10 +16,21 @@ scheduled, and the API handlers start the service lazily on first use (:func:`se
 Rejected alternatives: a managed service (``c.JupyterHub.services``) would be another process,
 without the hub's users and caches; ``asyncio.get_event_loop().call_soon`` from ``setup`` runs
 before the database exists; a spawner hook only runs when someone spawns.
+
+The one private name used: ``app._start_future`` (JupyterHub 5.5 and 6.x have no documented
+start-up hook for in-process extensions; checked in their ``app.py``); nothing else private.
+Users are read from the hub's database through its ORM (:mod:`jupyterhub.orm`).
+
+Shutdown: JupyterHub stops on SIGTERM/SIGINT by running its ``cleanup()`` and then cancelling
+every task of the loop and waiting for them (``shutdown_cancel_tasks``). The started queue owns
+a task that does nothing but wait; cancelled, it stops the queue, the shared watch caches and
+the Kubernetes clients before it ends (:func:`_live_until_hub_stops`), so the hub exits with no
+pending task and no open connection.
 """
 
 import asyncio
 import logging
+import time
 
 log = logging.getLogger("crater_hub.queue")
 
@@ -31,20 +42,39 @@ class HubUsers:
     """What the queue needs of the hub's users: their groups and admin flag (for quotas and
     priority classes). What their servers hold, it reads from the quota ledger."""
 
+    #: how long an answer is reused: a change of groups reaches admission within this time
+    FRESH = 5.0
+
     def __init__(self, app):
         self.app = app
+        self._known = {}  # name -> (groups, is_admin)
+        self._read_at = float("-inf")
 
     def info(self, names):
-        """name -> (groups, is_admin) for each of ``names``.
+        """name -> (groups, is_admin) for each of ``names``, from the hub's database (users with
+        their groups, one query) at most every FRESH seconds and for names not seen yet: this
+        runs on every admission cycle, for every owner with a job."""
+        names = set(names)
+        now = time.monotonic()
+        if now - self._read_at > self.FRESH:
+            self._known, self._read_at = self._read(names), now
+        elif not names <= self._known.keys():
+            self._known.update(self._read(names - self._known.keys()))
+        return {name: self._known.get(name, ([], False)) for name in names}
 
-        Users are found in the hub's in-memory user cache (one pass over it), and only those not
-        there yet are looked up by name, which is a database query each in JupyterHub's UserDict:
-        this runs on every admission cycle, for every owner with a job."""
-        cached = {user.name: user for user in dict.values(self.app.users)}
-        out = {}
-        for name in names:
-            user = cached.get(name) or self.app.users.get(name)
-            out[name] = ([], False) if user is None else ([g.name for g in user.groups], user.admin)
+    def _read(self, names):
+        from jupyterhub import orm
+        from sqlalchemy.orm import selectinload
+
+        if not names:
+            return {}
+        out = dict.fromkeys(names, ([], False))
+        ordered = sorted(names)
+        for start in range(0, len(ordered), 500):  # old SQLite builds allow 999 parameters
+            rows = self.app.db.query(orm.User).options(selectinload(orm.User.groups)).filter(
+                orm.User.name.in_(ordered[start:start + 500])).all()
+            for user in rows:
+                out[user.name] = ([g.name for g in user.groups], bool(user.admin))
         return out
 
 
@@ -69,6 +99,7 @@ def schedule_start(c):
 
     async def start_when_hub_started():
         try:
+            # private: JupyterHub offers no start-up hook (see the module docstring)
             await asyncio.shield(app._start_future)
             service = await _start(app)
         except Exception as e:
@@ -127,7 +158,36 @@ async def _start(app, crater=None):
     service = QueueService(crater, crater.jobs_db_url or app.db_url, HubUsers(app),
                            namespace=namespace)
     await service.start()
+    task = asyncio.get_running_loop().create_task(_live_until_hub_stops(service),
+                                                  name="crater-queue-lifetime")
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
     return service
+
+
+async def _live_until_hub_stops(service):
+    """Wait until cancelled (the hub's shutdown cancels every task), then stop the queue, the
+    shared watch caches and this loop's Kubernetes clients."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await shutdown(service)
+
+
+async def shutdown(service):
+    """Stop ``service`` and what it started on this loop; idempotent."""
+    from ..kube.caches import stop_shared_caches
+    from ..kube.client import close_shared_clients
+
+    loop = asyncio.get_running_loop()
+    _services.pop(loop, None)
+    try:
+        await service.stop()
+    except Exception:
+        log.exception("crater job queue: stopping it failed")
+    await stop_shared_caches()
+    await close_shared_clients()
+    log.info("crater job queue stopped")
 
 
 async def service_for(settings):

@@ -20,6 +20,21 @@ FINAL = ("succeeded", "failed", "cancelled", "preempted")
 STATES = ("queued", *ACTIVE, *FINAL)
 
 
+def _slim(job):
+    """Leave a record's pod template (``shape["pod"]``, the bulk of a record: the owner's
+    spawner's volumes, mounts and environment) in the database until dispatch needs it: a queue
+    of 10^4 jobs would otherwise hold 10^4 copies in the hub's memory. The record is detached,
+    so this changes nothing that is written."""
+    shape = job.shape
+    if shape and "pod" in shape:
+        job.__dict__["shape"] = {key: value for key, value in shape.items() if key != "pod"}
+        job.__dict__[_POD_LEFT] = True
+    return job
+
+
+_POD_LEFT = "_crater_pod_left_in_db"  # a plain attribute: the ORM ignores it
+
+
 class JobStore:
     """Records of one queue. ``db``: a :class:`~crater_hub.db.session.Database`; ``ledger``: the
     hub's quota ledger; ``accelerators``: a callable giving the inventory's accelerators (what an
@@ -40,7 +55,7 @@ class JobStore:
             Job.state.in_(("queued", *ACTIVE)), and_(Job.state.in_(FINAL), Job.cleaned.is_(False)))))
         for job in rows:
             session.expunge(job)
-            self.jobs[job.id] = job
+            self.jobs[job.id] = _slim(job) if not job.dispatched else job
 
     def _changed(self, job, old_state):
         self.account(job)
@@ -108,6 +123,20 @@ class JobStore:
         self._changed(job, old)
         return True
 
+    async def load_shape(self, job):
+        """Bring back the pod template :func:`_slim` left in the database (for dispatch)."""
+        if not job.__dict__.get(_POD_LEFT):
+            return job
+
+        def read(session):
+            return session.scalar(select(Job.shape).where(Job.id == job.id))
+
+        shape = await self.db.run(read)
+        if shape is not None:
+            job.__dict__["shape"] = shape
+        job.__dict__.pop(_POD_LEFT, None)
+        return job
+
     async def update(self, job, **values):
         """Write ``values`` to the record (no state change, no history row)."""
         def write(session):
@@ -163,7 +192,7 @@ class JobStore:
         """Commit new records for ``specs`` (one transaction) and mirror them."""
         jobs = await self.db.run(self.insert_rows, specs, queue)
         for job in jobs:
-            self.jobs[job.id] = job
+            self.jobs[job.id] = _slim(job)
             self._changed(job, None)
         return jobs
 

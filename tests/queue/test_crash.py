@@ -128,7 +128,7 @@ def _runs(tmp, marker):
 
 
 async def _all_jobs(crash):
-    r = await crash.call("crater/jobs?all=1")
+    r = await crash.call("crater/jobs?all=1&transitions=1")
     assert r is not None and r.code == 200, r
     return {job["name"]: job for job in r.data["jobs"]}
 
