@@ -368,12 +368,23 @@
       return body;
     }
 
+    // the list comes in pages: the newest PAGE jobs, more when asked ("Load more")
+    var PAGE = 50;
+    var shown = PAGE;
+    var more = root.querySelector("#crater-jobs-more");
+
     function refresh() {
-      return call("GET", "jobs").then(function (model) {
+      return call("GET", "jobs?limit=" + shown).then(function (model) {
         drawJobs(root, model.jobs, false, refresh);
+        more.hidden = model.next_offset === null || model.next_offset === undefined;
         setUpdated(root);
       }, function (err) { setUpdated(root, err); throw err; });
     }
+
+    more.addEventListener("click", function () {
+      shown = Math.min(shown + PAGE, 1000);
+      refresh().catch(function () {});
+    });
 
     form.querySelector("#crater-job-env-add").addEventListener("click", function () {
       addEnvRow().querySelector("input").focus();
