@@ -70,6 +70,8 @@ class QueueService:
         self._wake = asyncio.Event()
         self._cycle_done = None
         self._task = None
+        self._newest_id = 0  # the newest job id inserted by this process
+        self._decided_id = 0  # the newest job id the last finished cycle saw
         self._to_insert = []  # [(spec, future)] waiting for the next insert transaction
         self._inserting = None  # the task committing them
         self.started = asyncio.get_running_loop().create_future()
@@ -86,6 +88,7 @@ class QueueService:
         try:
             await self.db.call(migrate.upgrade, self.db.engine)
             await self.db.run(self.store.load)
+            self._newest_id = max(self.jobs, default=0)
             self.job_cache = WatchCache.shared("jobs", self.namespace, manifest.SELECTOR)
             self.inventory = shared_inventory(self.crater.accelerator_catalog())
             self.pod_cache = self.inventory.pod_cache
@@ -145,6 +148,7 @@ class QueueService:
                 pass
             self._wake.clear()
             done, self._cycle_done = self._cycle_done, None
+            newest = self._newest_id  # every job up to this one is seen by this cycle
             try:
                 await self.reconciler.reconcile_all()
                 with metrics.cycle_timer():
@@ -153,6 +157,7 @@ class QueueService:
                 raise
             except Exception:
                 log.exception("crater job queue cycle failed; retrying")
+            self._decided_id = newest
             self.cycles += 1
             if done is not None and not done.done():
                 done.set_result(None)
@@ -182,19 +187,28 @@ class QueueService:
     # -- the API's operations ------------------------------------------------------------------
 
     async def submit(self, spec):
-        """Store a new job (``queued``) and return its model after the next admission cycle.
+        """Store a new job (``queued``) and return its model.
 
         Submits that arrive while an insert is being committed are inserted together in the
         next transaction (a group commit): one commit, not one per job, so that a burst of
         submits is not held to the rate at which the database can sync. Each is answered only
-        after its transaction has committed."""
+        after its transaction has committed.
+
+        Its position is known once an admission cycle has seen it. With a small queue (up to
+        INLINE_MAX records) a cycle costs a few milliseconds, and the answer waits for it and
+        carries the position (or the admission); with a larger one the answer does not wait
+        for a whole cycle: the job is ``queued`` with ``position`` null (not known yet), and
+        the next read of the job (``get``) waits for the cycle that places it."""
         future = asyncio.get_running_loop().create_future()
         self._to_insert.append((spec, future))
         if self._inserting is None or self._inserting.done():
             self._inserting = asyncio.create_task(self._insert_pending(), name="crater-submit")
         job = await future
-        await self.next_cycle()
-        decision = await self.decided()
+        if len(self.jobs) > INLINE_MAX:
+            decision = engine.Decision()  # not placed yet: no position, no estimate
+        else:
+            await self.next_cycle()
+            decision = await self.decided()
         if job.state == "queued" and job.id in self.jobs:
             # nothing but its submit has happened to it: answer from memory
             return self.model(job, [{"state": "queued", "reason": "submitted",
@@ -218,6 +232,7 @@ class QueueService:
                 batch[0][1].set_exception(e)
             return
         # known to the loop even if its submitter has gone (the client disconnected)
+        self._newest_id = max(self._newest_id, *(job.id for job in jobs))
         for (_, future), job in zip(batch, jobs, strict=True):
             if not future.done():
                 future.set_result(job)
@@ -246,9 +261,12 @@ class QueueService:
     async def get(self, job_id, owner=None):
         """The job's model, or None (also when ``owner`` is given and is not its owner)."""
         job = await self.store.get(job_id)
-        decision = await self.decided()
         if job is None or (owner is not None and job.owner != owner):
             return None
+        if job.state == "queued" and job_id > self._decided_id and job_id in self.jobs:
+            await self.next_cycle()  # submitted since the last cycle: let one place it
+            job = await self.store.get(job_id) or job
+        decision = await self.decided()
         return self.model(job, decision=decision)
 
     async def list(self, owner=None, states=None, limit=1000, offset=0, transitions=True):
