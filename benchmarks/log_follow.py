@@ -98,9 +98,8 @@ async def measure(hub, args):
     rate = (sum(received) - before) / args.seconds
     print(f"  {args.followers} followers, follow=1 (Kubernetes' stream):  {now:6.2f} % of one "
           f"core ({rate / 1024:.0f} KiB/s relayed)", flush=True)
-    for f in follows:
-        f.cancel()
-    client.close()
+    client.close()  # the followers' connections close: their fetches end
+    await asyncio.gather(*follows, return_exceptions=True)
     await asyncio.sleep(3)  # the hub notices the closed connections
 
     stop = asyncio.Event()
