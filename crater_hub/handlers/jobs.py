@@ -232,7 +232,7 @@ class QueueAPIHandler(JobsBase):
     async def get(self):
         self.require(ADMIN)
         service = await self.queue()
-        models = await service.list(states=["queued", "admitted", "running"])
+        models = await service.list(states=["queued", "admitted", "running"], transitions=False)
         self.write(json.dumps(service.queues(models)))
 
 
