@@ -27,6 +27,14 @@ class CraterSpawner(KubeSpawner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # The form through KubeSpawner's documented traits (options_form, options_from_form),
+        # set when crater profiles exist and the operator has not set them; otherwise
+        # KubeSpawner's own defaults stay (its profile_list form), without calling them.
+        if self.crater_enabled:
+            if not self._configured("options_form"):
+                self.options_form = self._render_crater_form
+            if not self._configured("options_from_form"):
+                self.options_from_form = form.options_from_form
         # a record made for the spawn about to run (a new named server): removed if refused.
         # JupyterHub keeps this object across stops and starts: once a spawn succeeds, the
         # server (and its home) is the user's, never forgotten (see start and poll)
@@ -42,11 +50,10 @@ class CraterSpawner(KubeSpawner):
     def crater_enabled(self):
         return bool(self.crater.profiles)
 
-    @default("options_form")
-    def _crater_options_form_default(self):
-        if self.crater_enabled:
-            return self._render_crater_form
-        return super()._options_form_default()
+    def _configured(self, name):
+        """Whether the operator's config sets trait ``name`` (for this class or a base)."""
+        return any(klass.__name__ in self.config and name in self.config[klass.__name__]
+                   for klass in type(self).mro())
 
     @default("apply_user_options")
     def _crater_apply_user_options_default(self):
@@ -55,12 +62,6 @@ class CraterSpawner(KubeSpawner):
         if self.crater_enabled:
             return _applied_in_load_user_options
         return None
-
-    @default("options_from_form")
-    def _crater_options_from_form_default(self):
-        if self.crater_enabled:
-            return form.options_from_form
-        return super()._options_from_form_default()
 
     async def _context(self):
         """Profiles, inventory, catalog and quota inputs for this user, after the caches loaded."""
