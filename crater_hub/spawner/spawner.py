@@ -122,19 +122,16 @@ class CraterSpawner(KubeSpawner):
             raise workload.PolicyError(fit.message, status=409 if fit.fits_when_empty else 400,
                                        reason="capacity")
 
-    def start(self):
-        """KubeSpawner's start (a future it keeps for ``progress``); a failed start gives back
-        the quota it reserved, whether or not JupyterHub goes on to call ``stop``."""
-        future = super().start()
-
-        def release_on_failure(f):
-            if f.cancelled() or f.exception() is not None:
-                self._release()
-            else:
-                self.crater_created_for_spawn = False  # it started: no refusal removes it now
-
-        future.add_done_callback(release_on_failure)
-        return future
+    async def start(self):
+        """KubeSpawner's start; a failed start gives back the quota it reserved, whether or not
+        JupyterHub goes on to call ``stop``."""
+        try:
+            result = await super().start()
+        except BaseException:  # refused, failed, timed out or cancelled
+            self._release()
+            raise
+        self.crater_created_for_spawn = False  # it started: no refusal removes it now
+        return result
 
     async def stop(self, now=False):
         try:
