@@ -266,13 +266,15 @@ class QueueService:
         if job.state == "queued" and job_id > self._decided_id and job_id in self.jobs:
             await self.next_cycle()  # submitted since the last cycle: let one place it
             job = await self.store.get(job_id) or job
-        decision = await self.decided()
+        # only a queued job shows a position: others need no positions computed
+        decision = await self.decided() if job.state == "queued" else self.decision
         return self.model(job, decision=decision)
 
     async def list(self, owner=None, states=None, limit=1000, offset=0, transitions=True):
         """Models of jobs, newest first (``owner``'s only, in ``states`` only, when given)."""
         rows = await self.store.list(owner, states, limit, offset, transitions)
-        decision = await self.decided()
+        queued = any(job.state == "queued" for job in rows)
+        decision = await self.decided() if queued else self.decision
         return [self.model(job, None if transitions else False, decision) for job in rows]
 
     async def log_tail(self, job_id):
