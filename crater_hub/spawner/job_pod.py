@@ -73,6 +73,8 @@ def _home(spawner, volumes, mounts):
                      default=repr)
     cache = spawner.__dict__.setdefault("_crater_job_home", {})
     if key not in cache:
+        # private KubeSpawner helpers: it offers no public way to expand its {username}-style
+        # templates in volumes outside get_pod_manifest, which builds the server's whole pod
         volumes = serialize(spawner._expand_all(spawner._sorted_dict_values(volumes)))
         mounts = serialize(spawner._expand_all(spawner._sorted_dict_values(mounts)))
         claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes

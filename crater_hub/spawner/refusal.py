@@ -87,6 +87,8 @@ async def _forget(spawner):
     if spawner.active or user.spawners.get(spawner.name) is not spawner:
         return  # started again meanwhile, or already replaced or removed
     try:
+        # private: JupyterHub's User has no public way to drop a named server's record from
+        # inside the hub (the REST DELETE needs a request); _delete_spawner is what it uses
         await user._delete_spawner(spawner)
         user.db.delete(spawner.orm_spawner)
         user.spawners.pop(spawner.name, None)
