@@ -12,7 +12,14 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, obs
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
-from .checks import NAMESPACE, ConfigError, check_mapping, check_namespace, check_one_of, check_seconds
+from .checks import (
+    NAMESPACE,
+    ConfigError,
+    check_mapping,
+    check_namespace,
+    check_one_of,
+    check_seconds,
+)
 from .policy import datasets as datasets_mod
 from .policy import priorities as priorities_mod
 from .policy import profiles as profiles_mod

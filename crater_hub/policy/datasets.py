@@ -231,3 +231,14 @@ def parse_catalog(entries, where="Crater.datasets_catalog", default_claim=""):
             editable=bool(entry.get("editable", False)), access=parse_access(entry, here),
             size=str(entry["size"]) if entry.get("size") is not None else None))
     return out
+
+
+def user_space(owner):
+    """``users/<owner>``: the space of a user's datasets in the data volume; a user name that is
+    not a safe path component gets a readable prefix and a hash, so two users never share one."""
+    import hashlib
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", owner or "") and ".." not in owner:
+        return f"users/{owner}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", owner or "").strip("-.")[:60]
+    return f"users/{safe or 'u'}--{hashlib.sha256((owner or '').encode()).hexdigest()[:10]}"

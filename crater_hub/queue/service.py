@@ -52,6 +52,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from ..accelerators import Accelerator
+from ..datasets.choices import dispatch_refusal as dataset_refusal
 from ..db import migrate
 from ..db.models import Job, JobTransition, from_isotime, isotime, utcnow
 from ..db.session import Database
@@ -568,6 +569,9 @@ class QueueService:
 
     async def _dispatch(self, job):
         name = manifest.job_name(job.id, job.attempt)
+        if why := await dataset_refusal(self.crater, job, self.users):
+            await self._finish(job, "failed", why, None)  # unshared since its submit
+            return
         try:
             home_node = await home.prepare(job, self.namespace, self.pod_cache)
         except home.HomeRefused as e:  # every retry would be refused: fail, freeing its quota
@@ -966,6 +970,7 @@ class QueueService:
             "submitted": isotime(job.submitted), "admitted": isotime(job.admitted),
             "started": isotime(job.started), "finished": isotime(job.finished),
             "k8s_job": job.k8s_job, "node": job.node,
+            "datasets": [m["ref"] for m in (job.shape or {}).get("datasets") or ()],
             "transitions": transitions if transitions is not None else [
                 {"state": t.state, "reason": t.reason, "at": isotime(t.at)}
                 for t in job.transitions],

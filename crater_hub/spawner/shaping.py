@@ -20,11 +20,12 @@ import copy
 
 from ..accelerators import NO_NVIDIA_ENV, NVIDIA_DEVICES, holds_nvidia_gpu
 from ..merging import merge
+from ..policy import datasets as datasets_mod
 from ..quantity import parse_quantity
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations",
-                 "environment")
+                 "environment", "volumes", "volume_mounts", "extra_annotations")
 
 
 def snapshot(spawner, override_keys=()):
@@ -93,3 +94,23 @@ def shaped(spawner, spec, baseline):
     view = _Copy(spawner)
     apply(view, spec, baseline)
     return view
+
+
+def add_datasets(spawner, mounts, own_space=None):
+    """Mount the spec's datasets (and the user's own space, writable) next to the configured
+    volumes — as dict entries beside z2jh's ``home``, appended when the operator's are a list,
+    never replacing them — and list them in the pod's ``crater.io/datasets`` annotation. The
+    traits were reset to their configured values by :func:`apply` just before."""
+    volumes, volume_mounts = datasets_mod.pod_volumes(mounts, own_space)
+    for name, extra in (("volumes", volumes), ("volume_mounts", volume_mounts)):
+        if not extra:
+            continue
+        current = getattr(spawner, name)
+        if isinstance(current, dict):
+            setattr(spawner, name, {**current, **extra})
+        else:
+            present = {v.get("name") for v in current if isinstance(v, dict)} if name == "volumes" else ()
+            setattr(spawner, name, [*current, *(v for v in extra.values()
+                                                if v["name"] not in present)])
+    if mounts:
+        spawner.extra_annotations = {**spawner.extra_annotations, **datasets_mod.annotation(mounts)}
