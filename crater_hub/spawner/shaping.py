@@ -25,7 +25,9 @@ from ..quantity import parse_quantity
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations",
-                 "environment", "volumes", "volume_mounts", "extra_annotations")
+                 "environment")
+#: what :func:`add_datasets` changes, restored from its own snapshot on every spawn
+DATASET_TRAITS = ("volumes", "volume_mounts", "extra_annotations")
 
 
 def snapshot(spawner, override_keys=()):
@@ -100,7 +102,14 @@ def add_datasets(spawner, mounts, own_space=None):
     """Mount the spec's datasets (and the user's own space, writable) next to the configured
     volumes — as dict entries beside z2jh's ``home``, appended when the operator's are a list,
     never replacing them — and list them in the pod's ``crater.io/datasets`` annotation. The
-    traits were reset to their configured values by :func:`apply` just before."""
+    traits are first reset to their configured values (a snapshot taken at the first call), so
+    a dataset of one spawn never survives into the next."""
+    baseline = spawner.__dict__.get("_crater_dataset_baseline")
+    if baseline is None:
+        baseline = spawner._crater_dataset_baseline = {
+            name: copy.deepcopy(getattr(spawner, name)) for name in DATASET_TRAITS}
+    for name, value in baseline.items():
+        setattr(spawner, name, copy.deepcopy(value))
     volumes, volume_mounts = datasets_mod.pod_volumes(mounts, own_space)
     for name, extra in (("volumes", volumes), ("volume_mounts", volume_mounts)):
         if not extra:
