@@ -174,8 +174,10 @@
 
   refresh();
   window.setInterval(function () {
-    // never redraw under someone typing a share
-    if (!root.querySelector("tbody").contains(document.activeElement) &&
-        !root.contains(document.activeElement) || document.activeElement === document.body) refresh();
+    // never redraw under someone choosing or typing a share
+    var active = document.activeElement;
+    var typing = active && /^(INPUT|SELECT)$/.test(active.tagName) &&
+      active.closest("table[data-crater-section]");
+    if (!typing) refresh();
   }, every);
 })();
