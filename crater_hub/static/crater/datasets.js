@@ -150,15 +150,23 @@
     time.setAttribute("datetime", new Date().toISOString());
   }
 
+  // an action's refusal stays on the page until the next action; a failed refresh shows until
+  // the next refresh that works
+  var actionError = null;
+
   function refresh() {
     return call("GET", "datasets" + (admin ? "?all=1" : "")).then(function (model) {
       draw(model);
-      showError(null);
+      showError(actionError);
     }, showError);
   }
 
   function act(promise) {
-    return promise.then(refresh, showError);
+    actionError = null;
+    return promise.then(refresh, function (e) {
+      actionError = e;
+      showError(e);
+    });
   }
 
   var create = document.getElementById("crater-create-form");
