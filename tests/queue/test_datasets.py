@@ -238,3 +238,30 @@ async def test_duplicates_traversal_and_long_lists_are_refused(ds_hub, user):
     r = await api_request(ds_hub, f"crater/datasets/{name}/twice/shares", "POST",
                           {"kind": "group", "name": "no-such-group"}, token=token)
     assert r.code == 400 and "no group 'no-such-group'" in r.data["message"], r
+
+
+async def test_a_queued_job_is_checked_again_when_it_would_start(ds_hub, user):
+    """Shared at submit, unshared while the job waits (here for quota: its owner's server holds
+    all 4 GPUs of it): refused when it would start, failed saying why; nothing runs."""
+    group = f"late-{os.getpid()}"
+    alice, alice_token = await user("alice")
+    bob, bob_token = await user("bob", groups=[group])
+    ref = (await api_request(ds_hub, "crater/datasets", "POST", {"name": "later"},
+                             token=alice_token)).data["ref"]
+    r = await api_request(ds_hub, f"crater/datasets/{ref}/shares", "POST",
+                          {"kind": "group", "name": group}, token=alice_token)
+    assert r.code == 201, r
+    await spawn(ds_hub, bob, {"profile": "gpu", "accelerator": "a100", "gpus": 4})
+    job = await submit(ds_hub, bob_token, command="ls /datasets/later", datasets=[ref],
+                       profile="gpu", accelerator="a100", gpus=1)
+    waiting = await wait_state(ds_hub, bob_token, job["id"], "queued")
+    assert waiting["waiting"], waiting  # for quota
+
+    r = await api_request(ds_hub, f"crater/datasets/{ref}/shares/group/{group}", "DELETE",
+                          token=alice_token)
+    assert r.code == 200, r
+    await stop_all_servers(ds_hub, bob)
+    done = await wait_state(ds_hub, bob_token, job["id"], ("failed", "succeeded", "running"))
+    assert done["state"] == "failed", done
+    assert "refused at start" in done["reason"] and ref in done["reason"], done
+    assert done["k8s_job"] is None  # no Job was created
