@@ -94,6 +94,9 @@ def shaped(spawner, spec, baseline):
     taken before the spawner's first spawn). Read the result's attributes by trait name.
     """
     view = _Copy(spawner)
+    # a running server's datasets and own space are its own, never a job's: the configured values
+    for name, value in spawner.__dict__.get("_crater_dataset_baseline", {}).items():
+        setattr(view, name, copy.deepcopy(value))
     apply(view, spec, baseline)
     return view
 

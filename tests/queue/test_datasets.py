@@ -142,6 +142,11 @@ async def test_demo_dataset_is_mounted_read_only_by_subpath_next_to_the_home(ds_
     demo = next(d for d in r.data["datasets"] if d["ref"] == DEMO)
     assert any(w["pod"] == f"jupyter-{name}" for w in demo["mounted"])
 
+    # a job of this user asks for no dataset: it gets none of the server's (nor its own space)
+    job = await submit(ds_hub, token, command=f"test ! -e /datasets/{DEMO} && test ! -e /my-datasets")
+    done = await wait_state(ds_hub, token, job["id"], ("succeeded", "failed"), timeout=90)
+    assert done["state"] == "succeeded" and done["datasets"] == [], done
+
 
 async def test_a_dataset_shared_with_a_group_reaches_members_only(ds_hub, ds_cluster, user):
     group = f"team-{os.getpid()}"
@@ -265,3 +270,38 @@ async def test_a_queued_job_is_checked_again_when_it_would_start(ds_hub, user):
     assert done["state"] == "failed", done
     assert "refused at start" in done["reason"] and ref in done["reason"], done
     assert done["k8s_job"] is None  # no Job was created
+
+
+async def test_describe_list_and_admin_listing(ds_hub, user):
+    group = f"readers-{os.getpid()}"
+    ada, ada_token = await user("ada")
+    ben, ben_token = await user("ben", groups=[group])
+    _, cy_token = await user("cy")
+    ref = (await api_request(ds_hub, "crater/datasets", "POST", {"name": "notes", "kind": "model"},
+                             token=ada_token)).data["ref"]
+    await api_request(ds_hub, f"crater/datasets/{ref}/shares", "POST", {"kind": "user", "name": ben},
+                      token=ada_token)
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "PATCH",
+                          {"description": "v2", "editable": True}, token=ada_token)
+    assert r.code == 200 and (r.data["description"], r.data["editable"]) == ("v2", True), r
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "PATCH", {"description": "mine"},
+                          token=ben_token)
+    assert r.code == 403 and "only" in r.data["message"], r  # shared with him: seen, not his
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "PATCH", {"description": "x"},
+                          token=cy_token)
+    assert r.code == 404, r
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "PATCH", {"name": "renamed"},
+                          token=ada_token)
+    assert r.code == 400 and "unknown field(s) 'name'" in r.data["message"], r
+
+    mine = {d["ref"]: d for d in (await api_request(ds_hub, "crater/datasets", token=ben_token)).data["datasets"]}
+    assert mine[ref]["shares"]["users"] == [ben] and not mine[ref]["writable"]
+    assert ref not in {d["ref"] for d in (await api_request(ds_hub, "crater/datasets",
+                                                            token=cy_token)).data["datasets"]}
+    r = await api_request(ds_hub, "crater/datasets?all=1", token=cy_token)
+    assert r.code == 403, r
+    r = await api_request(ds_hub, "crater/datasets?all=1")  # the admin token
+    assert r.code == 200 and ref in {d["ref"] for d in r.data["datasets"]}, r
+    r = await api_request(ds_hub, f"crater/datasets/{ref}/shares/user/nobody", "DELETE",
+                          token=ada_token)
+    assert r.code == 404, r

@@ -157,3 +157,16 @@ def test_the_catalog_defaults_to_the_data_volume_and_user_spaces_are_safe_paths(
     assert ds.user_space("ada") == "users/ada"
     odd = ds.user_space("../Ada Lovelace@x")
     assert odd.startswith("users/") and ".." not in odd and " " not in odd and odd.count("/") == 1
+
+
+def test_a_job_shaped_from_a_server_with_datasets_gets_the_configured_volumes_only():
+    home = {"home": {"name": "home"}}
+    spawner = SimpleNamespace(volumes=dict(home), volume_mounts={}, extra_annotations={},
+                              environment={}, image="img", cpu_guarantee=None, cpu_limit=None,
+                              mem_guarantee=None, mem_limit=None, extra_resource_guarantees={},
+                              extra_resource_limits={}, node_selector={}, tolerations=[])
+    baseline = shaping.snapshot(spawner)
+    shaping.add_datasets(spawner, resolve(["demo"]).datasets, ("crater-data", "users/ada", "/m"))
+    assert "crater-data-crater-data" in spawner.volumes  # the running server's
+    view = shaping.shaped(spawner, workload.WorkloadSpec("cpu"), baseline)
+    assert view.volumes == home and view.volume_mounts == {} and view.extra_annotations == {}
