@@ -47,6 +47,15 @@ def setup(c):
     _grant_to_servers(c, server_scopes())
     _grant_to_admins(c, admin_scopes())
     _start_queue_with_hub(c)
+    _seed_datasets_with_hub(c)
+
+
+def _seed_datasets_with_hub(c):
+    """Create the data volume's claim and the demo dataset once the hub has started (when ``c``
+    is being loaded by a starting hub); see :mod:`crater_hub.datasets.starter`."""
+    from .datasets.starter import schedule
+
+    schedule(c)
 
 
 def _start_queue_with_hub(c):

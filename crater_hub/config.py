@@ -12,7 +12,15 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Type, Unicod
 from traitlets.config import LoggingConfigurable
 
 from . import accelerators as accelerators_mod
-from .checks import ConfigError, check_namespace, check_one_of, check_seconds
+from .checks import (
+    NAMESPACE,
+    ConfigError,
+    check_mapping,
+    check_namespace,
+    check_one_of,
+    check_seconds,
+)
+from .policy import datasets as datasets_mod
 from .policy import priorities as priorities_mod
 from .policy import profiles as profiles_mod
 from .policy import quotas as quotas_mod
@@ -157,6 +165,82 @@ class Crater(LoggingConfigurable):
              "``KubeSpawner.image`` as configured.",
     )
 
+    # -- datasets (crater_hub.datasets) -----------------------------------------------------------
+    datasets_volume = Unicode(
+        "", config=True,
+        help="""The shared data volume: the name of an existing ReadWriteMany
+        PersistentVolumeClaim in the namespace where servers and jobs run (a claim is namespaced:
+        create one of this name in each). Users' datasets live in it under ``users/<name>/``,
+        published ones under ``public/``. Empty: users cannot create datasets (catalog datasets
+        still work).""",
+    )
+    datasets_volume_create = Dict(
+        {}, config=True,
+        help="""Create ``datasets_volume`` when it is missing, with these settings:
+        ``{"storage": "10Gi", "storage_class": "nfs-client"}`` (ReadWriteMany). Empty: the
+        operator provides the claim (the production way: NFS or CephFS, see docs/deploy.md).
+        The embedded default sets it, as localkube's claims are local directories.""",
+    )
+    datasets_own_path = Unicode(
+        "/my-datasets", config=True,
+        help="""Where a user's own space (``users/<name>/`` of ``datasets_volume``) is mounted,
+        writable, in their servers: they fill a dataset ``d`` by writing to
+        ``<datasets_own_path>/d/``. Empty: not mounted.""",
+    )
+    datasets_catalog = List(
+        Dict(), config=True,
+        help="""Catalog datasets the operator provides: ``{"name": "imagenet", "description": ...,
+        "kind": "dataset"|"model", "claim": "<existing PVC>" (default: datasets_volume),
+        "sub_path": "imagenet/2012", "editable": false, "size": "150Gi", "allowed_groups": [...],
+        "allowed_users": [...]}``; open to everyone when neither list is given. NFS or host
+        paths: through a PersistentVolume + claim the operator creates (pods that meet
+        PodSecurity ``restricted`` cannot use inline nfs/hostPath volumes).""",
+    )
+    datasets_max_per_request = Integer(
+        8, config=True, help="The most datasets one server or job may mount.",
+    )
+    datasets_demo = Unicode(
+        "", config=True,
+        help="""The name of a catalog dataset to fill with a few small generated files at the
+        hub's first start (when it is empty): the embedded default's demo dataset.""",
+    )
+
+    @validate("datasets_volume")
+    def _check_datasets_volume(self, proposal):
+        if proposal.value and not NAMESPACE.match(proposal.value):
+            raise TraitError(f"Crater.datasets_volume must be a PersistentVolumeClaim name "
+                             f"(DNS-1123), got {proposal.value!r}")
+        return proposal.value
+
+    @validate("datasets_volume_create")
+    def _check_datasets_volume_create(self, proposal):
+        self._parse(check_mapping, proposal.value, {"storage", "storage_class"},
+                    "Crater.datasets_volume_create")
+        return proposal.value
+
+    @validate("datasets_own_path")
+    def _check_own_path(self, proposal):
+        value = proposal.value
+        if value and (not value.startswith("/") or ".." in value.split("/")
+                      or value.rstrip("/") in ("", "/datasets") or value.startswith("/datasets/")):
+            raise TraitError(f"Crater.datasets_own_path must be an absolute path outside "
+                             f"/datasets, without '..', got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @validate("datasets_catalog")
+    def _check_catalog(self, proposal):
+        # datasets_volume may be loaded after this list: a claim left out is checked at use
+        self._parse(datasets_mod.parse_catalog, proposal.value, "Crater.datasets_catalog",
+                    self.datasets_volume or "datasets-volume")
+        return proposal.value
+
+    @validate("datasets_max_per_request")
+    def _check_max_datasets(self, proposal):
+        if not 0 <= proposal.value <= 64:
+            raise TraitError(f"Crater.datasets_max_per_request must be from 0 to 64, "
+                             f"got {proposal.value}")
+        return proposal.value
+
     @validate("job_priorities")
     def _check_priorities(self, proposal):
         self._parse(priorities_mod.parse_priorities, proposal.value)
@@ -216,7 +300,8 @@ class Crater(LoggingConfigurable):
     # Assigning a setting anew forgets them; changing a list or dict in place after the first
     # read does not (configuration is loaded once, at the hub's start).
 
-    @observe("accelerators", "profiles", "quotas", "job_priorities")
+    @observe("accelerators", "profiles", "quotas", "job_priorities", "datasets_catalog",
+             "datasets_volume")
     def _forget_parsed(self, change):
         self._parsed_views.clear()
 
@@ -245,3 +330,8 @@ class Crater(LoggingConfigurable):
     def priority_classes(self):
         return self._view("priorities",
                           lambda: priorities_mod.parse_priorities(self.job_priorities))
+
+    def dataset_catalog(self):
+        """The catalog datasets (:class:`~crater_hub.policy.datasets.Dataset`), by name order."""
+        return self._view("datasets", lambda: datasets_mod.parse_catalog(
+            self.datasets_catalog, "Crater.datasets_catalog", self.datasets_volume))

@@ -5,6 +5,8 @@
     job = client.wait(job.id, timeout=3600)
     print(job.state, job.exit_code)
     print(client.logs(job.id, tail=50))
+    [d["ref"] for d in client.datasets()]            # e.g. ["demo-iris", "alice/corpus"]
+    client.submit("ls /datasets/corpus", datasets=["alice/corpus"])
 
 Inside a JupyterHub single-user server the functions authenticate with the server's own
 ``JUPYTERHUB_API_TOKEN`` at ``JUPYTERHUB_API_URL``; elsewhere, build a
@@ -21,7 +23,7 @@ from ._jobs import FINAL_STATES, STATES, Client, Job, Transition
 
 __all__ = [
     "Client", "CraterError", "CraterTimeout", "FINAL_STATES", "Job", "STATES", "Transition",
-    "cancel", "events", "get", "list", "logs", "profiles", "submit", "wait",
+    "cancel", "datasets", "events", "get", "list", "logs", "profiles", "submit", "wait",
 ]
 
 _clients = {}
@@ -39,11 +41,16 @@ def _client():
 
 
 def submit(command, *, profile=None, accelerator=None, gpus=0, image=None, env=None,
-           priority=None, name=None, max_runtime=None, workdir=None) -> Job:
+           priority=None, name=None, max_runtime=None, workdir=None, datasets=None) -> Job:
     """Queue ``command``; see :meth:`Client.submit`."""
     return _client().submit(command, profile=profile, accelerator=accelerator, gpus=gpus,
                             image=image, env=env, priority=priority, name=name,
-                            max_runtime=max_runtime, workdir=workdir)
+                            max_runtime=max_runtime, workdir=workdir, datasets=datasets)
+
+
+def datasets():
+    """The datasets you may mount; see :meth:`Client.datasets`."""
+    return _client().datasets()
 
 
 def list(state=None, all=False):  # noqa: A001 (the API's own name)

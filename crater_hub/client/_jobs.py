@@ -62,6 +62,7 @@ class Job:
     started: datetime | None = None
     finished: datetime | None = None
     k8s_job: str | None = None
+    datasets: list = field(default_factory=builtins.list)
     transitions: list = field(default_factory=builtins.list)
     extra: dict = field(default_factory=dict, repr=False)  # fields newer hubs add
     _client: Client | None = field(default=None, repr=False, compare=False)
@@ -130,13 +131,14 @@ class Client:
         return f"Client({self.http.api_url!r})"
 
     def submit(self, command, *, profile=None, accelerator=None, gpus=0, image=None, env=None,
-               priority=None, name=None, max_runtime=None, workdir=None) -> Job:
+               priority=None, name=None, max_runtime=None, workdir=None, datasets=None) -> Job:
         """Queue ``command`` (a list of arguments, or a string run by a shell) and return the job.
 
         ``profile`` is one of those :meth:`profiles` lists; ``accelerator`` and ``gpus`` choose
         among its accelerators and counts; ``max_runtime`` is in seconds. The job runs in your
         home, as your default server sees it, unless ``workdir`` (an absolute path) names
-        another directory.
+        another directory. ``datasets``: references (``owner/name``, a catalog dataset's name)
+        from :meth:`datasets`, mounted at ``/datasets/<name>``.
         """
         if isinstance(command, str):
             body = {"command": command}
@@ -151,6 +153,10 @@ class Client:
                     "workdir": workdir,
                     "env": {str(k): str(v) for k, v in env.items()} if env else None}
         body.update({k: v for k, v in optional.items() if v is not None})
+        if datasets:
+            if isinstance(datasets, str):
+                datasets = [datasets]
+            body["datasets"] = [str(d) for d in datasets]
         body["gpus"] = int(gpus or 0)
         return self._job(self.http.request("POST", "crater/jobs", body=body))
 
@@ -207,6 +213,11 @@ class Client:
     def profiles(self) -> dict:
         """What you may submit with: profiles, their accelerators and counts, your quota."""
         return self.http.request("GET", "crater/profiles")
+
+    def datasets(self) -> builtins.list:
+        """The datasets you may mount (yours, shared with you, public, the catalog), each a dict
+        with ``ref`` (what ``datasets=[...]`` takes), ``kind``, ``writable`` and ``mounted``."""
+        return self.http.request("GET", "crater/datasets")["datasets"]
 
     def _job(self, model):
         return Job.from_model(model, client=self)

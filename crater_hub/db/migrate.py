@@ -6,6 +6,7 @@ start; ``python -m crater_hub.db.migrate URL`` does the same by hand.
 """
 
 import sys
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,9 @@ from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "crater_alembic_version"
 SCRIPTS = Path(__file__).with_name("migrations")
+#: the job queue and the dataset store each migrate at start, on worker threads of their own:
+#: one at a time, so the second finds the schema at head instead of racing to create it
+_UPGRADING = threading.Lock()
 
 
 def alembic_config(connection=None):
@@ -26,7 +30,7 @@ def alembic_config(connection=None):
 
 def upgrade(engine, revision="head"):
     """Bring the database of ``engine`` to ``revision`` (idempotent)."""
-    with engine.begin() as connection:
+    with _UPGRADING, engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 
 

@@ -1,11 +1,23 @@
-"""SQLAlchemy 2 models of crater_hub's state that must survive restarts: jobs and their history.
+"""SQLAlchemy 2 models of crater_hub's state that must survive restarts: jobs and their history,
+users' datasets and their shares.
 
 Times are naive UTC, as JupyterHub's ORM stores them; :func:`isotime` renders them for the API.
 """
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -105,3 +117,50 @@ class JobTransition(Base):
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="transitions")
+
+
+class Dataset(Base):
+    """A user's dataset: a folder of the shared data volume (``space``/``path``), shared with
+    users and groups (:class:`DatasetShare`). Catalog datasets live in configuration instead."""
+
+    __tablename__ = "crater_datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16), default="dataset")
+    #: ``users/<owner>`` or ``public``: the space of the data volume it lives in
+    space: Mapped[str] = mapped_column(String(300))
+    #: the folder in that space (its name, today)
+    path: Mapped[str] = mapped_column(String(300))
+    editable: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[str | None] = mapped_column(String(32))
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    shares: Mapped[list["DatasetShare"]] = relationship(
+        back_populates="dataset", order_by="DatasetShare.id", cascade="all, delete-orphan",
+        lazy="selectin")
+
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_crater_datasets_owner_name"),)
+
+
+class DatasetShare(Base):
+    """One grant of a dataset: to a user (``kind`` "user") or a group ("group") by name."""
+
+    __tablename__ = "crater_dataset_shares"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("crater_datasets.id", ondelete="CASCADE"),
+                                            index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="shares")
+
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "kind", "name", name="uq_crater_dataset_shares_grant"),
+        Index("ix_crater_dataset_shares_kind_name", "kind", "name"),
+    )

@@ -13,6 +13,7 @@ from jupyterhub.user import User
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..datasets.choices import choices_for
 from ..kube.inventory import shared_inventory
 from ..queue import spec as spec_mod
 from ..queue.jobstatus import container_started
@@ -97,13 +98,15 @@ class JobListAPIHandler(JobsBase):
         inventory = shared_inventory(crater.accelerator_catalog())
         await inventory.ready(timeout=30)
         groups = [g.name for g in user.groups]
+        datasets = await choices_for(crater, body.get("datasets") if isinstance(body, dict) else None,
+                                     user.admin)
         try:
             spec = spec_mod.resolve(
                 body, owner=user.name, groups=groups, profiles=crater.profile_list(),
                 catalog={a.slug: a for a in inventory.accelerators()},
                 priorities=crater.priority_classes(), default_image=self._default_image(crater),
                 default_runtime=min(crater.job_default_runtime, crater.job_max_runtime),
-                max_runtime=crater.job_max_runtime)
+                max_runtime=crater.job_max_runtime, datasets=datasets)
             fit = inventory.fits(spec.accelerator.slug, spec.gpus) if spec.accelerator else None
             spec_mod.never_runs(spec, crater.quota_policy().for_user(groups, user.admin), fit)
         except spec_mod.JobError as e:

@@ -9,7 +9,9 @@ A server spawn and a job submit ask in the same words, with the same meaning:
 - ``gpus``: how many devices (a whole number, or its decimal string as forms send it); absent:
   the smallest count the profile offers for the accelerator;
 - ``image``: the slug of one of the profile's image choices, or a reference the profile allows
-  (:mod:`.images`); absent: the first choice, else the configured default.
+  (:mod:`.images`); absent: the first choice, else the configured default;
+- ``datasets``: a list of dataset references (``owner/name``, or a catalog dataset's name),
+  mounted read-only unless editable by this user (:mod:`.datasets`); absent: none.
 
 A spawn's ``user_options`` are this request as they are (KubeSpawner's names: the form's fields
 ``profile`` and ``profile-option-{profile}--{option}`` become ``{"profile": slug, "<option>":
@@ -21,10 +23,11 @@ for what is invalid, 403 for what this user may not use.
 import re
 from dataclasses import dataclass, field
 
+from . import datasets as datasets_mod
 from . import images as images_mod
 from . import profiles as profiles_mod
 
-OPTION_NAMES = ("profile", "image", "accelerator", "gpus")
+OPTION_NAMES = ("profile", "image", "accelerator", "gpus", "datasets")
 NO_ACCELERATOR = "none"
 WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]{1,6}$")
 
@@ -55,10 +58,12 @@ class WorkloadSpec:
     accelerator: object = None  # Accelerator or None
     gpus: int = 0
     kubespawner_override: dict = field(default_factory=dict)
+    datasets: tuple = ()  # datasets.Mount, in the order asked
 
     def model(self):
         return {"profile": self.profile, "image": self.image,
-                "accelerator": self.accelerator.slug if self.accelerator else None, "gpus": self.gpus}
+                "accelerator": self.accelerator.slug if self.accelerator else None, "gpus": self.gpus,
+                "datasets": [m.ref for m in self.datasets]}
 
 
 def _gpus(value):
@@ -79,12 +84,15 @@ def _restricted(kind, slug, access):
     return PolicyError(f"{kind} {slug!r} is restricted to {access.describe()}", status=403, reason="forbidden")
 
 
-def resolve(request, all_profiles, user_name, user_groups, accelerators, default_image=None):
+def resolve(request, all_profiles, user_name, user_groups, accelerators, default_image=None,
+            datasets=None):
     """Check ``request`` for this user and return the :class:`WorkloadSpec`.
 
     ``accelerators``: slug -> Accelerator, the catalog in force (configured or discovered);
     ``default_image``: the image a workload runs when its profile lists none (the spawner's
-    configured image), which a request may also name by reference.
+    configured image), which a request may also name by reference; ``datasets``: the
+    :class:`~.datasets.Choices` for the references the request names (None: datasets are not
+    configured, and a request naming any is refused).
     """
     if request is not None and not isinstance(request, dict):
         raise PolicyError(f"the request must be an object with: {', '.join(OPTION_NAMES)}")
@@ -112,12 +120,26 @@ def resolve(request, all_profiles, user_name, user_groups, accelerators, default
     full = next(p for p in all_profiles if p.slug == profile.slug)
     image = _image(options.get("image"), profile, full, default_image)
     accelerator, gpus = _accelerator(options, profile, full, accelerators)
+    mounts = _datasets(options.get("datasets"), datasets, user_name, user_groups)
     return WorkloadSpec(
         profile=profile.slug, image=image,
         cpu_guarantee=profile.cpu.guarantee, cpu_limit=profile.cpu.limit,
         mem_guarantee=profile.memory.guarantee, mem_limit=profile.memory.limit,
         accelerator=accelerator, gpus=gpus, kubespawner_override=dict(profile.kubespawner_override),
+        datasets=mounts,
     )
+
+
+def _datasets(value, choices, user_name, user_groups):
+    if value in (None, [], ()):
+        return ()
+    if choices is None:
+        raise PolicyError("datasets are not configured on this hub; leave 'datasets' out")
+    try:
+        refs = datasets_mod.requested(value, choices.max_per_request)
+        return datasets_mod.mounts(refs, choices, user_name, user_groups)
+    except datasets_mod.DatasetRefused as e:
+        raise PolicyError(e.message, e.status, "forbidden" if e.status == 403 else "options") from None
 
 
 def allowed_images(profile, default_image=None):

@@ -18,6 +18,7 @@ import hashlib
 import re
 
 from ..accelerators import NO_NVIDIA_ENV, holds_nvidia_gpu
+from ..policy import datasets as datasets_mod
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "crater-hub"}
 KIND_LABEL = "crater.io/kind"
@@ -128,8 +129,15 @@ def build(job, namespace, ttl_after_finished, suspend=False, extra_labels=None, 
     }
     if pod.get("image_pull_policy"):
         container["imagePullPolicy"] = pod["image_pull_policy"]
-    if pod.get("volume_mounts"):
-        container["volumeMounts"] = copy.deepcopy(pod["volume_mounts"])
+    # datasets: subPath mounts of their claims, after (never instead of) the home
+    mounts = [datasets_mod.Mount.from_model(m) for m in shape.get("datasets") or ()]
+    ds_volumes, ds_mounts = datasets_mod.pod_volumes(mounts)
+    pod_volumes = [*copy.deepcopy(pod.get("volumes") or []),
+                   *(v for v in ds_volumes.values()
+                     if v["name"] not in {x["name"] for x in pod.get("volumes") or []})]
+    volume_mounts = [*copy.deepcopy(pod.get("volume_mounts") or []), *ds_mounts.values()]
+    if volume_mounts:
+        container["volumeMounts"] = volume_mounts
     if pod.get("workdir"):
         container["workingDir"] = pod["workdir"]
     pod_spec = {
@@ -141,8 +149,8 @@ def build(job, namespace, ttl_after_finished, suspend=False, extra_labels=None, 
         "automountServiceAccountToken": False,
         "securityContext": pod_security(pod),
     }
-    if pod.get("volumes"):
-        pod_spec["volumes"] = copy.deepcopy(pod["volumes"])
+    if pod_volumes:
+        pod_spec["volumes"] = pod_volumes
     if pod.get("image_pull_secrets"):
         pod_spec["imagePullSecrets"] = copy.deepcopy(pod["image_pull_secrets"])
     if pod.get("scheduler_name"):
@@ -154,7 +162,8 @@ def build(job, namespace, ttl_after_finished, suspend=False, extra_labels=None, 
         "activeDeadlineSeconds": int(job.max_runtime),
         "ttlSecondsAfterFinished": int(ttl_after_finished),
         "template": {"metadata": {"labels": pod_labels,
-                                  "annotations": {"crater.io/owner-name": job.owner}},
+                                  "annotations": {"crater.io/owner-name": job.owner,
+                                                  **datasets_mod.annotation(mounts)}},
                      "spec": pod_spec},
     }
     if suspend:

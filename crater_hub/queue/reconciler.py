@@ -27,6 +27,7 @@ from collections import defaultdict
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..datasets.choices import dispatch_refusal as dataset_refusal
 from ..kube.client import shared_client
 from . import home, manifest
 from .jobstatus import condition, ended, exit_info, pod_running, start_info
@@ -187,6 +188,9 @@ class Reconciler:
         service = self.service
         name = manifest.job_name(job.id, job.attempt)
         await self.store.load_shape(job)
+        if why := await dataset_refusal(service.crater, job, service.users):
+            await self.finish(job, "failed", why, None)  # unshared since its submit
+            return
         try:
             home_node = await home.prepare(job, self.namespace, service.pod_cache)
         except home.HomeRefused as e:  # every retry would be refused: fail, freeing its quota

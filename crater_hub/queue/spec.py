@@ -71,6 +71,9 @@ class JobSpec:
                      "tolerations": [dict(t) for t in acc.tolerations], "device_env": acc.env}
         if self.pod:
             shape["pod"] = self.pod
+        if self.spawn is not None and self.spawn.datasets:
+            # the record keeps what it mounts; dispatch checks the references again
+            shape["datasets"] = [m.model() for m in self.spawn.datasets]
         return shape
 
 
@@ -132,12 +135,13 @@ def _env(value, accelerators):
 
 
 def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image,
-            default_runtime, max_runtime):
+            default_runtime, max_runtime, datasets=None):
     """Check a submission for ``owner`` (in ``groups``) and return its :class:`JobSpec`.
 
     ``profiles``: the parsed ``Crater.profiles``; ``catalog``: slug -> Accelerator in force;
     ``priorities``: the parsed priority classes; ``default_image``: what a job runs when its
-    profile lists no image.
+    profile lists no image; ``datasets``: the :class:`~crater_hub.policy.datasets.Choices` for
+    the body's ``datasets`` (None: none are configured).
     """
     if not isinstance(body, dict):
         raise JobError("the request body must be a JSON object with at least a command")
@@ -159,7 +163,8 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
 
     request = {key: body[key] for key in workload_mod.OPTION_NAMES if key in body}
     try:
-        spec = workload_mod.resolve(request, profiles, owner, groups, catalog, default_image)
+        spec = workload_mod.resolve(request, profiles, owner, groups, catalog, default_image,
+                                    datasets=datasets)
     except workload_mod.PolicyError as e:
         raise JobError(e.message, 403 if e.status == 403 else 400) from None
 

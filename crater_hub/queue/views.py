@@ -38,6 +38,7 @@ def model(job, decision, transitions=None):
         "submitted": isotime(job.submitted), "admitted": isotime(job.admitted),
         "started": isotime(job.started), "finished": isotime(job.finished),
         "k8s_job": job.k8s_job, "node": job.node,
+        "datasets": [m["ref"] for m in (job.shape or {}).get("datasets") or ()],
     }
     if transitions is not False:
         out["transitions"] = transitions if transitions is not None else [

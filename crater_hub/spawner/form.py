@@ -69,8 +69,10 @@ def _accelerator_summary(profiles):
     return list(seen.values())
 
 
-def render(offer_model, user_options=None):
-    """The spawn form for ``offer_model``, preselecting ``user_options`` (or the default profile)."""
+def render(offer_model, user_options=None, datasets=(), max_datasets=8):
+    """The spawn form for ``offer_model``, preselecting ``user_options`` (or the default profile).
+
+    ``datasets``: the models of the datasets this user may mount (the multi-select)."""
     user_options = dict(user_options or {})
     profiles = offer_model["profiles"]
     selected = _selected_profile(profiles, user_options)
@@ -80,6 +82,8 @@ def render(offer_model, user_options=None):
         offer=offer_model, profiles=profiles, selected=selected, choices=choices, summary=summary,
         names={a["slug"]: a["display_name"] for a in summary}, field_name=field_name,
         no_accelerator=NO_ACCELERATOR, refresh_seconds=REFRESH_SECONDS,
+        datasets=list(datasets), max_datasets=max_datasets,
+        chosen_datasets=set(user_options.get("datasets") or ()),
     )
 
 
@@ -108,4 +112,7 @@ def options_from_form(formdata):
     other = _first(formdata, field_name(profile, "image") + "--unlisted-choice")
     if other and other.strip():
         options["image"] = other.strip()
+    datasets = [d for d in formdata.get("datasets") or () if d]
+    if datasets:
+        options["datasets"] = datasets
     return options

@@ -20,11 +20,14 @@ import copy
 
 from ..accelerators import NO_NVIDIA_ENV, NVIDIA_DEVICES, holds_nvidia_gpu
 from ..merging import merge
+from ..policy import datasets as datasets_mod
 from ..quantity import parse_quantity
 
 SHAPED_TRAITS = ("image", "cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit",
                  "extra_resource_guarantees", "extra_resource_limits", "node_selector", "tolerations",
                  "environment")
+#: what :func:`add_datasets` changes, restored from its own snapshot on every spawn
+DATASET_TRAITS = ("volumes", "volume_mounts", "extra_annotations")
 
 
 def snapshot(spawner, override_keys=()):
@@ -91,5 +94,35 @@ def shaped(spawner, spec, baseline):
     taken before the spawner's first spawn). Read the result's attributes by trait name.
     """
     view = _Copy(spawner)
+    # a running server's datasets and own space are its own, never a job's: the configured values
+    for name, value in spawner.__dict__.get("_crater_dataset_baseline", {}).items():
+        setattr(view, name, copy.deepcopy(value))
     apply(view, spec, baseline)
     return view
+
+
+def add_datasets(spawner, mounts, own_space=None):
+    """Mount the spec's datasets (and the user's own space, writable) next to the configured
+    volumes — as dict entries beside z2jh's ``home``, appended when the operator's are a list,
+    never replacing them — and list them in the pod's ``crater.io/datasets`` annotation. The
+    traits are first reset to their configured values (a snapshot taken at the first call), so
+    a dataset of one spawn never survives into the next."""
+    baseline = spawner.__dict__.get("_crater_dataset_baseline")
+    if baseline is None:
+        baseline = spawner._crater_dataset_baseline = {
+            name: copy.deepcopy(getattr(spawner, name)) for name in DATASET_TRAITS}
+    for name, value in baseline.items():
+        setattr(spawner, name, copy.deepcopy(value))
+    volumes, volume_mounts = datasets_mod.pod_volumes(mounts, own_space)
+    for name, extra in (("volumes", volumes), ("volume_mounts", volume_mounts)):
+        if not extra:
+            continue
+        current = getattr(spawner, name)
+        if isinstance(current, dict):
+            setattr(spawner, name, {**current, **extra})
+        else:
+            present = {v.get("name") for v in current if isinstance(v, dict)} if name == "volumes" else ()
+            setattr(spawner, name, [*current, *(v for v in extra.values()
+                                                if v["name"] not in present)])
+    if mounts:
+        spawner.extra_annotations = {**spawner.extra_annotations, **datasets_mod.annotation(mounts)}

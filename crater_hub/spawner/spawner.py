@@ -4,6 +4,7 @@ from kubespawner import KubeSpawner
 from traitlets import default
 
 from ..config import Crater
+from ..datasets.choices import choices_for, own_space, usable
 from ..kube.inventory import shared_inventory
 from ..policy import workload
 from ..policy.ledger import SERVER, Holding
@@ -83,17 +84,22 @@ class CraterSpawner(KubeSpawner):
         return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
 
     async def _render_crater_form(self, spawner):
-        return form.render(await self.offer(), self.user_options or {})
+        groups = [g.name for g in self.user.groups]
+        datasets = await usable(self.crater, self.user.name, groups, self.user.admin)
+        return form.render(await self.offer(), self.user_options or {}, datasets,
+                           self.crater.datasets_max_per_request)
 
     async def load_user_options(self):
         if not self.crater_enabled:
             return await super().load_user_options()
         profiles, inventory, catalog = await self._context()
         groups = [g.name for g in self.user.groups]
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        datasets = await choices_for(self.crater, options.get("datasets"), self.user.admin)
         try:
             configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
             spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog,
-                                    default_image=configured)
+                                    default_image=configured, datasets=datasets)
             # no await from here to the reservation: on the event loop, the check and the
             # record are one step for concurrent spawns and the queue's admissions
             self._check_capacity(spec, inventory)
@@ -111,6 +117,7 @@ class CraterSpawner(KubeSpawner):
             keys = {k for p in profiles for k in p.kubespawner_override}
             self._crater_baseline = shaping.snapshot(self, keys)
         shaping.apply(self, spec, self._crater_baseline)
+        shaping.add_datasets(self, spec.datasets, own_space(self.crater, self.user.name))
 
     @staticmethod
     def _check_capacity(spec, inventory):

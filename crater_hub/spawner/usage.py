@@ -23,7 +23,9 @@ def spec_of(spawner, profiles, catalog):
     user = spawner.user
     try:
         configured = getattr(spawner, "_crater_baseline", {}).get("image", spawner.image)
-        return workload.resolve(spawner.user_options or {}, profiles, user.name,
+        # datasets do not count against quotas (and may have been unshared since): left out
+        options = {k: v for k, v in (spawner.user_options or {}).items() if k != "datasets"}
+        return workload.resolve(options, profiles, user.name,
                                 [g.name for g in user.groups], catalog, default_image=configured)
     except workload.PolicyError:
         return workload.WorkloadSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
