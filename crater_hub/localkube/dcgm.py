@@ -119,7 +119,7 @@ def _gpu_uuid(node, gpu):
 
 
 def _model(labels):
-    product = labels.get("nvidia.com/gpu.product", "NVIDIA-GPU")
+    product = labels.get("nvidia.com/gpu.product", "NVIDIA-GPU").removesuffix("-SHARED")
     return product.replace("-", " ", 1) if product.startswith("NVIDIA-") else product
 
 
