@@ -239,6 +239,10 @@ def main(argv=None):
     if args.localkube:
         server.set_dcgm_targets(args.localkube, node_names(args.localkube))
     cmd = server.command()
+    # its log beside its data, not in the hub's
+    log = os.open(server.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     _die_with_parent()  # kept across exec: Prometheus dies with the hub even on SIGKILL
     os.execv(cmd[0], cmd)
 
