@@ -333,6 +333,10 @@ class DeviceIndex:
             self._listing = [self._built[n] for n in sorted(self._built)]
         return self._listing
 
+    def node_object(self, name):
+        """The Node dict of ``name`` from the cache, or None."""
+        return self._nodes.get(name)
+
     def pods_on(self, name):
         """The device-holding pods bound to node ``name`` (dicts from the cache)."""
         return list(self._pods.get(name, {}).values())
