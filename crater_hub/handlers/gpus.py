@@ -192,7 +192,7 @@ class GPUsAPIHandler(CraterAPIHandler):
             raise web.HTTPError(400, str(e)) from None
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(data.answer(filters, _viewer(self), self.has_scope(ADMIN),
-                                          self.hub.base_url)))
+                                          self.base_url)))
 
 
 class GPUsPage(BaseHandler):
@@ -210,7 +210,7 @@ class GPUsPage(BaseHandler):
         except FilterError as e:
             raise web.HTTPError(400, str(e)) from None
         admin = self.has_scope(ADMIN)
-        initial = data.answer(filters, _viewer(self), admin, self.hub.base_url)
+        initial = data.answer(filters, _viewer(self), admin, self.base_url)
         html = await self.render_template(
             "crater/gpus.html",
             crater={"api_url": f"{self.hub.base_url}api/crater/", "refresh_seconds": REFRESH_SECONDS,
@@ -238,7 +238,7 @@ class NodesAPIHandler(CraterAPIHandler):
         except FilterError as e:
             raise web.HTTPError(400, str(e)) from None
         self.set_header("Content-Type", "application/json")
-        self.write(json.dumps(view.page(filters, self.hub.base_url.rstrip("/"))))
+        self.write(json.dumps(view.page(filters, self.base_url.rstrip("/"))))
 
 
 class NodesPage(BaseHandler):
