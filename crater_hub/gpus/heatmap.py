@@ -89,11 +89,15 @@ def _accelerator_of(accelerators, labels, allocatable, resource):
 
 
 class Heatmap:
-    """Joined device rows, memoized per (index version, snapshot, accelerator list).
+    """Joined device rows, memoized per node and per (index version, snapshot, accelerator list).
 
     ``index``: a :class:`~crater_hub.gpus.devices.DeviceIndex`; ``accelerators``: a callable
     giving the current :class:`~crater_hub.accelerators.Accelerator` list; ``threshold`` and
     ``window``: the idle rule; ``system_namespaces``: for :func:`classify`.
+
+    A node is joined again only when its :class:`~crater_hub.gpus.devices.NodeDevices` was rebuilt
+    (one of its pods changed) or a new snapshot arrived (once per scrape interval): a pod event on
+    a 5,000-node cluster costs one node's join, not the cluster's.
     """
 
     def __init__(self, index, accelerators, *, threshold=0.05, window=300.0,
@@ -104,163 +108,178 @@ class Heatmap:
         self.window = window
         self.system_namespaces = tuple(system_namespaces)
         self.clock = clock
-        self.joins = 0
+        self.joins = 0  # node joins done, for tests and benchmarks
+        self.last_snapshot = None  # the latest snapshot a request saw (for /hub/metrics)
         self._key = None
-        self._rows = None  # [row dict]
+        self._acc_key = None
+        self._nodes = {}  # node name -> _NodeJoin
+        self._rows = None
         self._groups = None  # [(accelerator slug, node name, [row, ...])]
         self._summary = None
-        self._idle_since = {}  # slot key -> (holders, since)
-        self._workloads = {}  # (namespace, pod, uid) -> Workload
 
     # -- the join ----------------------------------------------------------------------------
 
-    def rows(self, snapshot):
-        """Every device row (memoized): see :meth:`_row` for its keys."""
+    def _refresh(self, snapshot):
         accs = self.accelerators()
-        key = (self.index.version, getattr(snapshot, "taken_at", None), id(snapshot),
-               tuple((a.slug, a.resource) for a in accs))
-        if key != self._key:
-            self._join(snapshot, accs)
-            self._key = key
-        return self._rows
-
-    def _workload(self, pod):
-        meta = pod["metadata"]
-        k = (meta.get("namespace"), meta["name"], meta.get("uid"))
-        w = self._workloads.get(k)
-        if w is None:
-            w = self._workloads[k] = classify(pod, system_namespaces=self.system_namespaces)
-        return w
-
-    def _join(self, snapshot, accs):
-        self.joins += 1
+        acc_key = tuple((a.slug, a.resource, tuple(sorted(a.node_selector.items()))) for a in accs)
+        key = (self.index.version, id(snapshot), acc_key)
+        if key == self._key:
+            return
+        if acc_key != self._acc_key:
+            self._nodes = {}
+            self._acc_key = acc_key
+        nodes = self.index.nodes()
         now = self.clock()
+        changed = False
+        seen = set()
+        for nd in nodes:
+            seen.add(nd.name)
+            memo = self._nodes.get(nd.name)
+            if memo is None or memo.devices is not nd or memo.snapshot is not snapshot:
+                self._nodes[nd.name] = self._join_node(nd, snapshot, accs, now, memo)
+                changed = True
+        if len(seen) != len(self._nodes):
+            for name in [n for n in self._nodes if n not in seen]:
+                del self._nodes[name]
+            changed = True
+        if changed or self._groups is None:
+            order = [a.slug for a in accs]
+            extra = sorted({acc for j in self._nodes.values() for acc in j.groups} - set(order))
+            groups = []
+            for acc in order + extra:
+                for nd in nodes:
+                    rows = self._nodes[nd.name].groups.get(acc)
+                    if rows:
+                        groups.append((acc, nd.name, rows))
+            self._groups = groups
+            self._rows = None
+            self._summary = None
+        self._key = key
+
+    def _join_node(self, nd, snapshot, accs, now, previous):
+        self.joins += 1
         samples = {} if snapshot is None or snapshot.error else snapshot.samples
-        by_node_acc = {}
-        rows = []
-        live_workloads = {}
-        idle_since = {}
-        for nd in self.index.nodes():
-            node_dict = self.index.node_object(nd.name) or {"metadata": {"labels": nd.labels}}
-            allocatable = (node_dict.get("status") or {}).get("allocatable") or {}
-            acc_of = {}
-            placed = {}  # (resource, gpu, instance) -> [(holder, placement)]
-            pending = {}  # resource -> [[holder, units left]]
-            for who, resource, units in nd.unplaced:
-                pending.setdefault(resource, []).append([who, units])
-            # DCGM holder labels place the pods the ids did not
-            if pending and samples:
-                for slot in nd.slots:
-                    sample = samples.get(slot.key)
-                    if not sample or not sample.holders or slot.resource not in pending:
-                        continue
-                    for entry in pending[slot.resource]:
-                        if entry[1] > 0 and entry[0] in sample.holders:
-                            placed.setdefault(slot.key + (slot.resource,), []).append((entry[0], "dcgm"))
-                            entry[1] -= 1
+        idle_before = previous.idle_since if previous is not None else {}
+        node_dict = self.index.node_object(nd.name) or {"metadata": {"labels": nd.labels}}
+        allocatable = (node_dict.get("status") or {}).get("allocatable") or {}
+        acc_of = {}
+        placed = {}  # (node, gpu, instance, resource) -> [(holder, placement)]
+        pending = {}  # resource -> [[holder, units left]]
+        for who, resource, units in nd.unplaced:
+            pending.setdefault(resource, []).append([who, units])
+        if pending and samples:  # DCGM holder labels place the pods the ids did not
             for slot in nd.slots:
-                holders = [(h, "device") for h in slot.holders]
-                holders += placed.get(slot.key + (slot.resource,), [])
-                room = slot.replicas - len(holders)
-                for entry in pending.get(slot.resource, ()):
-                    while room > 0 and entry[1] > 0:
-                        holders.append((entry[0], "count"))
-                        entry[1] -= 1
-                        room -= 1
-                acc = acc_of.get(slot.resource)
-                if acc is None:
-                    acc = acc_of[slot.resource] = _accelerator_of(accs, nd.labels, allocatable,
-                                                                  slot.resource)
                 sample = samples.get(slot.key)
-                util = sample.utilization if sample is not None else None
-                held = []
-                for who, placement in holders:
-                    entry = nd.pods.get(who)
-                    w = None
-                    if entry is not None:
-                        w = self._workload(entry[0])
-                        live_workloads[(who[0], who[1], entry[0]["metadata"].get("uid"))] = w
-                    held.append({"namespace": who[0], "pod": who[1], "placement": placement,
-                                 "kind": w.kind if w else "external",
-                                 "user": w.user if w else None,
-                                 "workload": w.name if w else who[1],
-                                 "link": w.link if w else None})
-                idle = False
-                since = None
-                if held and util is not None and util < self.threshold:
-                    holder_key = tuple(h["pod"] for h in held)
-                    previous = self._idle_since.get(slot.key + (slot.resource,))
-                    since = previous[1] if previous and previous[0] == holder_key else now
-                    idle_since[slot.key + (slot.resource,)] = (holder_key, since)
-                    idle = now - since >= self.window
-                row = {
-                    "node": slot.node, "accelerator": acc, "resource": slot.resource,
-                    "gpu": slot.gpu, "instance": slot.instance, "profile": slot.profile,
-                    "replicas": slot.replicas,
-                    "share": gpu_equivalent(node_dict, slot.resource) * slot.replicas,
-                    "holders": held,
-                    "utilization": util,
-                    "memory_used": sample.memory_used if sample is not None else None,
-                    "memory_total": sample.memory_total if sample is not None else None,
-                    "model": sample.model if sample is not None else None,
-                    "idle": idle,
-                    "idle_since": since if idle else None,
-                }
-                rows.append(row)
-                by_node_acc.setdefault((acc, slot.node), []).append(row)
-        self._idle_since = idle_since
-        self._workloads = live_workloads
-        self._rows = rows
-        order = {a.slug: i for i, a in enumerate(accs)}
-        self._groups = sorted(((acc, node, r) for (acc, node), r in by_node_acc.items()),
-                              key=lambda g: (order.get(g[0], len(order)), g[0], g[1]))
-        self._summary = None
+                if not sample or not sample.holders or slot.resource not in pending:
+                    continue
+                for entry in pending[slot.resource]:
+                    if entry[1] > 0 and entry[0] in sample.holders:
+                        placed.setdefault(slot.key + (slot.resource,), []).append((entry[0], "dcgm"))
+                        entry[1] -= 1
+        groups = {}
+        idle_since = {}
+        workloads = {}
+        for slot in nd.slots:
+            holders = [(h, "device") for h in slot.holders]
+            holders += placed.get(slot.key + (slot.resource,), [])
+            room = slot.replicas - len(holders)
+            for entry in pending.get(slot.resource, ()):
+                while room > 0 and entry[1] > 0:
+                    holders.append((entry[0], "count"))
+                    entry[1] -= 1
+                    room -= 1
+            acc = acc_of.get(slot.resource)
+            if acc is None:
+                acc = acc_of[slot.resource] = _accelerator_of(accs, nd.labels, allocatable,
+                                                              slot.resource)
+            sample = samples.get(slot.key)
+            util = sample.utilization if sample is not None else None
+            held = []
+            for who, placement in holders:
+                entry = nd.pods.get(who)
+                w = None
+                if entry is not None:
+                    w = workloads.get(who)
+                    if w is None:
+                        w = workloads[who] = classify(entry[0], system_namespaces=self.system_namespaces)
+                held.append({"namespace": who[0], "pod": who[1], "placement": placement,
+                             "kind": w.kind if w else "external",
+                             "user": w.user if w else None,
+                             "workload": w.name if w else who[1],
+                             "link": w.link if w else None})
+            idle = False
+            since = None
+            slot_key = slot.key + (slot.resource,)
+            if held and util is not None and util < self.threshold:
+                holder_key = tuple(h["pod"] for h in held)
+                before = idle_before.get(slot_key)
+                since = before[1] if before and before[0] == holder_key else now
+                idle_since[slot_key] = (holder_key, since)
+                idle = now - since >= self.window
+            row = {
+                "node": slot.node, "accelerator": acc, "resource": slot.resource,
+                "gpu": slot.gpu, "instance": slot.instance, "profile": slot.profile,
+                "replicas": slot.replicas,
+                "share": gpu_equivalent(node_dict, slot.resource) * slot.replicas,
+                "holders": held,
+                "utilization": util,
+                "memory_used": sample.memory_used if sample is not None else None,
+                "memory_total": sample.memory_total if sample is not None else None,
+                "model": sample.model if sample is not None else None,
+                "idle": idle,
+                "idle_since": since if idle else None,
+            }
+            groups.setdefault(acc, []).append(row)
+        return _NodeJoin(nd, snapshot, groups, idle_since, _partial_summary(groups))
 
     # -- reading -----------------------------------------------------------------------------
 
+    def rows(self, snapshot):
+        """Every device row (memoized), in page order."""
+        self._refresh(snapshot)
+        if self._rows is None:
+            self._rows = [r for g in self._groups for r in g[2]]
+        return self._rows
+
     def summary(self, snapshot):
-        """Per accelerator: devices, allocated, idle, mean utilization, nodes (memoized)."""
-        self.rows(snapshot)
+        """Per accelerator: devices, allocated, idle, GPU equivalents held (by workload kind) and
+        idle, mean utilization, nodes; summed from per-node partial sums (memoized)."""
+        self._refresh(snapshot)
         if self._summary is None:
             accs = {a.slug: a for a in self.accelerators()}
             out = {}
-            for acc, _node, rows in self._groups:
-                s = out.get(acc)
-                if s is None:
-                    a = accs.get(acc)
-                    s = out[acc] = {
-                        "slug": acc, "display_name": a.display_name if a else acc,
-                        "resource": a.resource if a else acc,
-                        "memory": (a.memory or None) if a else None,
-                        "nodes": 0, "devices": 0, "allocated": 0, "idle": 0,
-                        "allocated_gpus": 0.0, "idle_gpus": 0.0, "by_kind": {},
-                        "_util": [0.0, 0],
-                    }
-                s["nodes"] += 1
-                for row in rows:
-                    s["devices"] += 1
-                    if row["holders"]:
-                        s["allocated"] += 1
-                        unit = row["share"] / row["replicas"]
-                        for h in row["holders"]:
-                            s["allocated_gpus"] += unit
-                            s["by_kind"][h["kind"]] = s["by_kind"].get(h["kind"], 0.0) + unit
-                    if row["idle"]:
-                        s["idle"] += 1
-                        s["idle_gpus"] += row["share"]
-                    if row["utilization"] is not None:
-                        s["_util"][0] += row["utilization"]
-                        s["_util"][1] += 1
-            for s in out.values():
+            for join in self._nodes.values():
+                for acc, part in join.partial.items():
+                    s = out.get(acc)
+                    if s is None:
+                        a = accs.get(acc)
+                        s = out[acc] = {
+                            "slug": acc, "display_name": a.display_name if a else acc,
+                            "resource": a.resource if a else acc,
+                            "memory": (a.memory or None) if a else None,
+                            "nodes": 0, "devices": 0, "allocated": 0, "idle": 0,
+                            "allocated_gpus": 0.0, "idle_gpus": 0.0, "by_kind": {},
+                            "_util": [0.0, 0],
+                        }
+                    s["nodes"] += 1
+                    for k in ("devices", "allocated", "idle", "allocated_gpus", "idle_gpus"):
+                        s[k] += part[k]
+                    for kind, v in part["by_kind"].items():
+                        s["by_kind"][kind] = s["by_kind"].get(kind, 0.0) + v
+                    s["_util"][0] += part["util_sum"]
+                    s["_util"][1] += part["util_n"]
+            order = {a: i for i, a in enumerate(accs)}
+            summary = sorted(out.values(), key=lambda s: (order.get(s["slug"], len(order)), s["slug"]))
+            for s in summary:
                 total, n = s.pop("_util")
                 s["mean_utilization"] = total / n if n else None
-            self._summary = list(out.values())
+            self._summary = summary
         return self._summary
 
     def page(self, snapshot, filters):
         """``(rows of the page, total matching node rows)`` for :class:`Filters`; rows are
         grouped by accelerator, then node name, then device."""
-        self.rows(snapshot)
+        self._refresh(snapshot)
         groups = self._groups
         if filters.accelerator or filters.node or filters.idle:
             groups = [g for g in groups
@@ -270,6 +289,38 @@ class Heatmap:
         chosen = groups[filters.offset:filters.offset + filters.limit]
         rows = [r for g in chosen for r in g[2] if not filters.idle or r["idle"]]
         return rows, len(groups)
+
+
+@dataclass
+class _NodeJoin:
+    devices: object  # the NodeDevices joined
+    snapshot: object  # the snapshot joined with
+    groups: dict  # accelerator slug -> [row, ...]
+    idle_since: dict  # slot key -> (holder pods, since)
+    partial: dict  # accelerator slug -> partial sums
+
+
+def _partial_summary(groups):
+    out = {}
+    for acc, rows in groups.items():
+        p = {"devices": 0, "allocated": 0, "idle": 0, "allocated_gpus": 0.0, "idle_gpus": 0.0,
+             "by_kind": {}, "util_sum": 0.0, "util_n": 0}
+        for row in rows:
+            p["devices"] += 1
+            if row["holders"]:
+                p["allocated"] += 1
+                unit = row["share"] / row["replicas"]
+                for h in row["holders"]:
+                    p["allocated_gpus"] += unit
+                    p["by_kind"][h["kind"]] = p["by_kind"].get(h["kind"], 0.0) + unit
+            if row["idle"]:
+                p["idle"] += 1
+                p["idle_gpus"] += row["share"]
+            if row["utilization"] is not None:
+                p["util_sum"] += row["utilization"]
+                p["util_n"] += 1
+        out[acc] = p
+    return out
 
 
 def visible_rows(rows, viewer, *, show_names):
