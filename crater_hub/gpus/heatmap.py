@@ -159,10 +159,46 @@ class Heatmap:
     def _join_node(self, nd, snapshot, accs, now, previous):
         self.joins += 1
         samples = {} if snapshot is None or snapshot.error else snapshot.samples
+        # who holds what (with workload), per slot: kept while the node's devices and the DCGM
+        # holder labels it relies on are unchanged, so a new snapshot only refreshes numbers
+        signature = None
+        if nd.unplaced and samples:
+            signature = tuple(getattr(samples.get(slot.key), "holders", None) for slot in nd.slots)
+        if previous is not None and previous.devices is nd and previous.signature == signature:
+            static = previous.static
+        else:
+            static = self._static(nd, samples, accs, previous)
         idle_before = previous.idle_since if previous is not None else {}
+        groups = {}
+        idle_since = {}
+        threshold, window = self.threshold, self.window
+        for slot_key, acc, _share, held, holder_key, base in static:
+            sample = samples.get(slot_key[:3])
+            if sample is not None:
+                util = sample.utilization
+                row = {**base, "utilization": util, "memory_used": sample.memory_used,
+                       "memory_total": sample.memory_total, "model": sample.model}
+            else:
+                util = None
+                row = {**base, "utilization": None, "memory_used": None, "memory_total": None,
+                       "model": None}
+            if held and util is not None and util < threshold:
+                before = idle_before.get(slot_key)
+                since = before[1] if before and before[0] == holder_key else now
+                idle_since[slot_key] = (holder_key, since)
+                if now - since >= window:
+                    row["idle"], row["idle_since"] = True, since
+            groups.setdefault(acc, []).append(row)
+        return _NodeJoin(nd, snapshot, groups, idle_since, _partial_summary(groups), signature, static)
+
+    def _static(self, nd, samples, accs, previous):
+        """Per slot: (key, accelerator, share, holders, holder pods, row base) — what does not
+        depend on utilization. Workloads of pods seen in the previous join are reused."""
         node_dict = self.index.node_object(nd.name) or {"metadata": {"labels": nd.labels}}
         allocatable = (node_dict.get("status") or {}).get("allocatable") or {}
-        acc_of = {}
+        known = previous.workloads if previous is not None else {}
+        workloads = {}
+        per_resource = {}
         placed = {}  # (node, gpu, instance, resource) -> [(holder, placement)]
         pending = {}  # resource -> [[holder, units left]]
         for who, resource, units in nd.unplaced:
@@ -176,61 +212,46 @@ class Heatmap:
                     if entry[1] > 0 and entry[0] in sample.holders:
                         placed.setdefault(slot.key + (slot.resource,), []).append((entry[0], "dcgm"))
                         entry[1] -= 1
-        groups = {}
-        idle_since = {}
-        workloads = {}
+        out = []
         for slot in nd.slots:
+            slot_key = slot.key + (slot.resource,)
             holders = [(h, "device") for h in slot.holders]
-            holders += placed.get(slot.key + (slot.resource,), [])
+            holders += placed.get(slot_key, [])
             room = slot.replicas - len(holders)
             for entry in pending.get(slot.resource, ()):
                 while room > 0 and entry[1] > 0:
                     holders.append((entry[0], "count"))
                     entry[1] -= 1
                     room -= 1
-            acc = acc_of.get(slot.resource)
-            if acc is None:
-                acc = acc_of[slot.resource] = _accelerator_of(accs, nd.labels, allocatable,
-                                                              slot.resource)
-            sample = samples.get(slot.key)
-            util = sample.utilization if sample is not None else None
+            res = per_resource.get(slot.resource)
+            if res is None:
+                res = per_resource[slot.resource] = (
+                    _accelerator_of(accs, nd.labels, allocatable, slot.resource),
+                    gpu_equivalent(node_dict, slot.resource))
+            acc, unit_share = res
             held = []
             for who, placement in holders:
                 entry = nd.pods.get(who)
                 w = None
                 if entry is not None:
-                    w = workloads.get(who)
-                    if w is None:
-                        w = workloads[who] = classify(entry[0], system_namespaces=self.system_namespaces)
+                    cached = known.get(who)
+                    if cached is not None and cached[0] is entry[0]:
+                        w = cached[1]
+                    else:
+                        w = classify(entry[0], system_namespaces=self.system_namespaces)
+                    workloads[who] = (entry[0], w)
                 held.append({"namespace": who[0], "pod": who[1], "placement": placement,
                              "kind": w.kind if w else "external",
                              "user": w.user if w else None,
                              "workload": w.name if w else who[1],
                              "link": w.link if w else None})
-            idle = False
-            since = None
-            slot_key = slot.key + (slot.resource,)
-            if held and util is not None and util < self.threshold:
-                holder_key = tuple(h["pod"] for h in held)
-                before = idle_before.get(slot_key)
-                since = before[1] if before and before[0] == holder_key else now
-                idle_since[slot_key] = (holder_key, since)
-                idle = now - since >= self.window
-            row = {
-                "node": slot.node, "accelerator": acc, "resource": slot.resource,
-                "gpu": slot.gpu, "instance": slot.instance, "profile": slot.profile,
-                "replicas": slot.replicas,
-                "share": gpu_equivalent(node_dict, slot.resource) * slot.replicas,
-                "holders": held,
-                "utilization": util,
-                "memory_used": sample.memory_used if sample is not None else None,
-                "memory_total": sample.memory_total if sample is not None else None,
-                "model": sample.model if sample is not None else None,
-                "idle": idle,
-                "idle_since": since if idle else None,
-            }
-            groups.setdefault(acc, []).append(row)
-        return _NodeJoin(nd, snapshot, groups, idle_since, _partial_summary(groups))
+            share = unit_share * slot.replicas
+            base = {"node": slot.node, "accelerator": acc, "resource": slot.resource,
+                    "gpu": slot.gpu, "instance": slot.instance, "profile": slot.profile,
+                    "replicas": slot.replicas, "share": share, "holders": held,
+                    "idle": False, "idle_since": None}
+            out.append((slot_key, acc, share, held, tuple(h["pod"] for h in held), base))
+        return _Static(out, workloads)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -291,6 +312,14 @@ class Heatmap:
         return rows, len(groups)
 
 
+class _Static(list):
+    """The utilization-independent part of a node's join, and the workloads it classified."""
+
+    def __init__(self, items, workloads):
+        super().__init__(items)
+        self.workloads = workloads
+
+
 @dataclass
 class _NodeJoin:
     devices: object  # the NodeDevices joined
@@ -298,6 +327,12 @@ class _NodeJoin:
     groups: dict  # accelerator slug -> [row, ...]
     idle_since: dict  # slot key -> (holder pods, since)
     partial: dict  # accelerator slug -> partial sums
+    signature: object = None  # the DCGM holder labels the placement used
+    static: object = None  # _Static
+
+    @property
+    def workloads(self):
+        return self.static.workloads if self.static is not None else {}
 
 
 def _partial_summary(groups):
