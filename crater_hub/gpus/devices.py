@@ -30,6 +30,7 @@ memoized per-node tuples, never the API.
 """
 
 import asyncio
+import bisect
 import json
 import math
 import re
@@ -263,6 +264,9 @@ class DeviceIndex:
         self._dirty = set()
         self._listing = None
         self.version = 0
+        self._names = None  # sorted names of built nodes; None after one joined or left
+        self._log = []  # (version, node name) of every rebuild, for changes_since
+        self._log_start = 0  # the version before the oldest entry kept
         self.node_cache.add_listener(self.on_node_event)
         self.pod_cache.add_listener(self.on_pod_event)
         for node in list(self.node_cache.objects.values()):
@@ -284,6 +288,15 @@ class DeviceIndex:
         self._dirty.add(name)
         self._listing = None
         self.version += 1
+
+    def changes_since(self, version):
+        """Names of the nodes rebuilt or removed after ``version`` (a :attr:`version` read
+        earlier), or None when that is too long ago to tell (then treat every node as changed)."""
+        self._refresh()
+        if version < self._log_start:
+            return None
+        start = bisect.bisect_right(self._log, version, key=lambda entry: entry[0])
+        return {name for _, name in self._log[start:]}
 
     @staticmethod
     def _shape(node):
@@ -330,7 +343,9 @@ class DeviceIndex:
         """Every node with devices, sorted by name (a memoized list; treat it as read-only)."""
         self._refresh()
         if self._listing is None:
-            self._listing = [self._built[n] for n in sorted(self._built)]
+            if self._names is None:
+                self._names = sorted(self._built)
+            self._listing = [self._built[n] for n in self._names]
         return self._listing
 
     def node_object(self, name):
@@ -349,9 +364,17 @@ class DeviceIndex:
             node = self._nodes.get(name)
             built = build_node(node, self._pods.get(name, {}).values()) if node else None
             if built is None or not built.slots and not built.pods:
-                self._built.pop(name, None)
+                if self._built.pop(name, None) is not None:
+                    self._names = None
             else:
+                if name not in self._built:
+                    self._names = None
                 self._built[name] = built
+            self._log.append((self.version, name))
+        if len(self._log) > 20000:
+            drop = len(self._log) - 10000
+            self._log_start = self._log[drop - 1][0]
+            del self._log[:drop]
 
 
 def _holding(pod):

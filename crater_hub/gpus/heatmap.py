@@ -115,6 +115,8 @@ class Heatmap:
         self._nodes = {}  # node name -> _NodeJoin
         self._rows = None
         self._groups = None  # [(accelerator slug, node name, [row, ...])]
+        self._group_pos = {}  # (accelerator slug, node name) -> index in _groups
+        self._totals = {}  # accelerator slug -> running sums of the nodes' partial sums
         self._summary = None
 
     # -- the join ----------------------------------------------------------------------------
@@ -122,39 +124,77 @@ class Heatmap:
     def _refresh(self, snapshot):
         accs = self.accelerators()
         acc_key = tuple((a.slug, a.resource, tuple(sorted(a.node_selector.items()))) for a in accs)
-        key = (self.index.version, id(snapshot), acc_key)
+        nodes = self.index.nodes()
+        version = self.index.version
+        key = (version, id(snapshot), acc_key)
         if key == self._key:
             return
+        now = self.clock()
+        changed = None
+        if self._key is not None and self._key[1:] == key[1:]:
+            changed = self.index.changes_since(self._key[0])  # only pods/nodes moved
+        if changed is None:
+            self._full_join(snapshot, accs, acc_key, nodes, now)
+        else:
+            self._partial_join(snapshot, accs, nodes, changed, now)
+        self._key = key
+
+    def _full_join(self, snapshot, accs, acc_key, nodes, now):
         if acc_key != self._acc_key:
             self._nodes = {}
             self._acc_key = acc_key
-        nodes = self.index.nodes()
-        now = self.clock()
-        changed = False
-        seen = set()
+        joined = {}
         for nd in nodes:
-            seen.add(nd.name)
             memo = self._nodes.get(nd.name)
             if memo is None or memo.devices is not nd or memo.snapshot is not snapshot:
-                self._nodes[nd.name] = self._join_node(nd, snapshot, accs, now, memo)
-                changed = True
-        if len(seen) != len(self._nodes):
-            for name in [n for n in self._nodes if n not in seen]:
-                del self._nodes[name]
-            changed = True
-        if changed or self._groups is None:
-            order = [a.slug for a in accs]
-            extra = sorted({acc for j in self._nodes.values() for acc in j.groups} - set(order))
-            groups = []
-            for acc in order + extra:
-                for nd in nodes:
-                    rows = self._nodes[nd.name].groups.get(acc)
-                    if rows:
-                        groups.append((acc, nd.name, rows))
-            self._groups = groups
-            self._rows = None
-            self._summary = None
-        self._key = key
+                memo = self._join_node(nd, snapshot, accs, now, memo)
+            joined[nd.name] = memo
+        self._nodes = joined
+        self._regroup(accs, nodes)
+        self._totals = {}
+        for join in joined.values():
+            _add_partial(self._totals, join.partial, +1)
+
+    def _partial_join(self, snapshot, accs, nodes, changed, now):
+        regroup = False
+        for name in changed:
+            old = self._nodes.get(name)
+            nd = self.index.node(name)
+            if old is not None:
+                _add_partial(self._totals, old.partial, -1)
+            if nd is None:
+                if old is not None:
+                    del self._nodes[name]
+                    regroup = True
+                continue
+            new = self._join_node(nd, snapshot, accs, now, old)
+            self._nodes[name] = new
+            _add_partial(self._totals, new.partial, +1)
+            if old is None or set(old.groups) != set(new.groups):
+                regroup = True
+                continue
+            for acc, rows in new.groups.items():
+                self._groups[self._group_pos[(acc, name)]] = (acc, name, rows)
+        if regroup:
+            self._regroup(accs, nodes)
+        self._rows = None
+        self._summary = None
+
+    def _regroup(self, accs, nodes):
+        order = [a.slug for a in accs]
+        extra = sorted({acc for j in self._nodes.values() for acc in j.groups} - set(order))
+        groups, positions = [], {}
+        for acc in order + extra:
+            for nd in nodes:
+                join = self._nodes.get(nd.name)
+                rows = join.groups.get(acc) if join is not None else None
+                if rows:
+                    positions[(acc, nd.name)] = len(groups)
+                    groups.append((acc, nd.name, rows))
+        self._groups = groups
+        self._group_pos = positions
+        self._rows = None
+        self._summary = None
 
     def _join_node(self, nd, snapshot, accs, now, previous):
         self.joins += 1
@@ -264,36 +304,26 @@ class Heatmap:
 
     def summary(self, snapshot):
         """Per accelerator: devices, allocated, idle, GPU equivalents held (by workload kind) and
-        idle, mean utilization, nodes; summed from per-node partial sums (memoized)."""
+        idle, mean utilization, nodes; kept as running totals of per-node sums (memoized)."""
         self._refresh(snapshot)
         if self._summary is None:
             accs = {a.slug: a for a in self.accelerators()}
-            out = {}
-            for join in self._nodes.values():
-                for acc, part in join.partial.items():
-                    s = out.get(acc)
-                    if s is None:
-                        a = accs.get(acc)
-                        s = out[acc] = {
-                            "slug": acc, "display_name": a.display_name if a else acc,
-                            "resource": a.resource if a else acc,
-                            "memory": (a.memory or None) if a else None,
-                            "nodes": 0, "devices": 0, "allocated": 0, "idle": 0,
-                            "allocated_gpus": 0.0, "idle_gpus": 0.0, "by_kind": {},
-                            "_util": [0.0, 0],
-                        }
-                    s["nodes"] += 1
-                    for k in ("devices", "allocated", "idle", "allocated_gpus", "idle_gpus"):
-                        s[k] += part[k]
-                    for kind, v in part["by_kind"].items():
-                        s["by_kind"][kind] = s["by_kind"].get(kind, 0.0) + v
-                    s["_util"][0] += part["util_sum"]
-                    s["_util"][1] += part["util_n"]
             order = {a: i for i, a in enumerate(accs)}
-            summary = sorted(out.values(), key=lambda s: (order.get(s["slug"], len(order)), s["slug"]))
-            for s in summary:
-                total, n = s.pop("_util")
-                s["mean_utilization"] = total / n if n else None
+            summary = []
+            for acc, t in sorted(self._totals.items(),
+                                 key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+                if t["nodes"] <= 0:
+                    continue
+                a = accs.get(acc)
+                summary.append({
+                    "slug": acc, "display_name": a.display_name if a else acc,
+                    "resource": a.resource if a else acc, "memory": (a.memory or None) if a else None,
+                    "nodes": t["nodes"], "devices": t["devices"], "allocated": t["allocated"],
+                    "idle": t["idle"], "allocated_gpus": max(0.0, t["allocated_gpus"]),
+                    "idle_gpus": max(0.0, t["idle_gpus"]),
+                    "by_kind": {k: v for k, v in sorted(t["by_kind"].items()) if v > 1e-9},
+                    "mean_utilization": t["util_sum"] / t["util_n"] if t["util_n"] else None,
+                })
             self._summary = summary
         return self._summary
 
@@ -333,6 +363,21 @@ class _NodeJoin:
     @property
     def workloads(self):
         return self.static.workloads if self.static is not None else {}
+
+
+def _add_partial(totals, partial, sign):
+    """Add (``sign`` +1) or remove (-1) one node's partial sums from the running ``totals``."""
+    for acc, p in partial.items():
+        t = totals.get(acc)
+        if t is None:
+            t = totals[acc] = {"nodes": 0, "devices": 0, "allocated": 0, "idle": 0,
+                               "allocated_gpus": 0.0, "idle_gpus": 0.0, "by_kind": {},
+                               "util_sum": 0.0, "util_n": 0}
+        t["nodes"] += sign
+        for k in ("devices", "allocated", "idle", "allocated_gpus", "idle_gpus", "util_sum", "util_n"):
+            t[k] += sign * p[k]
+        for kind, v in p["by_kind"].items():
+            t["by_kind"][kind] = t["by_kind"].get(kind, 0.0) + sign * v
 
 
 def _partial_summary(groups):

@@ -210,3 +210,43 @@ def test_owner_visibility_you_or_other_user():
     assert seen["1"][0] == {"placement": "device", "kind": "job", "owner": "other user", "user": None,
                             "workload": None, "link": None, "namespace": None, "pod": None}
     assert rows[1]["holders"][0]["user"] == "bob"  # the memoized rows are untouched
+
+
+def test_incremental_join_equals_a_join_from_scratch():
+    import random
+
+    rng = random.Random(5)
+    nodes = [node(f"n{i:02d}", {"nvidia.com/gpu": "4"}, {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"})
+             for i in range(12)] + [SLICED, MIG]
+    idx, nc, pc = index(nodes, [])
+    s = snap(*[sample(f"n{i:02d}", str(g), rng.random()) for i in range(12) for g in range(4)])
+    hm = Heatmap(idx, lambda: ACCS, window=0, clock=lambda: 1000.0)
+    hm.summary(s)
+    live = {}
+    for k in range(60):
+        name = f"p{rng.randrange(20)}"
+        if name in live and rng.random() < 0.5:
+            pc.apply("DELETED", live.pop(name))
+        else:
+            n = rng.randrange(12)
+            p = job(name, f"u{k % 3}", k, f"n{n:02d}", {"nvidia.com/gpu": "1"},
+                    {"nvidia.com/gpu": [str(rng.randrange(4))]})
+            if name in live:
+                pc.apply("DELETED", live[name])
+            live[name] = p
+            pc.apply("ADDED", p)
+        if k % 7 == 0:
+            hm.summary(s)  # join part of the way
+    fresh_idx, _, _ = index(nodes, live.values())
+    fresh = Heatmap(fresh_idx, lambda: ACCS, window=0, clock=lambda: 1000.0)
+    assert hm.rows(s) == fresh.rows(s)
+    got, want = hm.summary(s), fresh.summary(s)
+    for a, b in zip(got, want, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                assert a[key] == pytest.approx(b[key])
+            elif key == "by_kind":
+                assert a[key].keys() == b[key].keys()
+            else:
+                assert a[key] == b[key], key
