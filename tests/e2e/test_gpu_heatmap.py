@@ -127,6 +127,23 @@ async def test_every_held_gpu_names_its_owner_and_workload(crater_hub, make_crat
         assert r.code == 400, r
         after = await metrics_text(hub)
         assert metric(after, "crater_spawn_refusals_total", reason="options") == refused_before + 1
+
+        # queued demand: a 4 × A100 job cannot start (the trainer holds one A100; the user's
+        # quota of 4 GPUs is partly used by the server): its GPUs wait in the queue
+        r = await api_request(hub, "crater/jobs", "POST", {
+            "profile": "gpu", "accelerator": "a100", "gpus": 4, "command": "sleep 60",
+            "name": "waits"}, token=token)
+        assert r.code == 201, r
+        job_id = r.data["id"]
+        try:
+            async def queued():
+                r = await api_request(hub, "crater/gpus")
+                a100 = next(a for a in r.data["accelerators"] if a["slug"] == "a100")
+                return a100["queued_gpus"] == 4
+
+            await wait_for(queued, timeout=30, interval=0.2, message="4 A100s queued")
+        finally:
+            await api_request(hub, f"crater/jobs/{job_id}", "DELETE", token=token)
     finally:
         await core.delete_namespace("research")
 
