@@ -42,6 +42,23 @@ async def test_heatmap_cells_owner_and_filters(crater_hub, browser, artifacts):
         await page.check("#crater-filter-idle")
         await expect(page.locator(".crater-cell")).to_have_count(0, timeout=PAGE_DEADLINE_MS)
         await expect(page.locator("#crater-gpus-grid")).to_contain_text("No GPUs match these filters")
+        await expect(page.locator("#crater-nodes-link")).to_have_count(0)  # admins only
+
+        # an admin's node load view: the server among gpu-t4-0's pods, with what it holds
+        admin_context, admin = await log_in(browser, hub, "admin")
+        try:
+            await admin.goto("/hub/crater/gpus")
+            await admin.click("#crater-nodes-link")
+            await admin.select_option("#crater-nodes-kind", "server")
+            await admin.fill("#crater-nodes-node", "t4")
+            node = admin.locator('section[data-node="gpu-t4-0"]')
+            await expect(admin.locator("section[data-node]")).to_have_count(1, timeout=PAGE_DEADLINE_MS)
+            server = node.locator('tr[data-kind="server"]')
+            await expect(server).to_contain_text(name)
+            await expect(server.locator("[data-holds]")).to_contain_text("nvidia.com/gpu 1")
+            await admin.screenshot(path=str(artifacts / "node-load.png"), full_page=True)
+        finally:
+            await admin_context.close()
     finally:
         await context.close()
         await stop_server(hub, name)
