@@ -405,8 +405,8 @@ def _partial_summary(groups):
 
 def visible_rows(rows, viewer, *, show_names):
     """``rows`` as ``viewer`` may see them: with ``show_names`` unchanged, else other users'
-    holders become ``"other user"`` with no workload name, pod or link, and the viewer's own
-    ``"you"`` (user name kept). Returns new row dicts; the memoized ones are not touched."""
+    holders become ``"other user"`` with no workload name, pod or link, pods of no hub user show
+    only their kind (``"system"``, ``"external"``), and the viewer's own ``"you"``. Returns new row dicts; the memoized ones are not touched."""
     if show_names:
         return rows
     out = []
@@ -418,6 +418,10 @@ def visible_rows(rows, viewer, *, show_names):
         for h in row["holders"]:
             if h["user"] is not None and h["user"] == viewer:
                 held.append({**h, "owner": "you"})
+            elif h["user"] is None:  # the platform's or an unmanaged pod: its kind, not its name
+                held.append({"placement": h["placement"], "kind": h["kind"], "owner": h["kind"],
+                             "user": None, "workload": None, "link": None, "namespace": None,
+                             "pod": None})
             else:
                 held.append({"placement": h["placement"], "kind": h["kind"], "owner": "other user",
                              "user": None, "workload": None, "link": None, "namespace": None,

@@ -312,8 +312,14 @@ class GPUCollector:
         data = GPUData(app.tornado_settings)
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(data.load())
+            self._refreshing.add_done_callback(_log_failure)
         snapshot = getattr(data.heatmap, "last_snapshot", None)
         return data.heatmap.summary(snapshot)
+
+
+def _log_failure(task):
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("GPU metrics could not refresh: %r", task.exception())
 
 
 def register_metrics():

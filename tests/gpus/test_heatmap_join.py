@@ -202,13 +202,15 @@ def test_filters_and_pages():
 
 def test_owner_visibility_you_or_other_user():
     pods = [server("jupyter-ann", "ann", "gpu-a", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": ["0"]}),
-            job("crater-job-7-x", "bob", 7, "gpu-a", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": ["1"]})]
+            job("crater-job-7-x", "bob", 7, "gpu-a", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": ["1"]}),
+            pod("trainer", "gpu-a", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": ["2"]}, ns="vision")]
     idx, _, _ = index([WHOLE], pods)
     rows = Heatmap(idx, lambda: ACCS).rows(snap())
     seen = {r["gpu"]: r["holders"] for r in visible_rows(rows, "ann", show_names=False) if r["holders"]}
     assert seen["0"][0]["owner"] == "you" and seen["0"][0]["workload"] == ""
     assert seen["1"][0] == {"placement": "device", "kind": "job", "owner": "other user", "user": None,
                             "workload": None, "link": None, "namespace": None, "pod": None}
+    assert seen["2"][0]["owner"] == "external" and seen["2"][0]["pod"] is None
     assert rows[1]["holders"][0]["user"] == "bob"  # the memoized rows are untouched
 
 
