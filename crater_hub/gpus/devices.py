@@ -202,11 +202,12 @@ def node_slots(node, holders=None):
         for gpu in gpus:
             out.append(Slot(name, resource, gpu, None, None, reps,
                             tuple(sorted(holders.get((resource, gpu, None), ())))))
-    out.sort(key=lambda s: (s.resource, _natural(s.gpu), _natural(s.instance or "")))
+    out.sort(key=lambda s: (s.resource, natural_key(s.gpu), natural_key(s.instance or "")))
     return tuple(out)
 
 
-def _natural(text):
+def natural_key(text):
+    """Sort key that orders "2" before "10" (device and instance ids)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 

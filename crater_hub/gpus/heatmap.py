@@ -21,7 +21,7 @@ not known).
 import time
 from dataclasses import dataclass
 
-from .devices import gpu_equivalent, shared_device_index
+from .devices import gpu_equivalent, natural_key, shared_device_index
 from .workloads import classify
 
 MAX_LIMIT = 2000
@@ -117,6 +117,8 @@ class Heatmap:
         self._groups = None  # [(accelerator slug, node name, [row, ...])]
         self._group_pos = {}  # (accelerator slug, node name) -> index in _groups
         self._totals = {}  # accelerator slug -> running sums of the nodes' partial sums
+        self._mig_for = None  # the snapshot _mig_index was made from
+        self._mig_index = {}  # node -> MIG profile -> sample keys, sorted
         self._summary = None
 
     # -- the join ----------------------------------------------------------------------------
@@ -201,19 +203,22 @@ class Heatmap:
         samples = {} if snapshot is None or snapshot.error else snapshot.samples
         # who holds what (with workload), per slot: kept while the node's devices and the DCGM
         # holder labels it relies on are unchanged, so a new snapshot only refreshes numbers
+        mig = self._mig_cells(nd, snapshot, samples)
         signature = None
         if nd.unplaced and samples:
-            signature = tuple(getattr(samples.get(slot.key), "holders", None) for slot in nd.slots)
+            signature = tuple(getattr(samples.get(mig.get(slot.key, slot.key)), "holders", None)
+                              for slot in nd.slots)
+        signature = (signature, tuple(sorted(mig.items())) if mig else None)
         if previous is not None and previous.devices is nd and previous.signature == signature:
             static = previous.static
         else:
-            static = self._static(nd, samples, accs, previous)
+            static = self._static(nd, samples, accs, previous, mig)
         idle_before = previous.idle_since if previous is not None else {}
         groups = {}
         idle_since = {}
         threshold, window = self.threshold, self.window
-        for slot_key, acc, _share, held, holder_key, base in static:
-            sample = samples.get(slot_key[:3])
+        for slot_key, sample_key, acc, held, holder_key, base in static:
+            sample = samples.get(sample_key)
             if sample is not None:
                 util = sample.utilization
                 row = {**base, "utilization": util, "memory_used": sample.memory_used,
@@ -231,9 +236,35 @@ class Heatmap:
             groups.setdefault(acc, []).append(row)
         return _NodeJoin(nd, snapshot, groups, idle_since, _partial_summary(groups), signature, static)
 
-    def _static(self, nd, samples, accs, previous):
-        """Per slot: (key, accelerator, share, holders, holder pods, row base) — what does not
-        depend on utilization. Workloads of pods seen in the previous join are reused."""
+    def _mig_cells(self, nd, snapshot, samples):
+        """``{slot key: sample key}`` for MIG slots whose parent GPU the node does not say (a real
+        cluster, without localkube's layout): the n-th instance of a profile is the n-th DCGM
+        series of that profile on the node, so the cell sits in its real parent GPU."""
+        if not samples or not any(s.instance is not None and s.gpu.startswith("mig-")
+                                  for s in nd.slots):
+            return {}
+        if self._mig_for is not snapshot:
+            index = {}
+            for key, sample in samples.items():
+                if sample.instance is not None:
+                    index.setdefault(key[0], {}).setdefault(sample.mig_profile, []).append(key)
+            for profiles in index.values():
+                for keys in profiles.values():
+                    keys.sort(key=lambda k: (natural_key(k[1]), natural_key(k[2] or "")))
+            self._mig_index, self._mig_for = index, snapshot
+        on_node = self._mig_index.get(nd.name, {})
+        out = {}
+        for slot in nd.slots:
+            if slot.instance is not None and slot.gpu.startswith("mig-"):
+                keys = on_node.get(slot.profile) or ()
+                n = int(slot.instance)
+                if n < len(keys):
+                    out[slot.key] = keys[n]
+        return out
+
+    def _static(self, nd, samples, accs, previous, mig):
+        """Per slot: (key, sample key, accelerator, holders, holder pods, row base) — what does
+        not depend on utilization. Workloads of pods seen in the previous join are reused."""
         node_dict = self.index.node_object(nd.name) or {"metadata": {"labels": nd.labels}}
         allocatable = (node_dict.get("status") or {}).get("allocatable") or {}
         known = previous.workloads if previous is not None else {}
@@ -245,7 +276,7 @@ class Heatmap:
             pending.setdefault(resource, []).append([who, units])
         if pending and samples:  # DCGM holder labels place the pods the ids did not
             for slot in nd.slots:
-                sample = samples.get(slot.key)
+                sample = samples.get(mig.get(slot.key, slot.key))
                 if not sample or not sample.holders or slot.resource not in pending:
                     continue
                 for entry in pending[slot.resource]:
@@ -285,12 +316,12 @@ class Heatmap:
                              "user": w.user if w else None,
                              "workload": w.name if w else who[1],
                              "link": w.link if w else None})
-            share = unit_share * slot.replicas
+            sample_key = mig.get(slot.key, slot.key)
             base = {"node": slot.node, "accelerator": acc, "resource": slot.resource,
-                    "gpu": slot.gpu, "instance": slot.instance, "profile": slot.profile,
-                    "replicas": slot.replicas, "share": share, "holders": held,
-                    "idle": False, "idle_since": None}
-            out.append((slot_key, acc, share, held, tuple(h["pod"] for h in held), base))
+                    "gpu": sample_key[1], "instance": sample_key[2], "profile": slot.profile,
+                    "replicas": slot.replicas, "share": unit_share * slot.replicas,
+                    "holders": held, "idle": False, "idle_since": None}
+            out.append((slot_key, sample_key, acc, held, tuple(h["pod"] for h in held), base))
         return _Static(out, workloads)
 
     # -- reading -----------------------------------------------------------------------------

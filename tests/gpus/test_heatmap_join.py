@@ -252,3 +252,26 @@ def test_incremental_join_equals_a_join_from_scratch():
                 assert a[key].keys() == b[key].keys()
             else:
                 assert a[key] == b[key], key
+
+
+def test_mig_without_a_layout_takes_its_parent_gpu_from_dcgm():
+    """A real cluster: no device ids anywhere; DCGM says which GPU each MIG instance is on."""
+    bare = node("mig-2", {"nvidia.com/mig-1g.10gb": "2", "nvidia.com/mig-3g.40gb": "1"},
+                {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/mig.strategy": "mixed"})
+    pods = [job("crater-job-3-x", "ann", 3, "mig-2", {"nvidia.com/mig-1g.10gb": "1"})]
+    idx, _, _ = index([bare], pods)
+
+    def mig_sample(gpu, gi, profile, util, holders=()):
+        return DeviceSample(node="mig-2", gpu=gpu, instance=gi, uuid=f"MIG-{gpu}-{gi}", model="A100",
+                            mig_profile=profile, utilization=util, memory_used=GiB,
+                            memory_total=10 * GiB, holders=tuple(holders))
+
+    s = snap(mig_sample("1", "7", "1g.10gb", 0.6, [("jhub", "crater-job-3-x")]),
+             mig_sample("1", "13", "1g.10gb", 0.0), mig_sample("0", "1", "3g.40gb", 0.2))
+    rows = Heatmap(idx, lambda: ACCS).rows(s)
+    cells = {(r["profile"], r["gpu"], r["instance"]): r for r in rows}
+    assert set(cells) == {("1g.10gb", "1", "7"), ("1g.10gb", "1", "13"), ("3g.40gb", "0", "1")}
+    held = cells[("1g.10gb", "1", "7")]
+    assert held["utilization"] == 0.6 and held["holders"][0]["placement"] == "dcgm"
+    assert held["holders"][0]["workload"] == "3"
+    assert cells[("3g.40gb", "0", "1")]["utilization"] == 0.2
