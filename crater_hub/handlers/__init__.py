@@ -9,9 +9,9 @@ administrators get). Adding a room is adding its module to
 ``ROOMS``; ``setup`` never needs to change.
 """
 
-from . import capacity, dataset_pages, datasets, job_pages, jobs, pages
+from . import capacity, dataset_pages, datasets, gpus, job_pages, jobs
 
-ROOMS = (capacity, pages, job_pages, jobs, dataset_pages, datasets)
+ROOMS = (capacity, gpus, job_pages, jobs, dataset_pages, datasets)
 
 
 def default_handlers():

@@ -18,6 +18,7 @@ the user's doing, not the hub's, and its message says all there is to say.
 import asyncio
 import logging
 
+from prometheus_client import Counter
 from tornado import web
 
 try:  # JupyterHub ≥ 6: a policy refusal with a reason label and a status code
@@ -26,6 +27,9 @@ except ImportError:  # JupyterHub 5.x
     SpawnException = None
 
 log = logging.getLogger("crater_hub.spawner")
+#: on the hub's /hub/metrics (prometheus_client's default registry, as JupyterHub's own metrics)
+REFUSALS = Counter("crater_spawn_refusals_total", "Spawns crater_hub refused, by reason",
+                   ["reason"])
 _pending = set()  # strong references to scheduled removals
 
 
@@ -35,6 +39,7 @@ def refusal(error):
     ``jupyterhub_message`` is what the spawn page shows; without it the page shows ``str(exc)``,
     which for a SpawnException reads "403 SpawnException(reason=quota): ...".
     """
+    REFUSALS.labels(reason=error.reason or "other").inc()
     if SpawnException is not None:
         exc = SpawnException(error.message, reason=error.reason, status_code=error.status)
     else:
