@@ -47,6 +47,15 @@ def setup(c):
     _grant_to_servers(c, server_scopes())
     _grant_to_admins(c, admin_scopes())
     _start_queue_with_hub(c)
+    _start_accounting_with_hub(c)
+
+
+def _start_accounting_with_hub(c):
+    """Start GPU accounting once the hub has started, as the queue starts
+    (:mod:`crater_hub.gpus.starter`)."""
+    from .gpus.starter import schedule_start
+
+    schedule_start(c)
 
 
 def _start_queue_with_hub(c):
