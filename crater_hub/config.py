@@ -22,6 +22,44 @@ JOB_QUEUE_BACKENDS = ("embedded", "kueue")
 JOB_QUEUEING_STRATEGIES = ("best_effort_fifo", "strict_fifo")  # queue.engine.STRATEGIES
 
 
+#: For each thing crater_hub.gpus reads off a DCGM exporter series, the label names that may
+#: carry it, the first present wins (here, below crater_hub.gpus, so that config can check
+#: ``Crater.dcgm_labels``). ``exported_*`` first: behind a ServiceMonitor without honorLabels,
+#: ``pod`` names the exporter's own pod and the workload's is ``exported_pod``.
+DCGM_LABEL_DEFAULTS = {
+    "node": ("Hostname", "hostname", "kubernetes_node", "node"),
+    "gpu": ("gpu",),
+    "uuid": ("UUID", "uuid"),
+    "model": ("modelName",),
+    "instance": ("GPU_I_ID",),
+    "profile": ("GPU_I_PROFILE",),
+    "pod": ("exported_pod", "pod"),
+    "namespace": ("exported_namespace", "namespace"),
+    "container": ("exported_container", "container"),
+}
+
+
+def dcgm_label_names(overrides=None):
+    """:data:`DCGM_LABEL_DEFAULTS` with ``Crater.dcgm_labels`` applied (a name or a list of
+    names per key); ConfigError naming the key when it is unknown or its value is not names."""
+    out = dict(DCGM_LABEL_DEFAULTS)
+    if not isinstance(overrides or {}, dict):
+        raise ConfigError(f"Crater.dcgm_labels must be a mapping, got {overrides!r}")
+    for key, names in (overrides or {}).items():
+        if key not in DCGM_LABEL_DEFAULTS:
+            raise ConfigError(
+                f"Crater.dcgm_labels has unknown key {key!r}; allowed: {', '.join(DCGM_LABEL_DEFAULTS)}"
+            )
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, (list, tuple)) or not names or not all(
+            isinstance(n, str) and n for n in names
+        ):
+            raise ConfigError(
+                f"Crater.dcgm_labels.{key} must be a label name or a list of label names, got {names!r}"
+            )
+        out[key] = tuple(names)
+    return out
+
 class Crater(LoggingConfigurable):
     """The settings every crater_hub room reads."""
 
@@ -145,6 +183,57 @@ class Crater(LoggingConfigurable):
         help="Image of jobs whose profile names none and that ask for none. Empty: "
              "``KubeSpawner.image`` as configured.",
     )
+
+    # -- GPU utilization (crater_hub.gpus) ---------------------------------------------------------
+    prometheus_url = Unicode(
+        "", config=True,
+        help="""Prometheus that scrapes NVIDIA's DCGM exporter, e.g.
+        ``http://prometheus-server.monitoring.svc:80`` (the hub queries ``/api/v1/query``).
+        Empty: no utilization; GPU pages show allocation and say utilization is not configured.""",
+    )
+    prometheus_headers = Dict(
+        config=True,
+        help="""HTTP headers sent with every Prometheus query, e.g.
+        ``{"Authorization": "Bearer <token>"}`` for a Prometheus behind an authenticating proxy.""",
+    )
+    prometheus_scrape_interval = Float(
+        15, config=True,
+        help="""Seconds between Prometheus's scrapes of the DCGM exporter: the hub asks
+        Prometheus for utilization at most once per interval, for all viewers together.""",
+    )
+    dcgm_labels = Dict(
+        config=True,
+        help="""Label names of the DCGM exporter series where they differ from the exporter's,
+        per key: node (default ``Hostname``, then ``hostname``), gpu, uuid, model, instance
+        (``GPU_I_ID``), profile (``GPU_I_PROFILE``), pod (``exported_pod``, then ``pod``),
+        namespace, container. A name or a list of names tried in order, e.g.
+        ``{"node": ["kubernetes_node", "Hostname"]}``.""",
+    )
+
+    @validate("prometheus_url")
+    def _check_prometheus_url(self, proposal):
+        url = proposal.value
+        if url and not url.startswith(("http://", "https://")):
+            raise TraitError(f"Crater.prometheus_url must be an http:// or https:// URL, got {url!r}")
+        return url
+
+    @validate("prometheus_headers")
+    def _check_prometheus_headers(self, proposal):
+        for k, v in proposal.value.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TraitError(
+                    f"Crater.prometheus_headers must map header names to strings, got {k!r}: {type(v).__name__}"
+                )
+        return proposal.value
+
+    @validate("prometheus_scrape_interval")
+    def _check_scrape_interval(self, proposal):
+        return self._parse(check_seconds, proposal.value, "Crater.prometheus_scrape_interval", 1, 3600)
+
+    @validate("dcgm_labels")
+    def _check_dcgm_labels(self, proposal):
+        self._parse(dcgm_label_names, proposal.value)
+        return proposal.value
 
     @validate("job_priorities")
     def _check_priorities(self, proposal):
