@@ -138,6 +138,7 @@ class Accounting:
         self.started_at = None
         #: set after each processed event (tests and the report wait on it)
         self.idle = asyncio.Event()
+        self.idle.set()
 
     # -- start and stop ------------------------------------------------------------------------
 
@@ -242,7 +243,7 @@ class Accounting:
             current = self.open.get(key)
             if current is None:
                 current = await self._open(pod, hold, resource, count)
-            elif hold.start is not None and not current.firm and hold.start != current.start:
+            elif hold.firm and not current.firm:
                 await self.db.run(_set_start, current.id, hold.start)
                 current.start, current.firm = hold.start, True
             if hold.ended:
@@ -285,7 +286,7 @@ class Accounting:
             kind=workload.kind, workload=workload.name[:255], link=workload.link, node=hold.node,
             start=start, end=None, end_estimated=False, utilization=None)
         interval_id, start = await self.db.run(_insert, values)
-        current = self.open[(hold.uid, resource)] = Open(interval_id, start, hold.start is not None)
+        current = self.open[(hold.uid, resource)] = Open(interval_id, start, hold.firm)
         return current
 
     async def _close(self, interval_id, namespace, pod_name, start, end, estimated):

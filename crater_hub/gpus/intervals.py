@@ -33,6 +33,8 @@ class Hold:
     node: str
     devices: dict  # {resource: units}
     start: datetime | None  # None: bound but no time on the pod yet
+    #: the start is a container's startedAt (else PodScheduled, replaced once a container starts)
+    firm: bool
     ended: bool  # the pod will not run again (terminal phase)
     end: datetime | None  # when it ended, if the pod says
 
@@ -46,20 +48,25 @@ def _container_states(pod):
     status = pod.get("status") or {}
     for key in ("initContainerStatuses", "containerStatuses"):
         for cs in status.get(key) or ():
-            for state in ((cs.get("state") or {}), (cs.get("lastState") or {})):
-                yield state
+            yield from ((cs.get("state") or {}), (cs.get("lastState") or {}))
 
 
-def started_at(pod):
-    """The earliest container start, else the PodScheduled time, else None."""
+def container_started_at(pod):
+    """The earliest container start, or None."""
     starts = []
     for state in _container_states(pod):
         for phase in ("running", "terminated"):
             value = _time((state.get(phase) or {}).get("startedAt"))
             if value is not None:
                 starts.append(value)
-    if starts:
-        return min(starts)
+    return min(starts) if starts else None
+
+
+def started_at(pod):
+    """The earliest container start, else the PodScheduled time, else None."""
+    started = container_started_at(pod)
+    if started is not None:
+        return started
     for cond in (pod.get("status") or {}).get("conditions") or ():
         if cond.get("type") == "PodScheduled" and cond.get("status") == "True":
             return _time(cond.get("lastTransitionTime"))
@@ -93,7 +100,8 @@ def hold_of(pod, device_requests):
     ended = is_terminal(pod)
     return Hold(uid=meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}",
                 namespace=meta.get("namespace") or "", name=meta.get("name") or "", node=node,
-                devices=devices, start=started_at(pod), ended=ended,
+                devices=devices, start=started_at(pod), firm=container_started_at(pod) is not None,
+                ended=ended,
                 end=finished_at(pod) if ended else None)
 
 

@@ -24,8 +24,15 @@ from ..db.models import isotime, utcnow
 from ..gpus import plots
 from ..gpus.accounting import epoch
 from ..gpus.starter import accounting_for
-from ..gpus.usage_report import (BY, KINDS, heaviest_workloads, report, report_from_intervals,
-                                 to_csv_rows, workload_intervals)
+from ..gpus.usage_report import (
+    BY,
+    KINDS,
+    heaviest_workloads,
+    report,
+    report_from_intervals,
+    to_csv_rows,
+    workload_intervals,
+)
 from .capacity import ADMIN, USE, CraterAPIHandler
 from .job_pages import static_url
 

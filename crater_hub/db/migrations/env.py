@@ -1,6 +1,7 @@
 """alembic environment for crater_hub's tables; run through :mod:`crater_hub.db.migrate`."""
 
 from alembic import context
+
 from crater_hub.db import usage_models  # noqa: F401  (its tables join Base.metadata)
 from crater_hub.db.migrate import VERSION_TABLE
 from crater_hub.db.models import Base
