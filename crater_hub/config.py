@@ -104,6 +104,42 @@ class Crater(LoggingConfigurable):
         "admins_exempt": true}``; among several groups the most generous limit wins.""",
     )
 
+    # -- the GPU heatmap (crater_hub.gpus.heatmap) ----------------------------------------------
+    gpu_idle_threshold = Float(
+        0.05, config=True,
+        help="""A held GPU whose utilization (0..1) stays below this for ``gpu_idle_window``
+        seconds is marked allocated-but-idle on the GPU page and in
+        ``crater_gpus_idle_allocated``.""",
+    )
+    gpu_idle_window = Float(
+        300, config=True,
+        help="""Seconds a held GPU must stay below ``gpu_idle_threshold`` to count as idle (0:
+        idle from the first low sample). Measured from the hub's own samples, so a restarted hub
+        waits a whole window again.""",
+    )
+    gpu_owner_visibility = Unicode(
+        "names", config=True,
+        help="""What users who are not admins see of who holds a GPU: ``names`` (user names,
+        server names and job ids, linked) or ``self`` (only "you" or "other user"; others'
+        workloads are not named). Admins always see names.""",
+    )
+
+    @validate("gpu_idle_threshold")
+    def _check_idle_threshold(self, proposal):
+        if not 0 <= proposal.value <= 1:
+            raise TraitError(f"Crater.gpu_idle_threshold must be between 0 and 1 (a utilization "
+                             f"ratio), got {proposal.value!r}")
+        return proposal.value
+
+    @validate("gpu_idle_window")
+    def _check_idle_window(self, proposal):
+        return self._parse(check_seconds, proposal.value, "Crater.gpu_idle_window", 0)
+
+    @validate("gpu_owner_visibility")
+    def _check_owner_visibility(self, proposal):
+        return self._parse(check_one_of, proposal.value, ("names", "self"),
+                           "Crater.gpu_owner_visibility")
+
     # -- the job queue (crater_hub.queue) -------------------------------------------------------
     job_priorities = List(
         Dict(), config=True,
