@@ -15,6 +15,7 @@ from crater_hub.db.session import Database
 from crater_hub.db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup
 from crater_hub.gpus import intervals
 from crater_hub.gpus.accounting import Accounting
+from crater_hub.gpus.devices import gpu_equivalent
 from crater_hub.gpus.usage_report import report, report_from_intervals, to_csv_rows
 from crater_hub.gpus.workloads import classify, device_requests
 from crater_hub.handlers.usage import BadQuery, parse_report_query
@@ -85,13 +86,6 @@ def db_url(tmp_path, postgres):
     return f"sqlite:///{tmp_path / 'hub.sqlite'}"
 
 
-def equivalent(node, resource):
-    """Whole GPUs are 1; the test's time-sliced node shares each GPU 4 ways; MIG 1g is 1/7."""
-    if resource.startswith("nvidia.com/mig-1g"):
-        return 1 / 7
-    return 0.25 if (node["metadata"].get("labels") or {}).get("nvidia.com/gpu.replicas") == "4" else 1.0
-
-
 class Clock:
     def __init__(self, now):
         self.now = now
@@ -102,15 +96,19 @@ class Clock:
 
 async def make_accounting(db_url, pods=(), nodes=None, clock=None, groups=None, start=True):
     pod_cache, node_cache = LoadedCache("pods"), LoadedCache("nodes")
-    for n in nodes or [node("gpu-0"), node("ts-0", {"nvidia.com/gpu.replicas": "4"}),
-                       node("mig-0", allocatable={"nvidia.com/mig-1g.10gb": "7"})]:
+    for n in nodes or [node("gpu-0"), node("ts-0", {"nvidia.com/gpu.replicas": "4", "nvidia.com/gpu.count": "2",
+                                     "nvidia.com/gpu.sharing-strategy": "time-slicing"},
+                            {"nvidia.com/gpu": "8"}),
+                       node("mig-0", {"nvidia.com/mig.strategy": "mixed",
+                                      "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                            {"nvidia.com/mig-1g.10gb": "7"})]:
         node_cache.apply("ADDED", n)
     for pod in pods:
         pod_cache.apply("ADDED", pod)
     accounting = Accounting(
         Database(db_url), pod_cache, node_cache, accelerators=lambda: [],
         groups_of=lambda user: (groups or {}).get(user, []), prometheus=None, classify=classify,
-        device_requests=device_requests, gpu_equivalent=equivalent,
+        device_requests=device_requests, gpu_equivalent=gpu_equivalent,
         clock=clock or Clock(T0 + timedelta(hours=1)))
     if start:
         await accounting.start()
