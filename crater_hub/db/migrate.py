@@ -6,6 +6,7 @@ start; ``python -m crater_hub.db.migrate URL`` does the same by hand.
 """
 
 import sys
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -24,9 +25,15 @@ def alembic_config(connection=None):
     return cfg
 
 
+#: alembic's ``context``/``op`` proxies are module globals: two upgrades at once in one process (the
+#: queue and GPU accounting start together, each on its own database thread) would tear them down
+#: under each other; and one schema change at a time is what a database wants anyway
+_UPGRADING = threading.Lock()
+
+
 def upgrade(engine, revision="head"):
-    """Bring the database of ``engine`` to ``revision`` (idempotent)."""
-    with engine.begin() as connection:
+    """Bring the database of ``engine`` to ``revision`` (idempotent; one at a time per process)."""
+    with _UPGRADING, engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
