@@ -2,7 +2,13 @@
 
 Local evaluation settings (SQLite, 127.0.0.1:8000, a shared demo password). Anything here can be
 overridden on the command line, e.g. ``./dev run --JupyterHub.bind_url=http://127.0.0.1:9000``.
-On z2jh, use the chart's own config and call ``crater_hub.setup(c)`` from ``hub.extraConfig``.
+On z2jh, use the chart's own config and call ``# GPU utilization: on the embedded cluster, a real Prometheus (Debian's `prometheus`) runs with
+# the hub, data in the state dir, scraping every node's DCGM exporter and /hub/metrics every 5 s.
+# Elsewhere set c.Crater.prometheus_url (and prometheus_headers) to the cluster's Prometheus.
+if embedded:
+    run_embedded_prometheus(c, state_dir / "prometheus", cluster)
+
+crater_hub.setup(c)`` from ``hub.extraConfig``.
 """
 
 import os
@@ -12,7 +18,12 @@ import yaml
 from traitlets.config import Config
 
 import crater_hub
-from crater_hub.embedded import pod_reachable_ip, proxy_command, start_embedded_cluster
+from crater_hub.embedded import (
+    pod_reachable_ip,
+    proxy_command,
+    run_embedded_prometheus,
+    start_embedded_cluster,
+)
 from crater_hub.kube.client import cluster_configured
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -22,7 +33,7 @@ state_dir.mkdir(parents=True, exist_ok=True)
 
 embedded = not cluster_configured()
 if embedded:
-    start_embedded_cluster(state_dir / "localkube")
+    cluster = start_embedded_cluster(state_dir / "localkube")
 
 # Accelerators, profiles and quotas: a YAML (or JSON) file of config sections ("Crater: {...}")
 # named by CRATER_CONFIG_FILE; on the embedded demo cluster, by default, the demo profiles that
@@ -81,5 +92,11 @@ if admin_token := os.environ.get("CRATER_TEST_ADMIN_TOKEN"):
         {"name": "admin", "services": ["crater-test"]},
         {"name": "crater-test", "scopes": ["custom:crater:admin"], "services": ["crater-test"]},
     ]
+
+# GPU utilization: on the embedded cluster, a real Prometheus (Debian's `prometheus`) runs with
+# the hub, data in the state dir, scraping every node's DCGM exporter and /hub/metrics every 5 s.
+# Elsewhere set c.Crater.prometheus_url (and prometheus_headers) to the cluster's Prometheus.
+if embedded:
+    run_embedded_prometheus(c, state_dir / "prometheus", cluster)
 
 crater_hub.setup(c)

@@ -109,12 +109,43 @@ def parse(entries, where="Crater.accelerators"):
     return out
 
 
+MIG_PREFIX = "nvidia.com/mig-"
+
+
+def product_label(resource):
+    """The feature-discovery label naming the model behind ``resource``, or None: GFD labels
+    each MIG profile of a mixed-strategy node ``nvidia.com/mig-<profile>.product``."""
+    if resource.startswith(MIG_PREFIX):
+        return f"{resource}.product"
+    return PRODUCT_LABELS.get(resource)
+
+
+def memory_label(resource):
+    return f"{resource}.memory" if resource.startswith(MIG_PREFIX) else "nvidia.com/gpu.memory"
+
+
+def discovery_labels(labels):
+    """The labels of a node that :func:`discover` reads (products and memory, MIG's included)."""
+    return tuple(sorted((k, v) for k, v in labels.items()
+                        if k in PRODUCT_LABELS.values() or k == "nvidia.com/gpu.memory"
+                        or (k.startswith(MIG_PREFIX) and k.endswith((".product", ".memory")))))
+
+
+def _memory(mib):
+    if not mib or not mib.isdigit():
+        return ""
+    return f"{int(mib) // 1024}Gi" if int(mib) % 1024 == 0 else f"{mib}Mi"
+
+
 def discover(nodes):
     """An accelerator per GPU model (from feature-discovery labels) or per extended resource.
 
-    ``nodes`` are Node dicts. A model becomes ``resource`` + a node selector on its product label;
-    resources without a product label (MIG slices, Ascend, time-sliced shares) become an
-    accelerator each, selected by the resource alone.
+    ``nodes`` are Node dicts. A model becomes ``resource`` + a node selector on its product label.
+    MIG profiles are models of their own (GFD's ``nvidia.com/mig-1g.10gb.product``:
+    ``NVIDIA-A100-SXM4-80GB-MIG-1g.10gb``, one device = one instance); time-sliced GPUs too, as
+    GFD renames their product ``...-SHARED`` (one device = one replica: ``nvidia.com/gpu`` on
+    such a node is physical × replicas). Resources without a product label (Ascend, MIG without
+    GFD) become an accelerator each, selected by the resource alone.
     """
     found = {}
     for node in nodes:
@@ -123,13 +154,12 @@ def discover(nodes):
         for resource, amount in allocatable.items():
             if "/" not in resource or resource.startswith(("kubernetes.io/", "hugepages-")) or str(amount) in ("0", ""):
                 continue
-            product_label = PRODUCT_LABELS.get(resource)
-            product = labels.get(product_label) if product_label else None
+            label = product_label(resource)
+            product = labels.get(label) if label else None
             if product:
                 slug = slugify(product.removeprefix("NVIDIA-").removeprefix("Tesla-"))
-                memory = labels.get("nvidia.com/gpu.memory")
-                acc = Accelerator(slug, product.replace("-", " "), resource, {product_label: product},
-                                  memory=f"{int(memory) // 1024}Gi" if memory and memory.isdigit() else "",
+                acc = Accelerator(slug, product.replace("-", " "), resource, {label: product},
+                                  memory=_memory(labels.get(memory_label(resource))),
                                   env=default_env(resource))
             else:
                 slug = slugify(resource.split("/", 1)[1])

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .gpus import prometheus_server
 from .localkube import LocalKubeProcess
 from .localkube.network import read_network_file
 
@@ -28,6 +29,31 @@ def start_embedded_cluster(state_dir):
     atexit.register(cluster.stop)
     use_kubeconfig(cluster.kubeconfig)
     return cluster
+
+
+def run_embedded_prometheus(c, state_dir, cluster, port=None, scrape_interval=5.0):
+    """Run a real Prometheus with the hub (a managed service), scraping ``cluster``'s DCGM
+    exporters and the hub's /hub/metrics, and point ``Crater.prometheus_url`` at it.
+
+    Data under ``state_dir``; the port is ``port``, else ``$CRATER_PROMETHEUS_PORT``, else a free
+    one (never Prometheus's usual 9090, where a system server may run). Without the
+    ``prometheus`` binary the hub runs without utilization and says why in its log.
+    Returns the URL, or None.
+    """
+    import logging
+
+    if shutil.which(prometheus_server.BINARY) is None:
+        logging.getLogger("crater_hub").warning("GPU utilization off: %s", prometheus_server.MISSING)
+        return None
+    port = port or int(os.environ.get("CRATER_PROMETHEUS_PORT") or prometheus_server.free_port())
+    service, role = prometheus_server.embedded_service(
+        Path(state_dir).absolute(), port, cluster.url, scrape_interval)
+    c.JupyterHub.services.append(service)
+    c.JupyterHub.load_roles.append(role)
+    url = f"http://127.0.0.1:{port}"
+    c.Crater.prometheus_url = url
+    c.Crater.prometheus_scrape_interval = scrape_interval
+    return url
 
 
 def use_kubeconfig(path):

@@ -47,8 +47,6 @@ from ..quantity import format_cpu, format_memory, parse_quantity
 from .caches import WatchCache, object_key
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
-#: the node labels :func:`crater_hub.accelerators.discover` reads
-DISCOVERY_LABELS = (*catalog.PRODUCT_LABELS.values(), "nvidia.com/gpu.memory")
 
 _amounts = {}
 
@@ -202,7 +200,7 @@ class NodeState:
 
     def discovery_signature(self):
         """Nodes with equal signatures yield the same :func:`discover` result."""
-        labels = tuple(self.labels.get(k) for k in DISCOVERY_LABELS)
+        labels = catalog.discovery_labels(self.labels)
         resources = tuple(sorted((r, str(v) in ("0", "")) for r, v in self.raw_allocatable.items()
                                  if "/" in r))
         return labels, resources

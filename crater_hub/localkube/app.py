@@ -61,6 +61,9 @@ class LocalKube:
         from .aggregator import Aggregator
 
         self.aggregator = Aggregator(self)
+        from .dcgm import DcgmExporter
+
+        self.dcgm = DcgmExporter(self)
 
     @property
     def url(self):

@@ -11,6 +11,17 @@ accounting) map devices to pods from the API alone.
 Device ids default to ``"0"`` .. ``"N-1"`` for N allocatable units; a cluster file may name them
 and the variable per node (``devices.<resource>.{ids, env}``), stored on the Node under the same
 annotation key as ``{"nvidia.com/gpu": {"ids": [...], "env": "..."}}``.
+
+NVIDIA's two ways of sharing a GPU, as the NVIDIA device plugin presents them:
+
+- **time-slicing**: a node labelled ``nvidia.com/gpu.replicas: "4"`` advertises each physical GPU
+  4 times (``nvidia.com/gpu: 8`` for 2 GPUs). Device ids are ``"<gpu>::<replica>"``, ordered
+  replica by replica (``"0::0", "1::0", "0::1"`` …) so that lowest-first assignment spreads pods
+  over the physical GPUs before doubling up; the container sees the physical ids
+  (``NVIDIA_VISIBLE_DEVICES=0``).
+- **MIG** (mixed strategy): each ``nvidia.com/mig-<profile>`` unit is a GPU instance on a parent
+  GPU, named ``"<gpu>:<gi>"`` by the cluster file (``ids: ["0:7", "0:8"]``: instances 7 and 8 of
+  GPU 0); the container sees ``NVIDIA_VISIBLE_DEVICES=MIG-0:7``.
 """
 
 import json
@@ -19,6 +30,9 @@ import math
 from crater_hub.quantity import parse_quantity
 
 DEVICES_ANNOTATION = "localkube.crater.io/devices"
+REPLICAS_LABEL = "nvidia.com/gpu.replicas"
+COUNT_LABEL = "nvidia.com/gpu.count"
+MIG_PREFIX = "nvidia.com/mig-"
 
 # The variable each vendor's container toolkit reads, by resource-name prefix (first match wins).
 DEFAULT_ENV = (
@@ -90,13 +104,45 @@ def _node_config(node):
     return json.loads(raw) if raw else {}
 
 
+def replicas(node):
+    """How many times each physical GPU of ``node`` is advertised (time-slicing), 1 if not shared."""
+    raw = ((node.get("metadata") or {}).get("labels") or {}).get(REPLICAS_LABEL, "1")
+    try:
+        return max(int(raw), 1)
+    except ValueError:
+        return 1
+
+
 def device_ids(node, resource):
-    """The ids of a node's devices of ``resource``: from the cluster file, or ``"0"``..``"N-1"``."""
+    """The ids of a node's devices of ``resource``: from the cluster file, time-sliced replicas
+    (``"<gpu>::<replica>"``), or ``"0"``..``"N-1"``."""
     ids = _node_config(node).get(resource, {}).get("ids")
     if ids is not None:
         return list(ids)
     amount = (node.get("status") or {}).get("allocatable", {}).get(resource, "0")
-    return [str(i) for i in range(math.floor(parse_quantity(amount)))]
+    count = math.floor(parse_quantity(amount))
+    shared = replicas(node)
+    if resource == "nvidia.com/gpu" and shared > 1:
+        return [f"{g}::{r}" for r in range(shared) for g in range(count // shared)]
+    return [str(i) for i in range(count)]
+
+
+def physical(device_id):
+    """``(gpu, instance)`` of a device id: ``"1::2"`` → ``("1", None)`` (replica 2 of GPU 1),
+    ``"0:7"`` → ``("0", "7")`` (MIG instance 7 of GPU 0), ``"3"`` → ``("3", None)``."""
+    if "::" in device_id:
+        return device_id.split("::", 1)[0], None
+    if ":" in device_id:
+        gpu, gi = device_id.split(":", 1)
+        return gpu, gi
+    return device_id, None
+
+
+def visible_id(device_id):
+    """What the container toolkit puts in the variable for a device: the physical GPU of a
+    replica, ``MIG-<gpu>:<gi>`` for a MIG instance, the id itself otherwise."""
+    gpu, gi = physical(device_id)
+    return f"MIG-{gpu}:{gi}" if gi is not None else gpu
 
 
 def pod_devices(pod):
@@ -146,11 +192,16 @@ def device_env_for_pod(pod, node):
     """The variables the kubelet sets in every container of ``pod``: ``{"NVIDIA_VISIBLE_DEVICES": "0,1"}``.
 
     A pod without devices gets nothing (not ``void``): like a pod on a node without the toolkit.
-    Resources sharing a variable (``nvidia.com/gpu`` and MIG slices) are joined into one list.
+    Resources sharing a variable (``nvidia.com/gpu`` and MIG slices) are joined into one list;
+    replicas and MIG instances appear as :func:`visible_id` names them.
     """
     values = {}
     for resource, ids in sorted(pod_devices(pod).items()):
         name = device_env(resource, node)
         if name and ids:
-            values.setdefault(name, []).extend(ids)
+            seen = values.setdefault(name, [])
+            for device_id in ids:  # two replicas of one GPU are one visible device
+                shown = visible_id(device_id) if resource.startswith("nvidia.com/") else device_id
+                if shown not in seen:
+                    seen.append(shown)
     return {name: ",".join(ids) for name, ids in values.items()}

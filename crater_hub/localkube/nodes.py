@@ -22,6 +22,18 @@ A cluster file is YAML::
             env: NVIDIA_VISIBLE_DEVICES  # the variable the kubelet sets (see devices.py)
             ids: ["0", "1", "2", "3"]    # one per allocatable unit; default "0".."N-1"
 
+A time-sliced node says so as the NVIDIA device plugin labels it: ``nvidia.com/gpu.replicas: 4``
+with ``capacity: {nvidia.com/gpu: 8}`` (physical × replicas; ``nvidia.com/gpu.count``, when
+given, must be the physical count). A MIG node (``nvidia.com/mig.strategy: mixed``) has
+``nvidia.com/mig-<profile>`` resources whose ``devices.<resource>.ids`` are required and name
+each instance's parent GPU, ``"<gpu>:<gi>"`` (see devices.py)::
+
+        capacity: {nvidia.com/mig-1g.10gb: 4, nvidia.com/mig-3g.40gb: 1, nvidia.com/gpu: 1}
+        devices:
+          nvidia.com/mig-1g.10gb: {ids: ["0:9", "0:10", "0:11", "0:12"]}
+          nvidia.com/mig-3g.40gb: {ids: ["0:2"]}
+          nvidia.com/gpu: {ids: ["1"]}
+
 ``pods`` defaults to 110, as a real kubelet's ``--max-pods``. Every node is Ready and reports this
 machine's kernel and OS, since the kubelet really runs pods here. A mistake is a ValueError naming
 the offending key (``nodes[1].capacity.cpu: ...``), so a typo fails at start, not at the first spawn.
@@ -34,7 +46,7 @@ import uuid
 
 from crater_hub.quantity import parse_quantity
 
-from .devices import DEVICES_ANNOTATION, is_device_resource
+from .devices import COUNT_LABEL, DEVICES_ANNOTATION, MIG_PREFIX, REPLICAS_LABEL, is_device_resource
 from .store import isotime
 
 KUBELET_VERSION = "v1.31.0-localkube"
@@ -176,6 +188,52 @@ def _devices(value, where, allocatable):
     return out
 
 
+_MIG_ID = re.compile(r"^[0-9]+:[0-9]+$")
+
+
+def _check_sharing(where, labels, allocatable, devices):
+    """Time-slicing labels agree with the allocatable count; MIG instances name their parent."""
+    gpus = allocatable.get("nvidia.com/gpu")
+    raw = labels.get(REPLICAS_LABEL)
+    if raw is not None:
+        at = f"{where}.labels.{REPLICAS_LABEL}"
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{at}: expected a whole number of replicas per GPU, got {raw!r}")
+        replicas = int(raw)
+        total = int(gpus[1]) if gpus else 0
+        if total % replicas:
+            raise ValueError(
+                f"{at}: nvidia.com/gpu {total} is not a whole number of GPUs × {replicas} replicas"
+            )
+        count = labels.get(COUNT_LABEL)
+        if count is not None and count != str(total // replicas):
+            raise ValueError(
+                f"{where}.labels.{COUNT_LABEL}: {count} physical GPUs, but nvidia.com/gpu"
+                f" {total} / {replicas} replicas is {total // replicas}"
+            )
+        if replicas > 1 and (devices.get("nvidia.com/gpu") or {}).get("ids"):
+            raise ValueError(
+                f"{where}.devices.nvidia.com/gpu.ids: time-sliced GPUs are named by localkube"
+                " (<gpu>::<replica>); leave ids out"
+            )
+    instances = {}
+    for resource in allocatable:
+        if not resource.startswith(MIG_PREFIX) or int(allocatable[resource][1]) == 0:
+            continue
+        ids = (devices.get(resource) or {}).get("ids")
+        at = f"{where}.devices.{resource}.ids"
+        if ids is None:
+            raise ValueError(
+                f"{at}: required for MIG resources: each instance as <gpu>:<gi>, e.g. [\"0:7\"]"
+            )
+        for device_id in ids:
+            if not _MIG_ID.match(device_id):
+                raise ValueError(f"{at}: {device_id!r} is not <gpu>:<gi> (like \"0:7\")")
+            if device_id in instances:
+                raise ValueError(f"{at}: {device_id} is already an instance of {instances[device_id]}")
+            instances[device_id] = resource
+
+
 def node_from_entry(entry, where, now=None):
     """One core/v1 Node from one validated ``nodes[]`` entry of a cluster file."""
     entry = _mapping(entry, where)
@@ -211,6 +269,9 @@ def node_from_entry(entry, where, now=None):
         k: _label_value(v, f"{where}.labels.{k}")
         for k, v in _mapping(entry.get("labels"), f"{where}.labels").items()
     }
+    _check_sharing(where, labels, allocatable, devices)
+    if int(labels.get(REPLICAS_LABEL, "1")) > 1:
+        labels.setdefault("nvidia.com/gpu.sharing-strategy", "time-slicing")
     labels = {
         "beta.kubernetes.io/arch": arch,
         "beta.kubernetes.io/os": "linux",

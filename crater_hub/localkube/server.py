@@ -421,6 +421,17 @@ class AggregatedProxyHandler(BaseHandler):
     get = head = post = put = patch = delete = options = _proxy
 
 
+class DcgmMetricsHandler(BaseHandler):
+    """A node's DCGM exporter (:mod:`.dcgm`), at the node proxy path of its port 9400."""
+
+    async def get(self, node):
+        text = await self.cluster.dcgm.metrics(node)
+        if text is None:
+            raise ApiError(404, "NotFound", f'nodes "{node}" not found')
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(text)
+
+
 class NotFoundHandler(BaseHandler):
     def prepare(self):
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -436,6 +447,7 @@ def make_app(cluster):
         (r"/api/?", CoreVersionsHandler, args),
         (r"/api/v1/?", ResourceListHandler, args),
         (streams.ROUTE, streams.PodStreamHandler, args),
+        (r"/api/v1/nodes/([^/:]+):9400/proxy/metrics", DcgmMetricsHandler, args),
         (r"/api/v1/(.+)", ObjectHandler, args),
         (r"/apis/?", GroupListHandler, args),
         (r"/apis/([^/]+)/?", GroupListHandler, args),

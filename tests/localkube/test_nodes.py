@@ -93,7 +93,7 @@ def test_full_entry_taints_allocatable_devices_and_defaults():
                     "devices": {
                         "nvidia.com/mig-1g.10gb": {
                             "env": "CUDA_VISIBLE_DEVICES",
-                            "ids": [f"MIG-{i}" for i in range(7)],
+                            "ids": [f"0:{i}" for i in range(7, 14)],
                         }
                     },
                 }
@@ -123,7 +123,7 @@ def test_full_entry_taints_allocatable_devices_and_defaults():
     assert devices == {
         "nvidia.com/mig-1g.10gb": {
             "env": "CUDA_VISIBLE_DEVICES",
-            "ids": [f"MIG-{i}" for i in range(7)],
+            "ids": [f"0:{i}" for i in range(7, 14)],
         }
     }
 

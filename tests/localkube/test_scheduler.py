@@ -414,7 +414,7 @@ MIXED = {
                 "nvidia.com/mig-1g.10gb": 2,
                 "huawei.com/Ascend910": 1,
             },
-            "devices": {"nvidia.com/mig-1g.10gb": {"ids": ["MIG-a", "MIG-b"]}},
+            "devices": {"nvidia.com/mig-1g.10gb": {"ids": ["2:7", "2:8"]}},
         },
         {
             "name": "amd",
@@ -437,11 +437,11 @@ async def test_device_ids_and_variables_per_vendor_and_cluster_file(make_cluster
     assert devices_of(many) == {
         "huawei.com/Ascend910": ["0"],
         "nvidia.com/gpu": ["0"],
-        "nvidia.com/mig-1g.10gb": ["MIG-a"],
+        "nvidia.com/mig-1g.10gb": ["2:7"],
     }
     assert device_env_for_pod(many, nodes["mixed"]) == {
         "ASCEND_VISIBLE_DEVICES": "0",
-        "NVIDIA_VISIBLE_DEVICES": "0,MIG-a",
+        "NVIDIA_VISIBLE_DEVICES": "0,MIG-2:7",
     }
     cluster.create_pod(
         "rocm",

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import random
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client, config
@@ -394,3 +395,42 @@ def test_incremental_capacity_equals_capacity_from_scratch(seed):
             ours, theirs = inventory.capacity(), fresh.capacity()
             assert ours["accelerators"] == theirs["accelerators"], step
             assert ours["nodes"] == theirs["nodes"], step
+
+
+SHARED_CLUSTER = Path(__file__).parents[1] / "data" / "clusters" / "mig-and-timesliced.yaml"
+
+
+async def test_time_sliced_and_mig_capacity_on_the_shared_gpu_cluster(kube, caches):
+    """Time-sliced T4s count as physical × replicas under their own (-SHARED) model; each MIG
+    profile is an accelerator of its own beside the node's unpartitioned A100."""
+    core = await kube(cluster_file=SHARED_CLUSTER)
+    inventory = await inventory_on(core, caches)
+    by_slug = {a.slug: a for a in inventory.accelerators()}
+    assert sorted(by_slug) == ["a100-sxm4-80gb", "a100-sxm4-80gb-mig-1g-10gb",
+                               "a100-sxm4-80gb-mig-3g-40gb", "t4-shared", "v100-sxm2-16gb"]
+    mig = by_slug["a100-sxm4-80gb-mig-1g-10gb"]
+    assert (mig.resource, mig.display_name, mig.memory) == (
+        "nvidia.com/mig-1g.10gb", "NVIDIA A100 SXM4 80GB MIG 1g.10gb", "9728Mi")
+    assert mig.node_selector == {"nvidia.com/mig-1g.10gb.product": "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"}
+    counts = {a["slug"]: (a["total"], a["free"], a["largest_free_block"])
+              for a in inventory.capacity()["accelerators"]}
+    assert counts == {
+        "a100-sxm4-80gb": (1, 1, 1),  # GPU 1 of the MIG node, not partitioned
+        "a100-sxm4-80gb-mig-1g-10gb": (4, 4, 4),
+        "a100-sxm4-80gb-mig-3g-40gb": (1, 1, 1),
+        "t4-shared": (8, 8, 8),  # 2 physical × 4 replicas
+        "v100-sxm2-16gb": (2, 2, 2),
+    }
+    nodes = {n["name"]: n["accelerators"] for n in inventory.capacity()["nodes"]}
+    assert sorted(nodes["gpu-a100-mig-0"]) == ["a100-sxm4-80gb", "a100-sxm4-80gb-mig-1g-10gb",
+                                               "a100-sxm4-80gb-mig-3g-40gb"]
+
+    body = pod("slice", node_selector=mig.node_selector)
+    body["spec"]["containers"][0]["resources"]["limits"] = {"nvidia.com/mig-1g.10gb": "3"}
+    await core.create_namespaced_pod("default", body)
+    await core.create_namespaced_pod("default", pod("share", gpus=3, node_selector=by_slug["t4-shared"].node_selector))
+    await free_on(inventory, "a100-sxm4-80gb-mig-1g-10gb", 1, largest=1)
+    shared = await free_on(inventory, "t4-shared", 5, largest=5)
+    assert shared["in_use"] == 3
+    assert accelerator(inventory, "a100-sxm4-80gb")["free"] == 1
+    assert not inventory.fits("a100-sxm4-80gb-mig-1g-10gb", 2).fits_now
