@@ -48,6 +48,7 @@ def setup(c):
     _grant_to_admins(c, admin_scopes())
     _start_queue_with_hub(c)
     _seed_datasets_with_hub(c)
+    _start_accounting_with_hub(c)
 
 
 def _seed_datasets_with_hub(c):
@@ -56,6 +57,14 @@ def _seed_datasets_with_hub(c):
     from .datasets.starter import schedule
 
     schedule(c)
+
+
+def _start_accounting_with_hub(c):
+    """Start GPU accounting once the hub has started, as the queue starts
+    (:mod:`crater_hub.gpus.starter`)."""
+    from .gpus.starter import schedule_start
+
+    schedule_start(c)
 
 
 def _start_queue_with_hub(c):

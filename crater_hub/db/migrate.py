@@ -16,11 +16,6 @@ from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "crater_alembic_version"
 SCRIPTS = Path(__file__).with_name("migrations")
-#: the job queue and the dataset store each migrate at start, on worker threads of their own:
-#: one at a time, so the second finds the schema at head instead of racing to create it
-_UPGRADING = threading.Lock()
-
-
 def alembic_config(connection=None):
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPTS))
@@ -28,8 +23,14 @@ def alembic_config(connection=None):
     return cfg
 
 
+#: alembic's ``context``/``op`` proxies are module globals: two upgrades at once in one process (the
+#: queue, the dataset store and GPU accounting each migrate at start, on database threads of their
+#: own) would tear them down under each other; one at a time, the later ones find the schema at head
+_UPGRADING = threading.Lock()
+
+
 def upgrade(engine, revision="head"):
-    """Bring the database of ``engine`` to ``revision`` (idempotent)."""
+    """Bring the database of ``engine`` to ``revision`` (idempotent; one at a time per process)."""
     with _UPGRADING, engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 

@@ -53,7 +53,8 @@ class JobPageBase(BaseHandler):
         }
         html = await self.render_template(
             self.template, crater=data,
-            crater_script=static_url(self.hub.base_url, "crater/jobs.js"))
+            crater_script=static_url(self.hub.base_url, "crater/jobs.js"),
+            crater_usage_script=static_url(self.hub.base_url, "crater/usage.js"))
         self.finish(html)
 
 

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from crater_hub.db import usage_models  # noqa: F401  (its tables join Base.metadata)
 from crater_hub.db.migrate import VERSION_TABLE
 from crater_hub.db.models import Base
 
