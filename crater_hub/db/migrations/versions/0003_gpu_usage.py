@@ -1,7 +1,7 @@
 """crater_gpu_intervals and the daily GPU usage rollups (per user, per group)
 
 Revision ID: 0003_gpu_usage
-Revises: 0001_jobs
+Revises: 0002_datasets
 Create Date: 2026-12-06
 """
 
