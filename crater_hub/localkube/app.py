@@ -23,7 +23,7 @@ DEMO_CLUSTER = Path(__file__).with_name("demo-cluster.yaml")
 
 
 class LocalKube:
-    """An embedded Kubernetes API with a scheduler, a process kubelet and a Job controller.
+    """An embedded Kubernetes API with a scheduler, a process kubelet, the Job and RayCluster controllers.
 
     ``cluster_file``: YAML with the nodes (defaults to the demo cluster).
     ``state_dir``: where pod sandboxes, logs and PVC data live (a temporary directory if None).
@@ -90,6 +90,7 @@ class LocalKube:
         )
         from .jobs import JobController
         from .kubelet import Kubelet
+        from .raycluster import RayClusterController
         from .scheduler import Scheduler
 
         return [
@@ -100,6 +101,7 @@ class LocalKube:
             NamespaceController(self),
             Scheduler(self),
             JobController(self),
+            RayClusterController(self),
             EndpointsController(self),
             *self._service_controllers(),
             Kubelet(self),
