@@ -40,6 +40,31 @@ PODS = ("", "pods")
 COMPONENT = "raycluster-controller"
 
 
+def minimal_crd():
+    """A schema-less ``rayclusters.ray.io`` CRD (v1, status subresource), for a localkube that
+    should serve RayClusters without a copy of KubeRay's CRD at hand (``--kuberay-crd``): objects
+    are stored as sent, as localkube stores every custom resource."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rayclusters.ray.io"},
+        "spec": {
+            "group": "ray.io", "scope": "Namespaced",
+            "names": {"kind": "RayCluster", "listKind": "RayClusterList", "plural": "rayclusters",
+                      "singular": "raycluster"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                "additionalPrinterColumns": [
+                    {"name": "desired workers", "type": "integer", "jsonPath": ".status.desiredWorkerReplicas"},
+                    {"name": "available workers", "type": "integer",
+                     "jsonPath": ".status.availableWorkerReplicas"},
+                    {"name": "status", "type": "string", "jsonPath": ".status.state"},
+                    {"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+            }],
+        },
+    }
+
+
 def _owner_cluster(obj):
     for ref in obj["metadata"].get("ownerReferences") or []:
         if ref.get("controller") and ref.get("kind") == "RayCluster" and ref.get("apiVersion", "").startswith("ray.io/"):

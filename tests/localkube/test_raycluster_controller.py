@@ -249,3 +249,22 @@ async def test_an_invalid_spec_is_reported_not_run(cluster):
     assert "unique" in failed["status"]["reason"]
     assert ray_pods(cluster) == []
     assert cluster.events("rc", "InvalidRayClusterSpec")
+
+
+async def test_kuberay_crd_serves_rayclusters_from_the_start(tmp_path):
+    """``--kuberay-crd``: the kind is there without installing KubeRay's CRD (the embedded hub)."""
+    from crater_hub.localkube import LocalKube
+
+    nodes = tmp_path / "small.yaml"  # too small for the pods: they stay Pending, no Ray starts here
+    nodes.write_text("nodes: [{name: small, capacity: {cpu: '1', memory: 1Gi}}]\n")
+    lk = LocalKube(cluster_file=nodes, state_dir=tmp_path / "state", isolation="loopback", kuberay_crd=True)
+    await lk.start()
+    try:
+        res = lk.registry.lookup("ray.io", "v1", "rayclusters")
+        assert res is not None and res.has_status
+        lk.store.create(res, manifest(replicas=1), "default")
+        await wait_for(lambda: len([p for p in lk.store.list(lk.registry.lookup("", "v1", "pods"), "default")[0]
+                                    if (p["metadata"].get("labels") or {}).get("ray.io/cluster") == "rc"]) == 2,
+                       message="the cluster's pods")
+    finally:
+        await lk.stop()
