@@ -129,7 +129,7 @@ async def dashboard(custom):
     return f"http://{rc['status']['head']['podIP']}:{rc['status']['endpoints']['dashboard']}"
 
 
-async def test_cluster_becomes_ready_with_kuberays_pods_service_and_secret(kube):
+async def test_cluster_becomes_ready_with_kuberays_pods_service_and_secret(kube, lk):
     core, custom = kube
 
     async def ready():
@@ -168,6 +168,14 @@ async def test_cluster_becomes_ready_with_kuberays_pods_service_and_secret(kube)
     assert service.spec.selector["ray.io/node-type"] == "head"
     assert len(await token(core)) > 20
 
+    # The pods' logs are Ray's own, read through the API as kubectl logs reads them.
+    head_log = await core.read_namespaced_pod_log(head.metadata.name, NS, container="ray-head")
+    assert "Ray runtime started" in head_log
+    worker_log = await core.read_namespaced_pod_log(workers[0].metadata.name, NS, container="ray-worker")
+    assert "Ray runtime started" in worker_log
+    rss, pss = await cluster_memory(core, lk)
+    MEASURE["ready_cluster_rss_mib"], MEASURE["ready_cluster_pss_mib"] = rss, pss
+
 
 async def test_a_job_through_the_jobs_api_runs_a_gpu_task_on_each_worker(kube):
     core, custom = kube
@@ -184,6 +192,7 @@ async def test_a_job_through_the_jobs_api_runs_a_gpu_task_on_each_worker(kube):
     logs = await asyncio.to_thread(jobs.get_job_logs, job_id)
     assert status == JobStatus.SUCCEEDED, logs
     result = json.loads(next(line for line in logs.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    MEASURE["job_result"] = result
 
     # Each task ran on a different worker, and saw the GPU localkube's device plugin gave that pod.
     workers = {w.metadata.name: json.loads(w.metadata.annotations["localkube.crater.io/devices"])
@@ -214,20 +223,24 @@ async def test_the_jobs_api_refuses_requests_without_the_token(kube):
     assert await asyncio.to_thread(status_of, {"Authorization": f"Bearer {await token(core)}"}) == 200
 
 
-async def test_an_idle_clusters_memory(kube, lk):
-    """Measured, not judged: the resident memory of every process of the cluster's pods."""
+async def test_an_idle_clusters_memory_after_a_job(kube, lk):
+    """Measured, not judged (Ray keeps a finished job's worker processes a while)."""
     core, _ = kube
-    pods = await ray_pods(core)
+    rss, pss = await cluster_memory(core, lk)
+    MEASURE["after_job_cluster_rss_mib"], MEASURE["after_job_cluster_pss_mib"] = rss, pss
+    assert rss > 0
+
+
+async def cluster_memory(core, lk):
+    """(RSS, PSS) in MiB of every process of the cluster's pods (namespace holders included)."""
     state = Path(lk.state_dir) / "pods"
     rss = pss = 0
-    for pod in pods:
+    for pod in await ray_pods(core):
         sandbox = state / f"{NS}_{pod.metadata.name}_{pod.metadata.uid[:8]}"
         for pid in pids_marked(str(sandbox) + "/"):
             rss_kb, pss_kb = memory_of(pid)
             rss, pss = rss + rss_kb, pss + pss_kb
-    MEASURE["idle_cluster_rss_mib"] = round(rss / 1024)
-    MEASURE["idle_cluster_pss_mib"] = round(pss / 1024)
-    assert rss > 0
+    return round(rss / 1024), round(pss / 1024)
 
 
 def pids_marked(prefix):
