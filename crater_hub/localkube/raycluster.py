@@ -29,6 +29,7 @@ from .raypods import (
     build_pod,
     build_token_secret,
     desired_replicas,
+    desired_resources,
     token_enabled,
     token_secret_name,
 )
@@ -274,6 +275,7 @@ class RayClusterController(Controller):
             desiredWorkerReplicas=desired,
             minWorkerReplicas=sum((g.get("minReplicas") or 0) * h for g, h in active),
             maxWorkerReplicas=min(sum(g.get("maxReplicas", 2**31 - 1) * h for g, h in active), 2**31 - 1),
+            **desired_resources(rc),
         )
         if failure:
             _set_condition(status, "RayClusterReplicaFailure", "True", "FailedCreatePod", failure)

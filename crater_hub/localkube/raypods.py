@@ -32,7 +32,7 @@ import copy
 import math
 import secrets
 
-from crater_hub.quantity import parse_quantity
+from crater_hub.quantity import format_cpu, format_memory, parse_quantity
 
 LABEL_CLUSTER = "ray.io/cluster"
 LABEL_NODE_TYPE = "ray.io/node-type"
@@ -108,6 +108,27 @@ def desired_replicas(group):
     replicas = group.get("replicas")
     want = low if replicas is None or replicas < low else min(replicas, high)
     return want * max(group.get("numOfHosts") or 1, 1)
+
+
+def desired_resources(rc):
+    """KubeRay's CalculateDesiredResources: each pod's requests (limits where no request), head
+    plus every group's ``replicas`` × ``numOfHosts``; as ``desiredCPU``/``Memory``/``GPU``."""
+    total = {}
+
+    def add(template, times):
+        for container in ((template or {}).get("spec") or {}).get("containers") or []:
+            resources = container.get("resources") or {}
+            merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+            for name, value in merged.items():
+                total[name] = total.get(name, 0) + parse_quantity(value) * times
+
+    add(rc["spec"]["headGroupSpec"].get("template"), 1)
+    for group in rc["spec"].get("workerGroupSpecs") or []:
+        if not group.get("suspend"):
+            add(group.get("template"), (group.get("replicas") or 0) * max(group.get("numOfHosts") or 1, 1))
+    return {"desiredCPU": format_cpu(total.get("cpu", 0)), "desiredMemory": format_memory(total.get("memory", 0)),
+            "desiredGPU": format_cpu(sum(v for k, v in total.items() if _is_gpu(k))),
+            "desiredTPU": format_cpu(total.get("google.com/tpu", 0))}
 
 
 # -- ray start ----------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ async def test_pods_service_secret_and_status_until_ready(cluster):
     status = (await wait_for(lambda: (rc(cluster).get("status") or {}).get("conditions") and rc(cluster)))["status"]
     assert conditions(rc(cluster))["RayClusterProvisioned"] == ("False", "RayClusterPodsProvisioning")
     assert status["desiredWorkerReplicas"] == 2 and status["readyWorkerReplicas"] == 0
+    assert (status["desiredCPU"], status["desiredMemory"], status["desiredGPU"]) == ("5", "10Gi", "2")
     assert "state" not in status
 
     for pod in heads + workers:
