@@ -13,7 +13,8 @@ from .app import LocalKube
 def parser():
     p = argparse.ArgumentParser(
         prog="crater-hub localkube",
-        description="An embedded Kubernetes API (scheduler, process kubelet, Job controller) for "
+        description="An embedded Kubernetes API (scheduler, process kubelet, Job and RayCluster "
+        "controllers) for "
         "running crater_hub and its tests without a cluster.",
     )
     p.add_argument("--cluster", metavar="FILE", help="cluster file (YAML nodes); default: the demo cluster")
@@ -33,6 +34,8 @@ def parser():
     p.add_argument("--share", action="append", default=[], metavar="DIR",
                    help="isolated: a host directory every pod sees as it is, read-write (repeatable; "
                    "for tests that hand files to pods)")
+    p.add_argument("--kuberay-crd", action="store_true",
+                   help="serve ray.io/v1 RayClusters from the start (a schema-less CRD), as if KubeRay were installed")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -41,7 +44,7 @@ async def serve(args):
     lk = LocalKube(cluster_file=args.cluster, state_dir=args.state_dir, host=args.host,
                    port=args.port, history_size=args.history, image_table=args.images,
                    isolation=args.isolation, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
-                   masked_paths=args.mask, shared_paths=args.share)
+                   masked_paths=args.mask, shared_paths=args.share, kuberay_crd=args.kuberay_crd)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,7 +23,7 @@ DEMO_CLUSTER = Path(__file__).with_name("demo-cluster.yaml")
 
 
 class LocalKube:
-    """An embedded Kubernetes API with a scheduler, a process kubelet and a Job controller.
+    """An embedded Kubernetes API with a scheduler, a process kubelet, the Job and RayCluster controllers.
 
     ``cluster_file``: YAML with the nodes (defaults to the demo cluster).
     ``state_dir``: where pod sandboxes, logs and PVC data live (a temporary directory if None).
@@ -33,11 +33,13 @@ class LocalKube:
     ``masked_paths``: more host directories hidden from isolated pods (the state dir always is);
     ``shared_paths``: host directories every isolated pod sees as they are, read-write, as if
     each pod had them as hostPath volumes (for tests that hand files to and from pods).
+    ``kuberay_crd``: serve ``ray.io/v1`` RayClusters from the start with a schema-less CRD, as if
+    KubeRay were installed (the RayCluster controller always runs, once the kind exists).
     """
 
     def __init__(self, cluster_file=None, state_dir=None, host="127.0.0.1", port=0,
                  history_size=10000, image_table=None, isolation=None, pod_cidr=None,
-                 service_cidr=None, masked_paths=(), shared_paths=()):
+                 service_cidr=None, masked_paths=(), shared_paths=(), kuberay_crd=False):
         self.cluster_file = Path(cluster_file) if cluster_file else DEMO_CLUSTER
         self._tmp = None
         if state_dir is None:
@@ -50,6 +52,7 @@ class LocalKube:
         self.image_table_file = image_table
         self.masked_paths = [Path(p).absolute() for p in masked_paths]
         self.shared_paths = [Path(p).absolute() for p in shared_paths]
+        self.kuberay_crd = kuberay_crd
         from .network import PodNetwork
 
         self.network = PodNetwork(self.state_dir, isolation, pod_cidr, service_cidr)
@@ -81,6 +84,11 @@ class LocalKube:
         node_res = self.registry.lookup("", "v1", "nodes")
         for node in nodes.nodes_from_cluster_spec(spec):
             self.store.create(node_res, node)
+        if self.kuberay_crd:
+            from .raycluster import minimal_crd
+
+            self.store.create(self.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+                              minimal_crd())
 
     def _make_controllers(self):
         from .aggregator import APIServiceController
@@ -93,6 +101,7 @@ class LocalKube:
         )
         from .jobs import JobController
         from .kubelet import Kubelet
+        from .raycluster import RayClusterController
         from .scheduler import Scheduler
 
         return [
@@ -103,6 +112,7 @@ class LocalKube:
             NamespaceController(self),
             Scheduler(self),
             JobController(self),
+            RayClusterController(self),
             EndpointsController(self),
             *self._service_controllers(),
             Kubelet(self),

@@ -28,6 +28,13 @@ class Image:
     workdir: str = "/"
     env: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    #: {variable: device plugin variable}: set ``variable`` to the pod's assigned device ids too
+    visible_devices: dict = field(default_factory=dict)
+
+    def device_aliases(self, device_env, pod_env):
+        """What ``visible_devices`` adds for a pod with ``device_env``; the pod's own env wins."""
+        return {target: device_env[source] for target, source in self.visible_devices.items()
+                if source in device_env and target not in pod_env}
 
     def environment(self, rootfs):
         """The image's env with its placeholders filled in for a pod whose rootfs is ``rootfs``."""
@@ -103,6 +110,7 @@ class ImageTable:
                 workdir=raw.get("workdir", "/"),
                 env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
                 files={str(k): str(v) for k, v in (raw.get("files") or {}).items()},
+                visible_devices={str(k): str(v) for k, v in (raw.get("visible_devices") or {}).items()},
             )
             entries.append((tuple(patterns), image))
         return cls(entries)

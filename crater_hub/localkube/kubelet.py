@@ -39,6 +39,7 @@ from .devices import device_env_for_pod
 from .errors import ApiError
 from .images import ImageTable, image_id
 from .network import NetworkError, PodNetwork
+from .probes import readiness_action, run_readiness
 from .sandbox import ConfigError, MountError, Sandbox
 from .store import isotime
 
@@ -204,6 +205,11 @@ class ContainerRun:
         self.proc = None
         self.spawning = None  # the task starting the process: never cancelled half-way
         self.done = False  # finished for good (restartPolicy says no more restarts)
+        self.probed = None  # the readiness probe's verdict while it runs; None: no probe runs
+
+    def is_ready(self):
+        """Running, and its readiness probe (if localkube runs one) has succeeded."""
+        return "running" in self.state and self.probed is not False
 
     @property
     def marker(self):
@@ -217,7 +223,7 @@ class ContainerRun:
             "name": self.name,
             "image": self.spec["image"],
             "imageID": image_id(self.spec["image"]),
-            "ready": (term.get("exitCode") == 0) if self.init else running,
+            "ready": (term.get("exitCode") == 0) if self.init else self.is_ready(),
             "started": running,
             "restartCount": self.restart_count,
             "state": copy.deepcopy(self.state),
@@ -562,8 +568,14 @@ class Kubelet(Controller):
             return 128
         c.state = {"running": {"startedAt": started}}
         self._event(run, "Started", f"Started container {c.name}")
+        prober = self._start_prober(run, c)
         self._publish(run)
-        returncode = await c.proc.wait()
+        try:
+            returncode = await c.proc.wait()
+        finally:
+            if prober is not None:
+                prober.cancel()
+            c.probed = None
         # The container's other processes go with it, as when a container's cgroup is torn down.
         await self._kill_leftovers(run, c)
         code = returncode if returncode >= 0 else 128 - returncode
@@ -574,6 +586,21 @@ class Kubelet(Controller):
         c.state = {"terminated": term}
         self._publish(run)
         return code
+
+    def _start_prober(self, run, c):
+        """The readiness prober of a main container that declares one (see :mod:`.probes`)."""
+        probe = None if c.init else readiness_action(c.spec)
+        if probe is None:
+            return None
+        c.probed = False
+
+        def report(ready):
+            c.probed = ready
+            if not ready:
+                self._event(run, "Unhealthy", f"Readiness probe failed for container {c.name}", "Warning")
+            self._publish(run)
+
+        return asyncio.create_task(run_readiness(c.spec, probe, run.ip, report), name=f"probe {run.ref}/{c.name}")
 
     async def _spawn(self, run, c, view, logfile):
         env = {**view.env, MARKER: f"{run.marker_prefix()}{c.marker}"}
@@ -671,7 +698,7 @@ class Kubelet(Controller):
             phase = run.phase()
             mains = [c for c in run.containers if not c.init]
             inits = [c for c in run.containers if c.init]
-            unready = [c.name for c in mains if "running" not in c.state]
+            unready = [c.name for c in mains if not c.is_ready()]
             ready = phase == "Running" and not unready
             old = {cond["type"]: cond for cond in status.get("conditions", [])}
 

@@ -332,6 +332,7 @@ class Sandbox:
         argv += args if args else ([] if command else list(image.cmd))
         argv = [expand(a, env) for a in argv]
 
+        device_env = {**device_env, **image.device_aliases(device_env, env)}
         if root is not None:
             env = {**image.environment(""), **env, **device_env}
             env.setdefault("PATH", os.defpath)

@@ -6,7 +6,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.reference import load_reference
 
-RAY = ("ray.io", "v1", "rayclusters")
+# RayJobs: no controller of localkube acts on them (its RayCluster controller would fill a
+# RayCluster's status and start pods), so what the API server alone does is what is seen.
+RAYJOB = ("ray.io", "v1", "rayjobs")
 WORKLOAD = ("kueue.x-k8s.io", "v1beta1", "workloads")
 
 
@@ -15,12 +17,9 @@ async def load(kube, *names):
         await kube.ext.create_custom_resource_definition(load_reference(name))
 
 
-def raycluster(name):
-    return {
-        "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name},
-        "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
-            {"name": "ray-head", "image": "rayproject/ray:2.40.0"}]}}}},
-    }
+def rayjob(name):
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": name},
+            "spec": {"entrypoint": "python -c 'print(1)'", "clusterSelector": {"ray.io/cluster": "shared"}}}
 
 
 async def test_reference_crds_are_established_and_discoverable(kube):
@@ -39,32 +38,32 @@ async def test_reference_crds_are_established_and_discoverable(kube):
 
 
 async def test_custom_objects_crud_status_and_watch(kube):
-    await load(kube, "kuberay-ray.io_rayclusters.yaml")
-    group, version, plural = RAY
+    await load(kube, "kuberay-ray.io_rayjobs.yaml")
+    group, version, plural = RAYJOB
     created = await kube.custom.create_namespaced_custom_object(group, version, "default", plural,
-                                                                raycluster("rc1"))
-    assert created["metadata"]["uid"] and created["kind"] == "RayCluster"
+                                                                rayjob("rj1"))
+    assert created["metadata"]["uid"] and created["kind"] == "RayJob"
     # spec and status move separately (the CRD declares the status subresource)
     await kube.custom.patch_namespaced_custom_object_status(
-        group, version, "default", plural, "rc1",
-        {"status": {"conditions": [{"type": "HeadPodReady", "status": "True"}]}},
+        group, version, "default", plural, "rj1",
+        {"status": {"jobDeploymentStatus": "Running"}},
         _content_type="application/merge-patch+json")
     after = await kube.custom.patch_namespaced_custom_object(
-        group, version, "default", plural, "rc1", {"metadata": {"labels": {"a": "b"}}, "status": {"state": "x"}},
+        group, version, "default", plural, "rj1", {"metadata": {"labels": {"a": "b"}}, "status": {"jobStatus": "x"}},
         _content_type="application/merge-patch+json")
     assert after["metadata"]["labels"] == {"a": "b"}
-    assert after["status"] == {"conditions": [{"type": "HeadPodReady", "status": "True"}]}
+    assert after["status"] == {"jobDeploymentStatus": "Running"}
     listed = await kube.custom.list_namespaced_custom_object(group, version, "default", plural,
                                                              label_selector="a=b")
-    assert [i["metadata"]["name"] for i in listed["items"]] == ["rc1"]
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["rj1"]
     rv = listed["metadata"]["resourceVersion"]
-    await kube.custom.delete_namespaced_custom_object(group, version, "default", plural, "rc1")
+    await kube.custom.delete_namespaced_custom_object(group, version, "default", plural, "rj1")
     events = []
     async with watch.Watch().stream(kube.custom.list_namespaced_custom_object, group, version, "default",
                                     plural, resource_version=rv, timeout_seconds=1) as stream:
         async for ev in stream:
             events.append((ev["type"], ev["object"]["metadata"]["name"]))
-    assert events == [("DELETED", "rc1")]
+    assert events == [("DELETED", "rj1")]
 
 
 async def test_deleting_a_crd_removes_its_kind_and_objects(kube):

@@ -406,3 +406,51 @@ def test_log_path_is_per_container_with_a_previous_instance(tmp_path):
     assert log_path(lk, pod, "c") == tmp_path / "pods" / "ns_p_01234567" / "logs" / "c" / "current.log"
     assert log_path(lk, pod, "c", previous=True).name == "previous.log"
 
+
+
+@pytest.mark.asyncio
+async def test_a_ray_image_sees_its_assigned_gpus_as_cuda_visible_devices(kube):
+    """No GPU here: the rayproject/ray entry hands the device plugin's ids on as CUDA_VISIBLE_DEVICES
+    (what Ray reads for its GPU ids); a pod's own CUDA_VISIBLE_DEVICES wins; a pod without devices
+    gets neither variable."""
+    code = ["python", "-c", "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'), "
+            "os.environ.get('NVIDIA_VISIBLE_DEVICES'))"]
+    for name, devices, env in (("gpu", ["1", "3"], []), ("own", ["2"], [{"name": "CUDA_VISIBLE_DEVICES", "value": "7"}]),
+                               ("cpu", None, [])):
+        annotations = {"localkube.crater.io/devices": json.dumps({"nvidia.com/gpu": devices})} if devices else {}
+        kube.store.create(res(kube.lk, "pods"), {
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"nodeName": kube.node, "restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "rayproject/ray:2.60.0-py311-gpu", "command": code, "env": env}]}},
+            "default")
+    for name in ("gpu", "own", "cpu"):
+        await wait_phase(kube, name, "Succeeded")
+    assert read_log(kube, "gpu") == "1,3 1,3\n"
+    assert read_log(kube, "own") == "7 2\n"
+    assert read_log(kube, "cpu") == "None None\n"
+
+
+@pytest.mark.asyncio
+async def test_readiness_probes_hold_ready_until_the_server_answers(any_kube):
+    """httpGet and tcpSocket readiness probes: Running but not Ready until the port answers (the
+    server starts 1.5 s late); a container without a probe is ready while it runs."""
+    kube = any_kube
+    serve = "import time, http.server as h; time.sleep(1.5); h.HTTPServer(('0.0.0.0', 8080), h.SimpleHTTPRequestHandler).serve_forever()"
+    probe = {"periodSeconds": 1, "timeoutSeconds": 1}
+    make_pod(kube, "web", [
+        {"name": "http", "image": "python:3.11", "command": ["python", "-c", serve],
+         "ports": [{"name": "web", "containerPort": 8080}],
+         "readinessProbe": {"httpGet": {"path": "/", "port": "web"}, **probe}},
+        {"name": "tcp", "image": "python:3.11", "command": ["sleep", "60"],
+         "readinessProbe": {"tcpSocket": {"port": 8080}, **probe}},
+        {"name": "plain", "image": "busybox", "command": ["sleep", "60"]},
+    ])
+
+    def ready(pod):
+        return {c["type"]: c["status"] for c in pod["status"].get("conditions") or []}.get("Ready")
+
+    running = await wait_phase(kube, "web", "Running")
+    early = {c["name"]: c["ready"] for c in running["status"]["containerStatuses"]}
+    assert ready(running) == "False" and early["http"] is False and early["tcp"] is False
+    await wait_for(lambda: ready(get_pod(kube, "web")) == "True", timeout=10, message="Ready after the server starts")
+    assert all(c["ready"] for c in get_pod(kube, "web")["status"]["containerStatuses"])
