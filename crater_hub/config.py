@@ -41,9 +41,10 @@ DCGM_LABEL_DEFAULTS = {
     "model": ("modelName",),
     "instance": ("GPU_I_ID",),
     "profile": ("GPU_I_PROFILE",),
-    "pod": ("exported_pod", "pod"),
-    "namespace": ("exported_namespace", "namespace"),
-    "container": ("exported_container", "container"),
+    # pod_name, pod_namespace, container_name: dcgm-exporter's --use-old-namespace names
+    "pod": ("exported_pod", "pod", "pod_name"),
+    "namespace": ("exported_namespace", "namespace", "pod_namespace"),
+    "container": ("exported_container", "container", "container_name"),
 }
 
 

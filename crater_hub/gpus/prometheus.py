@@ -11,11 +11,16 @@ Answers (see https://prometheus.io/docs/prometheus/latest/querying/api/):
 - range matrix:   ``{"resultType": "matrix", "result": [{"metric": {...}, "values": [[ts, "1"], ...]}]}``
 """
 
+import asyncio
 import json
 import math
 from urllib.parse import urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+#: answers larger than this are decoded in a worker thread: a 40,000-GPU snapshot is ~50 MB of
+#: JSON, seconds of parsing that must not stall the hub's event loop
+THREAD_DECODE_BYTES = 256 * 1024
 
 
 class PrometheusError(Exception):
@@ -28,6 +33,13 @@ def _number(raw):
         return float(raw)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _vector(result):
+    return [
+        {"metric": r.get("metric", {}), "value": _number(r["value"][1]), "ts": float(r["value"][0])}
+        for r in result
+    ]
 
 
 class Prometheus:
@@ -63,8 +75,12 @@ class Prometheus:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
         except Exception as e:  # refused, DNS, TLS, timeout (599): raised even with raise_error=False
             raise PrometheusError(f"Prometheus at {self.url} unreachable: {e}") from None
+        body = response.body or b"null"
         try:
-            answer = json.loads(response.body or b"null")
+            if len(body) > THREAD_DECODE_BYTES:
+                answer = await asyncio.to_thread(json.loads, body)
+            else:
+                answer = json.loads(body)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
@@ -92,10 +108,9 @@ class Prometheus:
         kind, result = data.get("resultType"), data.get("result")
         if kind in ("scalar", "string"):
             return [{"metric": {}, "value": _number(result[1]), "ts": float(result[0])}]
-        return [
-            {"metric": r.get("metric", {}), "value": _number(r["value"][1]), "ts": float(r["value"][0])}
-            for r in result or []
-        ]
+        if len(result or ()) > 5000:
+            return await asyncio.to_thread(_vector, result)
+        return _vector(result or [])
 
     async def query_range(self, promql, start, end, step):
         """``promql`` evaluated every ``step`` seconds from ``start`` to ``end`` (unix times).

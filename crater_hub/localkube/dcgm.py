@@ -22,6 +22,7 @@ devices, at most the device's memory. The pod annotation :data:`PIN_ANNOTATION`
 
 import asyncio
 import json
+import math
 import os
 import re
 import time
@@ -214,7 +215,7 @@ class DcgmExporter:
         for (gpu, instance), device in sorted(devices.items(), key=lambda kv: (int(kv[0][0]), int(kv[0][1] or -1))):
             total = _memory_mib(labels, device["resource"])
             util, used = load.get((gpu, instance), (0.0, 0.0))
-            util, used = min(util, 1.0), min(round(used), total)
+            util, used = min(util, 1.0), min(math.ceil(used), total)  # any resident byte shows
             base = {"gpu": gpu, "UUID": _gpu_uuid(name, gpu), "device": f"nvidia{gpu}", "modelName": model}
             if instance is not None:
                 base["GPU_I_PROFILE"] = device["resource"][len(MIG_PREFIX):]

@@ -60,6 +60,13 @@ def test_lowercase_hostname_and_exported_labels_win_over_the_exporters_own_pod()
     assert samples[("n2", "3", None)].holders == (("jobs", "job-7-xyz"),)
 
 
+def test_old_namespace_labels_of_older_exporters():
+    samples = samples_from_series([
+        device("DCGM_FI_DEV_GPU_UTIL", 5, pod_name="old-style", pod_namespace="lab", container_name="c"),
+    ])
+    assert samples[("n1", "0", None)].holders == (("lab", "old-style"),)
+
+
 def test_mig_instances_use_engine_active_where_gpu_util_is_zero():
     mig = {"GPU_I_PROFILE": "1g.10gb"}
     samples = samples_from_series([
