@@ -196,7 +196,7 @@ class Accounting:
         from .utilization import pod_utilization
 
         start, end = epoch(row.start), epoch(self.started_at)
-        step = max(15.0, (end - start) / 5000)
+        step = max(1.0, (end - start) / 10000)  # Prometheus answers at most 11,000 points
         try:
             points = await asyncio.wait_for(
                 pod_utilization(self.prometheus, row.namespace, row.pod_name, start, end, step),
