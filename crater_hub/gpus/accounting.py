@@ -70,28 +70,40 @@ class Open:
     firm: bool
 
 
-def rollup_add(session, interval):
-    """Add a closed interval's GPU-seconds to the per-user and per-group daily rollups."""
+def rollup_amounts(interval):
+    """``[(model, key, gpu_seconds, measured, busy)]`` a closed interval adds to the daily
+    rollups: per UTC day, once for its user and once for each of its groups."""
     gpus = interval.count * interval.gpu_equivalent
     util = interval.utilization
-    user = interval.user or ""
+    out = []
     for day, seconds in split_by_day(interval.start, interval.end):
         amount = seconds * gpus
         measured = amount if util is not None else 0.0
         busy = amount * util if util is not None else 0.0
-        rows = [(GpuUsageDaily, (day, user, interval.accelerator, interval.kind))]
-        rows += [(GpuUsageDailyGroup, (day, group, interval.accelerator, interval.kind))
-                 for group in interval.groups or ()]
-        for model, key in rows:
-            row = session.get(model, key)
-            if row is None:
-                row = model(day=key[0], accelerator=key[2], kind=key[3], gpu_seconds=0.0,
-                            measured_seconds=0.0, busy_seconds=0.0)
-                setattr(row, "user" if model is GpuUsageDaily else "group", key[1])
-                session.add(row)
-            row.gpu_seconds += amount
-            row.measured_seconds += measured
-            row.busy_seconds += busy
+        out.append((GpuUsageDaily, (day, interval.user or "", interval.accelerator, interval.kind),
+                    amount, measured, busy))
+        out.extend((GpuUsageDailyGroup, (day, group, interval.accelerator, interval.kind),
+                    amount, measured, busy) for group in interval.groups or ())
+    return out
+
+
+def rollup_row(model, key):
+    row = model(day=key[0], accelerator=key[2], kind=key[3], gpu_seconds=0.0,
+                measured_seconds=0.0, busy_seconds=0.0)
+    setattr(row, "user" if model is GpuUsageDaily else "group", key[1])
+    return row
+
+
+def rollup_add(session, interval):
+    """Add a closed interval's GPU-seconds to the per-user and per-group daily rollups."""
+    for model, key, amount, measured, busy in rollup_amounts(interval):
+        row = session.get(model, key)
+        if row is None:
+            row = rollup_row(model, key)
+            session.add(row)
+        row.gpu_seconds += amount
+        row.measured_seconds += measured
+        row.busy_seconds += busy
 
 
 def close_interval(session, interval_id, end, estimated, utilization):
@@ -196,7 +208,7 @@ class Accounting:
         from .utilization import pod_utilization
 
         start, end = epoch(row.start), epoch(self.started_at)
-        step = max(15.0, (end - start) / 5000)
+        step = max(1.0, (end - start) / 10000)  # Prometheus answers at most 11,000 points
         try:
             points = await asyncio.wait_for(
                 pod_utilization(self.prometheus, row.namespace, row.pod_name, start, end, step),
