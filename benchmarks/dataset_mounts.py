@@ -12,6 +12,10 @@ and alternating so that both see the same machine:
 - submit (``POST /hub/api/crater/jobs`` answered) of a job with no datasets, then with 5, each
   cancelled at once.
 
+Then, in this process (no hub): the hub-side work datasets add to each spawn and submit — the
+references' database lookup (SQLite, on the worker thread) and the policy's check — timed over
+many calls, since on this shared machine the end-to-end times vary far more than that.
+
 Prints medians and the ratios with/without; no pass/fail.
 """
 
@@ -22,7 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from crater_hub.config import Crater
+from crater_hub.datasets.choices import choices_for
+from crater_hub.datasets.store import DatasetStore
 from crater_hub.localkube import LocalKubeProcess
+from crater_hub.policy import workload
+from crater_hub.policy.profiles import parse
 from tests.e2e.conftest import DEMO_CRATER
 from tests.e2e.hub import HubProcess, api_request, spawn, stop_server
 
@@ -70,6 +79,28 @@ def report(rows, n):
               f"ratio {b / a:.2f}x")
 
 
+async def hub_side(state, calls=300):
+    """Median seconds of choices_for + resolve, with no datasets and with 5."""
+    crater = Crater(datasets_volume="crater-data",
+                    datasets_catalog=[{"name": "demo-iris", "sub_path": "public/demo-iris"}])
+    store = DatasetStore(f"sqlite:///{Path(state) / 'bench.sqlite'}")
+    for name in OWN:
+        await store.create(USER, name)
+    profiles = parse([{"slug": "cpu", "display_name": "CPU"}])
+    five = [f"{USER}/{name}" for name in OWN] + ["demo-iris"]
+    out = []
+    for datasets in ([], five):
+        times = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            choices = await choices_for(crater, datasets, False, store)
+            workload.resolve({"datasets": datasets}, profiles, USER, [], {}, datasets=choices)
+            times.append(time.perf_counter() - began)
+        out.append(statistics.median(times))
+    store.close()
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5, help="rounds (default 5)")
@@ -82,7 +113,10 @@ def main():
                 rows = asyncio.run(measure(hub, args.n))
             finally:
                 hub.stop()
+        none, five = asyncio.run(hub_side(state))
     report(rows, args.n)
+    print(f"  hub-side datasets check, in process: no datasets {none * 1e6:.0f}µs, "
+          f"5 datasets {five * 1e6:.0f}µs (one lookup query + the policy)")
 
 
 if __name__ == "__main__":

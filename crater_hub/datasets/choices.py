@@ -45,11 +45,18 @@ async def refusal(crater, refs, owner, groups, admin=False, store=None):
     return None
 
 
-def own_space(crater, user):
-    """``(claim, sub_path, mount_path)`` of ``user``'s own space in their servers, or None."""
+def own_space(crater, user, groups=()):
+    """``[(claim, sub_path, mount_path)]`` of the spaces mounted writable in ``user``'s servers:
+    their own at ``Crater.datasets_own_path``, and each of their groups' at
+    ``<datasets_own_path>-groups/<group>``; empty when not configured."""
     if not crater.datasets_volume or not crater.datasets_own_path:
-        return None
-    return crater.datasets_volume, policy.user_space(user), crater.datasets_own_path
+        return []
+    root = crater.datasets_own_path
+    out = [(crater.datasets_volume, policy.user_space(user), root)]
+    for group in sorted(groups):
+        space = policy.group_space(group)
+        out.append((crater.datasets_volume, space, f"{root}-groups/{space.split('/', 1)[1]}"))
+    return out
 
 
 def catalog_model(dataset, user, groups, admin):

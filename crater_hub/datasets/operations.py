@@ -4,6 +4,11 @@ Domain code, no tornado: every refusal is a :class:`~.store.DatasetError` whose 
 the field and what is allowed; others' datasets that are not shared with the caller are 404,
 as if they did not exist.
 
+A dataset belongs to a user (``users/<owner>/<name>``, reference ``owner/name``) or to a
+JupyterHub group (``groups/<group>/<name>``, reference ``@group/name``, created with
+``"space": "group", "group": ...``): every member of the group, and administrators, manage it
+as its owner does hers; others get 404 unless it is shared with them.
+
 Creating a dataset makes its record; its folder (``users/<owner>/<name>`` of the data volume)
 is made by the kubelet the first time it is mounted (a missing ``subPath`` directory is created
 on the volume, on a real kubelet as on localkube), and the owner fills it from their server,
@@ -16,7 +21,9 @@ from ..policy import datasets as policy
 from .store import SHARE_KINDS, DatasetError
 from .usage import mounted
 
-CREATE_FIELDS = {"name": str, "description": str, "kind": str, "editable": bool, "public": bool}
+CREATE_FIELDS = {"name": str, "description": str, "kind": str, "editable": bool, "public": bool,
+                 "space": str, "group": str}
+SPACES = ("user", "group", "public")
 PATCH_FIELDS = {"description": str, "editable": bool}
 MAX_DESCRIPTION = 2000
 
@@ -47,7 +54,37 @@ def _refused(e):
     return DatasetError(e.message, e.status)
 
 
-async def create(store, crater, caller, body):
+def _owner(caller, body, known):
+    """Who a new dataset belongs to and whether it is public, from ``space`` (``user``, the
+    default; ``group`` with ``group``; ``public``, administrators only; ``public: true`` is the
+    same as ``"space": "public"``)."""
+    space = body.get("space", "public" if body.get("public") else "user")
+    if space not in SPACES:
+        raise DatasetError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    if body.get("public") and space != "public":
+        raise DatasetError(f"public: true goes with space 'public', not {space!r}")
+    if space == "group":
+        try:
+            group = policy.check_group(body.get("group"), "group")
+        except policy.DatasetRefused as e:
+            raise _refused(e) from None
+        if group not in caller.groups and not caller.admin:
+            raise DatasetError(f"group: you are not a member of {group!r}; only its members "
+                               "(and administrators) create its datasets", 403)
+        if known is not None and not known("group", group):
+            raise DatasetError(f"group: no group {group!r} on this hub")
+        return policy.group_owner(group), False
+    if "group" in body:
+        raise DatasetError(f"group goes with space 'group', not {space!r}")
+    if space == "public" and not caller.admin:
+        raise DatasetError("public: only administrators may publish datasets to public/", 403)
+    if policy.group_of(caller.name) is not None:
+        raise DatasetError(f"space: a user name starting with {policy.GROUP_PREFIX!r} cannot own "
+                           "datasets (references '@name/...' are groups'); use space 'group'")
+    return caller.name, space == "public"
+
+
+async def create(store, crater, caller, body, known=None):
     if not crater.datasets_volume:
         raise DatasetError("datasets cannot be created here: no data volume is configured "
                            "(Crater.datasets_volume)", 409)
@@ -59,13 +96,12 @@ async def create(store, crater, caller, body):
     kind = body.get("kind", "dataset")
     if kind not in policy.KINDS:
         raise DatasetError(f"kind must be one of {', '.join(policy.KINDS)}, got {kind!r}")
-    if body.get("public") and not caller.admin:
-        raise DatasetError("public: only administrators may publish datasets to public/", 403)
+    owner, public = _owner(caller, body, known)
     if any(d.name == name for d in crater.dataset_catalog()):
         raise DatasetError(f"name {name!r} is taken by a catalog dataset; choose another", 409)
-    return await store.create(caller.name, name, description=body.get("description", ""),
+    return await store.create(owner, name, description=body.get("description", ""),
                               kind=kind, editable=bool(body.get("editable", False)),
-                              public=bool(body.get("public", False)))
+                              public=public)
 
 
 async def find(store, crater, caller, owner, name):
@@ -79,8 +115,10 @@ async def find(store, crater, caller, owner, name):
 
 async def _own(store, crater, caller, owner, name):
     record = await find(store, crater, caller, owner, name)
-    if record.owner != caller.name and not caller.admin:
-        raise DatasetError(f"only {owner} (or an administrator) may change {owner}/{name}", 403)
+    if not caller.admin and not record.policy(crater.datasets_volume).owned_by(
+            caller.name, caller.groups):
+        who = f"members of {record.group}" if record.group is not None else owner
+        raise DatasetError(f"only {who} (or an administrator) may change {owner}/{name}", 403)
     return record
 
 

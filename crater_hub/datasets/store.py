@@ -55,6 +55,11 @@ class Record:
     def public(self):
         return self.space == PUBLIC
 
+    @property
+    def group(self):
+        """The owning group of a group dataset (owner ``@<group>``), else None."""
+        return policy.group_of(self.owner)
+
     def policy(self, claim):
         return policy.Dataset(
             name=self.name, claim=claim, sub_path=f"{self.space}/{self.path}", owner=self.owner,
@@ -64,6 +69,7 @@ class Record:
 
     def model(self):
         return {"ref": self.ref, "owner": self.owner, "name": self.name, "catalog": False,
+                "group": self.group,
                 "description": self.description, "kind": self.kind, "space": self.space,
                 "path": f"{self.space}/{self.path}", "editable": self.editable, "size": self.size,
                 "public": self.public, "created": isotime(self.created),
@@ -114,15 +120,16 @@ class DatasetStore:
         return await self.run(read)
 
     async def visible(self, user, groups, admin=False):
-        """The records ``user`` may see: their own, shared with them or their groups, public;
-        every record for an administrator."""
+        """The records ``user`` may see: their own, their groups' (owner ``@<group>``), shared
+        with them or their groups, public; every record for an administrator."""
         def read(session):
             query = select(Dataset).order_by(Dataset.owner, Dataset.name)
             if not admin:
                 shared = select(DatasetShare.dataset_id).where(or_(
                     and_(DatasetShare.kind == "user", DatasetShare.name == user),
                     and_(DatasetShare.kind == "group", DatasetShare.name.in_(list(groups) or [""]))))
-                query = query.where(or_(Dataset.owner == user, Dataset.space == PUBLIC,
+                owners = [user, *(policy.group_owner(g) for g in groups)]
+                query = query.where(or_(Dataset.owner.in_(owners), Dataset.space == PUBLIC,
                                         Dataset.id.in_(shared)))
             return [_record(r) for r in session.scalars(query)]
         return await self.run(read)
@@ -134,7 +141,7 @@ class DatasetStore:
         def write(session):
             now = utcnow()
             row = Dataset(owner=owner, name=name, description=description, kind=kind,
-                          space=PUBLIC if public else policy.user_space(owner),
+                          space=PUBLIC if public else policy.space_of(owner),
                           path=name, editable=editable, created=now, updated=now)
             session.add(row)
             session.flush()

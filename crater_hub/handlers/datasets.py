@@ -1,5 +1,6 @@
 """REST of datasets: ``/hub/api/crater/datasets`` (list, create), ``/datasets/{owner}/{name}``
-(get, change, delete) and ``.../shares`` (share, and ``/shares/{kind}/{name}`` to unshare).
+(get, change, delete; ``{owner}`` is ``@<group>`` for a group's dataset) and ``.../shares``
+(share, and ``/shares/{kind}/{name}`` to unshare).
 
 Thin: parse, authorize (``custom:crater:use``; ``custom:crater:admin`` sees and manages all and
 may publish), one call to :mod:`crater_hub.datasets.operations`, JSON out. Where each dataset is
@@ -44,6 +45,11 @@ class DatasetsBase(CraterAPIHandler):
                         **({"mounted": e.where} if e.where else {})})
             raise web.Finish() from None
 
+    def known(self, kind, name):
+        """Whether the hub has this user or group (a share or a group dataset naming none is a 400)."""
+        cls = orm.User if kind == "user" else orm.Group
+        return cls.find(self.db, name) is not None
+
     async def with_usage(self, models):
         where = mounted(await self.pods())
         for model in models:
@@ -66,7 +72,8 @@ class DatasetListAPIHandler(DatasetsBase):
 
     async def post(self):
         self.require(USE)
-        record = await self.call(operations.create, self.caller(), self.get_json_body())
+        record = await self.call(operations.create, self.caller(), self.get_json_body(),
+                                 self.known)
         self.set_status(201)
         self.write(record.model())
 
@@ -90,10 +97,6 @@ class DatasetAPIHandler(DatasetsBase):
 
 
 class DatasetSharesAPIHandler(DatasetsBase):
-    def known(self, kind, name):
-        cls = orm.User if kind == "user" else orm.Group
-        return cls.find(self.db, name) is not None
-
     async def get(self, owner, name):
         self.require(USE)
         record = await self.call(operations.find, self.caller(), owner, name)

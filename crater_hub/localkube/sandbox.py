@@ -159,7 +159,7 @@ class Sandbox:
                 raise MountError(f'unable to find volume "{mount["name"]}" for mount "{mount["mountPath"]}"')
             target = self.volumes[mount["name"]]
             if mount.get("subPath"):
-                target = target / mount["subPath"]
+                target = _sub_path(target, mount)
                 if not target.exists():
                     target.mkdir(parents=True)
             if isolated:
@@ -447,3 +447,17 @@ def _resolve(program, path, cwd, root=None):
         if directory.startswith("/") and usable(Path(directory, program)):
             return str(Path(directory, program))
     return None
+
+
+def _sub_path(volume, mount):
+    """The host directory of a mount's ``subPath`` inside ``volume``; as the kubelet does, a
+    subPath that leads out of the volume (``..``, an absolute path, a symlink to elsewhere) is
+    refused. A symlink to another folder of the same volume is followed, as there."""
+    sub = mount["subPath"]
+    target = volume / sub
+    base = os.path.realpath(volume)
+    real = os.path.realpath(target)
+    if sub.startswith("/") or ".." in sub.split("/") or not (real == base or real.startswith(base + os.sep)):
+        raise MountError(f'failed to prepare subPath for volumeMount "{mount["name"]}": subpath '
+                         f'"{sub}" is not within the volume')
+    return target

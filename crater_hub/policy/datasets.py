@@ -4,8 +4,9 @@ Pure code, like the rest of the policy: the records (catalog entries from config
 datasets from the database) are looked up by the caller and handed in as :class:`Dataset`
 values, so a server spawn, a job submit and a queued job's dispatch decide the same way.
 
-A request's ``datasets`` is a list of references: ``owner/name`` for a user's dataset, the bare
-name for a catalog one. Each becomes a :class:`Mount`: a ``subPath`` into a claim, mounted at
+A request's ``datasets`` is a list of references: ``owner/name`` for a user's dataset,
+``@group/name`` for a dataset of a JupyterHub group (the ``@`` keeps group references apart from
+user names: a user name starting with ``@`` owns no datasets), the bare name for a catalog one. Each becomes a :class:`Mount`: a ``subPath`` into a claim, mounted at
 ``/datasets/<name>`` (``/datasets/<owner>/<name>`` when two chosen datasets share a name),
 ``readOnly`` unless the dataset is editable *and* this user may edit it. Mounts are added to a
 pod as entries of their own (:func:`pod_volumes`), never replacing the home volume.
@@ -41,8 +42,9 @@ class DatasetRefused(Exception):
 class Dataset:
     """A dataset as the policy sees it: where it lives and who may use and edit it.
 
-    ``owner``: None for a catalog dataset; ``access``: who may mount it besides the owner (a
-    catalog entry's allowed users/groups, a user's shares; ``public`` for everyone)."""
+    ``owner``: None for a catalog dataset, ``@group`` for a group's (every member may use it,
+    and edit it when editable); ``access``: who may mount it besides the owner (a catalog
+    entry's allowed users/groups, a user's shares; ``public`` for everyone)."""
 
     name: str
     claim: str
@@ -59,8 +61,20 @@ class Dataset:
     def ref(self):
         return self.name if self.owner is None else f"{self.owner}/{self.name}"
 
+    @property
+    def group(self):
+        """The owning group's name for a group dataset, else None."""
+        return group_of(self.owner)
+
+    def owned_by(self, user, groups):
+        """Whether ``user`` owns it: theirs, or a dataset of a group they are a member of."""
+        if self.owner is None:
+            return False
+        group = self.group
+        return group in groups if group is not None else self.owner == user
+
     def may_use(self, user, groups, admin=False):
-        if admin or self.owner == user or self.public:
+        if admin or self.public or self.owned_by(user, groups):
             return True
         if self.owner is None:  # catalog: an entry with no restriction is everyone's
             return self.access.allows(user, groups)
@@ -71,7 +85,7 @@ class Dataset:
             return False
         if self.owner is None:
             return self.may_use(user, groups, admin)
-        return admin or self.owner == user
+        return admin or self.owned_by(user, groups)
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,30 @@ class Choices:
     admin: bool = False
 
 
+GROUP_PREFIX = "@"
+
+
+def group_of(owner):
+    """``@ml-staff`` -> ``ml-staff``; a user's name (or None) -> None."""
+    if owner and owner.startswith(GROUP_PREFIX):
+        return owner[len(GROUP_PREFIX):]
+    return None
+
+
+def group_owner(group):
+    """The owner of a group's datasets as references show it: ``@<group>``."""
+    return GROUP_PREFIX + group
+
+
+def check_group(value, where="group"):
+    """A JupyterHub group name usable in a reference ``@<group>/<name>`` and a URL segment."""
+    if not isinstance(value, str) or not value or len(value) > 255 or value in (".", "..") or \
+            any(c.isspace() or c in "/\0\\,@" for c in value):
+        raise DatasetRefused(f"{where} must be the name of a JupyterHub group (no '/', ',', '@' "
+                             f"or spaces, at most 255 characters), got {value!r}")
+    return value
+
+
 def check_name(value, where="name"):
     if not isinstance(value, str) or not NAME.match(value):
         raise DatasetRefused(f"{where} must be lowercase letters, digits and '-', starting and "
@@ -130,7 +168,8 @@ def requested(value, max_per_request):
         value = [value] if value else []
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise DatasetRefused("datasets must be a list of dataset references: 'owner/name' for a "
-                             "user's dataset, the bare name for a catalog one")
+                             "user's dataset, '@group/name' for a group's, the bare name for a "
+                             "catalog one")
     if len(value) > max_per_request:
         raise DatasetRefused(f"datasets names {len(value)} datasets; at most {max_per_request} "
                              "are allowed in one request")
@@ -141,11 +180,16 @@ def requested(value, max_per_request):
             ok = bool(NAME.match(parts[0]))
         else:
             owner = parts[0]
-            ok = len(parts) == 2 and 0 < len(owner) <= 255 and owner not in (".", "..") and \
+            ok = len(parts) == 2 and 0 < len(owner) <= 256 and owner not in (".", "..") and \
                 not any(c.isspace() or c in "\0\\" for c in owner) and bool(NAME.match(parts[1]))
+            if ok and group_of(owner) is not None:
+                try:
+                    check_group(group_of(owner))
+                except DatasetRefused:
+                    ok = False
         if not ok:
             raise DatasetRefused(f"datasets entry {ref!r} is not a dataset reference: use "
-                                 "'owner/name' or a catalog dataset's name")
+                                 "'owner/name', '@group/name' or a catalog dataset's name")
         if ref not in refs:
             refs.append(ref)
     return tuple(refs)
@@ -178,11 +222,14 @@ def volume_name(claim):
 def pod_volumes(mounts_, own_space=None):
     """``(volumes, volume_mounts)``: dicts keyed by name, as z2jh builds KubeSpawner's, to merge
     next to the home volume. ``own_space``: ``(claim, sub_path, mount_path)`` of the user's own
-    space, mounted writable (servers only)."""
+    space, or a list of them (their own and their groups' spaces), mounted writable (servers
+    only)."""
     volumes, volume_mounts = {}, {}
     entries = [(m.claim, m.sub_path, m.mount_path, m.read_only) for m in mounts_]
-    if own_space:
-        entries.append((*own_space, False))
+    if own_space and isinstance(own_space[0], str):
+        own_space = [own_space]
+    for space in own_space or ():
+        entries.append((*space, False))
     for i, (claim, sub_path, mount_path, read_only) in enumerate(entries):
         name = volume_name(claim)
         volumes[name] = {"name": name, "persistentVolumeClaim": {"claimName": claim}}
@@ -233,12 +280,29 @@ def parse_catalog(entries, where="Crater.datasets_catalog", default_claim=""):
     return out
 
 
-def user_space(owner):
-    """``users/<owner>``: the space of a user's datasets in the data volume; a user name that is
-    not a safe path component gets a readable prefix and a hash, so two users never share one."""
+def _safe(name):
+    """A safe path component for a user or group name: itself when plain, else a readable
+    prefix and a hash, so two names never share one folder."""
     import hashlib
 
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", owner or "") and ".." not in owner:
-        return f"users/{owner}"
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", owner or "").strip("-.")[:60]
-    return f"users/{safe or 'u'}--{hashlib.sha256((owner or '').encode()).hexdigest()[:10]}"
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or "") and ".." not in name:
+        return name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name or "").strip("-.")[:60]
+    return f"{safe or 'u'}--{hashlib.sha256((name or '').encode()).hexdigest()[:10]}"
+
+
+def user_space(owner):
+    """``users/<owner>``: the space of a user's datasets in the data volume."""
+    return f"users/{_safe(owner)}"
+
+
+def group_space(group):
+    """``groups/<group>``: the space of a group's datasets in the data volume."""
+    return f"groups/{_safe(group)}"
+
+
+def space_of(owner):
+    """The space of ``owner``'s datasets: ``@group`` -> ``groups/<group>``, a user's name ->
+    ``users/<name>``."""
+    group = group_of(owner)
+    return group_space(group) if group is not None else user_space(owner)

@@ -117,7 +117,7 @@ class CraterSpawner(KubeSpawner):
             keys = {k for p in profiles for k in p.kubespawner_override}
             self._crater_baseline = shaping.snapshot(self, keys)
         shaping.apply(self, spec, self._crater_baseline)
-        shaping.add_datasets(self, spec.datasets, own_space(self.crater, self.user.name))
+        shaping.add_datasets(self, spec.datasets, own_space(self.crater, self.user.name, groups))
 
     @staticmethod
     def _check_capacity(spec, inventory):

@@ -454,3 +454,29 @@ async def test_readiness_probes_hold_ready_until_the_server_answers(any_kube):
     assert ready(running) == "False" and early["http"] is False and early["tcp"] is False
     await wait_for(lambda: ready(get_pod(kube, "web")) == "True", timeout=10, message="Ready after the server starts")
     assert all(c["ready"] for c in get_pod(kube, "web")["status"]["containerStatuses"])
+
+
+@pytest.mark.asyncio
+async def test_a_subpath_is_made_when_missing_and_may_not_lead_out_of_its_volume(kube, tmp_path):
+    kube.store.create(res(kube.lk, "persistentvolumeclaims"), {"metadata": {"name": "spaces"}, "spec": {
+        "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}, "default")
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "spaces"}}]
+    made = [{"name": "data", "mountPath": "/data", "subPath": "users/ada/new"}]
+    make_pod(kube, "maker", [sh("main", "echo hi > /data/f", volumeMounts=made)], volumes=volumes,
+             restartPolicy="Never")
+    await wait_phase(kube, "maker", "Succeeded")
+    claim = kube.lk.state_dir / "volumes" / "default" / "spaces"
+    assert (claim / "users" / "ada" / "new" / "f").read_text() == "hi\n"
+
+    outside = tmp_path / "host-secrets"
+    outside.mkdir()
+    (claim / "users" / "ada" / "escape").symlink_to(outside)
+    for name, sub in (("through-link", "users/ada/escape"), ("dot-dot", "users/../../x")):
+        mounts = [{"name": "data", "mountPath": "/data", "subPath": sub}]
+        make_pod(kube, name, [sh("main", "true", volumeMounts=mounts)], volumes=volumes,
+                 restartPolicy="Never")
+        await wait_for(lambda name=name, sub=sub: ("FailedMount", "Warning", (
+            f'failed to prepare subPath for volumeMount "data": subpath "{sub}" is not within the volume'))
+            in pod_events(kube, name))
+        assert get_pod(kube, name)["status"]["phase"] == "Pending"
+    assert not (tmp_path / "x").exists()
