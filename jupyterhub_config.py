@@ -12,7 +12,9 @@ import yaml
 from traitlets.config import Config
 
 import crater_hub
-from crater_hub.embedded import pod_reachable_ip, proxy_command, start_embedded_cluster
+from crater_hub.embedded import (
+    pod_reachable_ip, proxy_command, start_embedded_cluster, start_embedded_registry,
+)
 from crater_hub.kube.client import cluster_configured
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -23,6 +25,9 @@ state_dir.mkdir(parents=True, exist_ok=True)
 embedded = not cluster_configured()
 if embedded:
     start_embedded_cluster(state_dir / "localkube")
+    # Image commits push to Debian's docker-registry on 127.0.0.1 (htpasswd auth), kept next to
+    # the hub's state; without the program, commits are off and the UI says why.
+    start_embedded_registry(c, state_dir / "registry")
 
 # Accelerators, profiles and quotas: a YAML (or JSON) file of config sections ("Crater: {...}")
 # named by CRATER_CONFIG_FILE; on the embedded demo cluster, by default, the demo profiles that
