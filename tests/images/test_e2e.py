@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from crater_hub.images.local_registry import PUSH_USER
+from crater_hub.images.registry import RegistryClient
 from tests.e2e.hub import api_request, request_spawn, spawn, stop_all_servers, stop_server
 from tests.helpers import wait_for
 from tests.queue.helpers import logs, submit, wait_state
-
-from crater_hub.images.local_registry import PUSH_USER
-from crater_hub.images.registry import RegistryClient
 
 KUBECTL = Path(sysconfig.get_path("scripts")) / "kubectl"
 FILE = "/opt/crater-e2e/hello.txt"
@@ -135,3 +134,96 @@ async def test_save_a_server_start_a_server_and_a_job_from_it_share_with_a_group
     out = await kubectl(images_cluster, "exec", "-n", "default", await pod_of(images_cluster, bob),
                         "-c", "notebook", "--", "cat", FILE)
     assert out.strip() == "made-by-alice"
+
+
+async def test_refusals_at_the_request_and_commits_that_fail(images_hub, images_cluster, registry, users):
+    carol, carol_token = await users("carol")
+    dave, dave_token = await users("dave")
+    await spawn(images_hub, carol, {"profile": "cpu"})
+    commits = "crater/images/commits"
+
+    # another user's server: it does not exist for dave; a stopped (unknown) server of one's own: 404/409
+    r = await api_request(images_hub, commits, "POST", {"server": "", "name": "x", "tag": "v1", "user": carol},
+                          token=dave_token)
+    assert r.code == 404, r
+    r = await api_request(images_hub, commits, "POST", {"server": "nope", "name": "x", "tag": "v1"}, token=dave_token)
+    assert r.code == 404, r  # no such server
+    await spawn(images_hub, dave, {"profile": "cpu"})
+    await stop_server(images_hub, dave)
+    r = await api_request(images_hub, commits, "POST", {"server": "", "name": "x", "tag": "v1"}, token=dave_token)
+    assert r.code == 409 and "not running" in r.data["message"], r
+
+    # names and tags that are not valid references
+    for body, field in (({"name": "Bad Name", "tag": "v1"}, "name"), ({"name": "ok", "tag": "-v1"}, "tag"),
+                        ({"name": "ok", "tag": "v1", "colour": "red"}, "colour")):
+        r = await api_request(images_hub, commits, "POST", {"server": "", **body}, token=carol_token)
+        assert r.code == 400 and field in r.data["message"], r
+
+    # over the size cap (20Mi on this hub): failed, with both sizes
+    await in_server(images_cluster, carol, "mkdir -p /opt/big && head -c 26214400 /dev/urandom > /opt/big/blob")
+    r = await api_request(images_hub, commits, "POST", {"server": "", "name": "big", "tag": "v1"}, token=carol_token)
+    assert r.code == 201, r
+    done, _ = await follow_commit(images_hub, carol_token, r.data["id"])
+    assert done["state"] == "failed" and done["reason"] == "too_large", done
+    assert "25.0 MiB" in done["message"] and "20.0 MiB limit" in done["message"], done
+    await in_server(images_cluster, carol, "rm -rf /opt/big")
+
+    # the image quota (3 on this hub), checked at the request with the numbers
+    made = []
+    for i in range(3):
+        r = await api_request(images_hub, commits, "POST", {"server": "", "name": f"q{i}", "tag": "v1"},
+                              token=carol_token)
+        assert r.code == 201, r
+        done, _ = await follow_commit(images_hub, carol_token, r.data["id"])
+        assert done["state"] == "succeeded", done
+        made.append(done)
+    r = await api_request(images_hub, commits, "POST", {"server": "", "name": "q3", "tag": "v1"}, token=carol_token)
+    assert r.code == 403 and "3 images" in r.data["message"] and "of 3 allowed" in r.data["message"], r
+
+    # an image whose manifest is gone: refused at spawn and at submit with a clear message
+    gone = made[0]
+    client = RegistryClient(registry.url, PUSH_USER, registry.credentials()[PUSH_USER])
+    repository = gone["image"].split("/", 1)[1].rsplit(":", 1)[0]
+    assert await client.delete_manifest(repository, gone["digest"])
+    r = await request_spawn(images_hub, carol, {"profile": "cpu", "image": gone["image"]}, server="gone")
+    assert r.code == 400 and "no longer exists" in r.data["message"], r
+    r = await api_request(images_hub, "crater/jobs", "POST",
+                          {"command": "true", "image": gone["image"], "profile": "cpu"}, token=carol_token)
+    assert r.code == 400 and "no longer exists" in r.data["message"], r
+
+    # deleting a library image removes the entry and its manifest
+    lib = (await api_request(images_hub, "crater/images?scope=mine", token=carol_token)).data["images"]
+    entry = next(i for i in lib if i["image"] == made[1]["image"])
+    r = await api_request(images_hub, f"crater/images/{entry['id']}", "DELETE", token=dave_token)
+    assert r.code == 404, r
+    r = await api_request(images_hub, f"crater/images/{entry['id']}", "DELETE", token=carol_token)
+    assert r.code == 200 and r.data["manifest_deleted"] is True, r
+    assert await client.head_manifest(repository.rsplit("/", 1)[0] + "/q1", "v1") is None
+
+
+async def test_a_push_the_registry_refuses_fails_with_its_reason_and_leaves_no_library_entry(
+        images_dir, images_cluster, registry, users):
+    from tests.e2e.conftest import DEMO_CRATER
+    from tests.e2e.hub import HubProcess
+
+    from .conftest import registry_args
+
+    args = [a if not a.startswith("--CraterImages.push_password=") else "--CraterImages.push_password=wrong"
+            for a in registry_args(registry)]
+    hub = HubProcess(images_dir / "hub-wrong-password", images_cluster.kubeconfig, slow_spawn_timeout=10,
+                     env={"CRATER_CONFIG_FILE": str(DEMO_CRATER)}, extra_args=args).start()
+    try:
+        name = f"erin-{int(time.time() * 1000) % 100000}"
+        assert (await api_request(hub, f"users/{name}", "POST")).code == 201
+        token = (await api_request(hub, f"users/{name}/tokens", "POST", {"note": "t"})).data["token"]
+        await spawn(hub, name, {"profile": "cpu"})
+        r = await api_request(hub, "crater/images/commits", "POST", {"server": "", "name": "n", "tag": "v1"},
+                              token=token)
+        assert r.code == 201, r
+        done, _ = await follow_commit(hub, token, r.data["id"])
+        assert done["state"] == "failed" and done["reason"] == "registry_refused", done
+        assert "refused the credentials (HTTP 401" in done["message"], done
+        assert (await api_request(hub, "crater/images?scope=mine", token=token)).data["images"] == []
+        await stop_all_servers(hub, name)
+    finally:
+        hub.stop()
