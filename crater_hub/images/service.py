@@ -227,13 +227,14 @@ class ImageService:
                 "metadata": {"name": s.pull_secret_name, "namespace": namespace,
                              "labels": {"app.kubernetes.io/managed-by": "crater-hub", "crater.io/kind": "image-pull"}},
                 "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
-        core = shared_client("CoreV1Api")
         try:
-            await core.create_namespaced_secret(namespace, body)
+            await shared_client("CoreV1Api").create_namespaced_secret(namespace, body)
         except ApiException as e:
             if e.status != 409:
                 raise
-            await core.replace_namespaced_secret(s.pull_secret_name, namespace, body)
+            # replace = delete + create: the chart's hub Role grants those on secrets, not update
+            await shared_client("CoreV1Api").delete_namespaced_secret(s.pull_secret_name, namespace)
+            await shared_client("CoreV1Api").create_namespaced_secret(namespace, body)
         self._pull_secrets.add(namespace)
 
     # -- commits -------------------------------------------------------------------------------

@@ -227,3 +227,52 @@ async def test_a_push_the_registry_refuses_fails_with_its_reason_and_leaves_no_l
         await stop_all_servers(hub, name)
     finally:
         hub.stop()
+
+
+async def test_commit_and_push_time_for_50_mib_of_changes(images_hub, images_cluster, users, capsys):
+    """The note's number: a server with 50 MiB of new files (random, so gzip cannot shrink them),
+    from the POST to ``succeeded``; then a commit of that image's server (layers stack)."""
+    name, token = await users("measure")
+    await spawn(images_hub, name, {"profile": "cpu"})
+    await in_server(images_cluster, name, "mkdir -p /opt/data && head -c 52428800 /dev/urandom > /opt/data/blob")
+    began = time.monotonic()
+    r = await api_request(images_hub, "crater/images/commits", "POST",
+                          {"server": "", "name": "fifty", "tag": "v1"}, token=token)
+    done, _ = await follow_commit(images_hub, token, r.data["id"])
+    seconds = time.monotonic() - began
+    assert done["state"] == "succeeded", done
+    assert done["size"] > 50 * 2**20
+    # a commit of a commit: the new image has the first one's layer and its own on top
+    await stop_all_servers(images_hub, name)
+    await spawn(images_hub, name, {"profile": "cpu", "image": done["image"]}, server="second")
+    pod = (await kubectl(images_cluster, "get", "pods", "-n", "default", "-l",
+                         f"hub.jupyter.org/username={name}", "-o", "name")).split()[0].split("/", 1)[1]
+    await kubectl(images_cluster, "exec", "-n", "default", pod, "-c", "notebook", "--", "sh", "-c",
+                  "echo second > /opt/second.txt && rm /opt/data/blob")
+    r = await api_request(images_hub, "crater/images/commits", "POST",
+                          {"server": "second", "name": "fifty", "tag": "v2"}, token=token)
+    second, _ = await follow_commit(images_hub, token, r.data["id"])
+    assert second["state"] == "succeeded", second
+    from crater_hub.images.registry import RegistryClient, split_image
+    from crater_hub.images.local_registry import PUSH_USER
+    _, repository, _ = split_image(second["image"])
+    reg = images_hub.extra_args[0].split("=", 1)[1]
+    password = next(a for a in images_hub.extra_args if a.startswith("--CraterImages.push_password=")).split("=", 1)[1]
+    manifest, _, _ = await RegistryClient(reg, PUSH_USER, password).get_manifest(repository, "v2")
+    assert len(manifest["layers"]) == 2 and manifest["layers"][1]["size"] < 2**20  # a whiteout, not 50 MiB
+    with capsys.disabled():
+        print(f"\ncommit+push of 50 MiB of changes (embedded default, localkube + docker-registry): "
+              f"{seconds:.2f}s; image size {done['size']} bytes")
+
+
+async def test_the_notebook_client_commits_and_lists(images_hub, users):
+    from crater_hub.client import Client
+
+    name, token = await users("client")
+    await spawn(images_hub, name, {"profile": "cpu"})
+    client = Client(api_url=images_hub.api_url, token=token)
+    commit = await asyncio.to_thread(client.commit, "from-client", "v1", server="", wait=True, timeout=120)
+    assert commit.state == "succeeded" and commit.digest.startswith("sha256:")
+    images = await asyncio.to_thread(client.images, "mine")
+    assert [(i.name, i.tag, i.digest) for i in images] == [("from-client", "v1", commit.digest)]
+    assert "succeeded" in await asyncio.to_thread(client.commit_logs, commit.id)

@@ -79,7 +79,7 @@ def container_id(pod, container):
     """The runtime's ID of ``container`` from ``pod.status.containerStatuses`` (``containerd://``
     stripped), never found by name matching on the node; None when it is not running."""
     for status in (pod.get("status") or {}).get("containerStatuses") or ():
-        if status.get("name") == container and (status.get("state") or {}).get("running"):
+        if status.get("name") == container and "running" in (status.get("state") or {}):
             raw = status.get("containerID") or ""
             return raw.split("://", 1)[-1] or None
     return None
