@@ -8,7 +8,11 @@ import json
 import pytest
 
 from crater_hub.images.backends.base import CommitRequest
-from crater_hub.images.backends.containerd import ContainerdCommitBackend, commit_job, commit_job_name
+from crater_hub.images.backends.containerd import (
+    ContainerdCommitBackend,
+    commit_job,
+    commit_job_name,
+)
 from crater_hub.images.settings import CraterImages
 from tests.reference import k8s_validate, kubernetes_validate
 
