@@ -58,7 +58,7 @@ class ImagesAPI:
 
     def images(self, scope="all"):
         """The images you may start from: ``all``, ``mine``, ``shared``, ``public`` or ``admin``."""
-        data = self.http.request("GET", "crater/images", {"scope": scope})
+        data = self.http.request("GET", "crater/images", [("scope", scope)])
         return [Image.from_api(i) for i in data["images"]]
 
     def commit(self, name, tag="latest", *, server=None, description="", wait=False, timeout=None):
@@ -88,7 +88,7 @@ class ImagesAPI:
         while True:
             left = 20.0 if deadline is None else max(0.0, min(20.0, deadline - time.monotonic()))
             commit = Commit.from_api(self.http.request(
-                "GET", f"crater/images/commits/{commit_id}", {"wait": f"{left:.1f}"}))
+                "GET", f"crater/images/commits/{commit_id}", [("wait", f"{left:.1f}")]))
             if commit.state in COMMIT_FINAL:
                 return commit
             if deadline is not None and time.monotonic() >= deadline:

@@ -135,6 +135,36 @@ async def test_save_a_server_start_a_server_and_a_job_from_it_share_with_a_group
                         "-c", "notebook", "--", "cat", FILE)
     assert out.strip() == "made-by-alice"
 
+    # no push credential in any object outside the system namespace; the read-only pull secret is
+    # in the servers' namespace and holds the pull account
+    await no_push_credential_in_the_cluster(images_cluster, registry)
+
+
+async def no_push_credential_in_the_cluster(cluster, registry):
+    import base64
+    import json
+
+    from crater_hub.images.local_registry import PULL_USER
+
+    password = registry.credentials()[PUSH_USER]
+    secrets = {f"{PUSH_USER}:{password}", password}
+    forbidden = secrets | {base64.b64encode(x.encode()).decode() for x in secrets}
+    kinds = "pods,secrets,configmaps,jobs.batch,events,services,persistentvolumeclaims"
+    objects = json.loads(await kubectl(cluster, "get", kinds, "--all-namespaces", "-o", "json"))["items"]
+    assert objects
+    for obj in objects:
+        if obj["metadata"].get("namespace") == "crater-system":
+            continue
+        text = json.dumps(obj)
+        decoded = [base64.b64decode(v).decode(errors="replace") for v in (obj.get("data") or {}).values()]
+        for secret in forbidden:
+            assert secret not in text and not any(secret in d for d in decoded), \
+                f"{obj['kind']} {obj['metadata']['namespace']}/{obj['metadata']['name']} holds the push credential"
+    pull = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "crater-image-pull"]
+    assert [o["metadata"]["namespace"] for o in pull] == ["default"]
+    config = json.loads(base64.b64decode(pull[0]["data"][".dockerconfigjson"]))
+    assert config["auths"][registry.host]["username"] == PULL_USER
+
 
 async def test_refusals_at_the_request_and_commits_that_fail(images_hub, images_cluster, registry, users):
     carol, carol_token = await users("carol")
