@@ -88,6 +88,8 @@ class LocalkubeCommitBackend(CommitBackend):
                                    f"{human_size(info['limit'])} limit per commit: remove files outside the "
                                    "home (or move them into it) and save again")
             if proc.returncode:
+                if not upper.is_dir():  # the pod went away while its layer was being taken
+                    raise CommitFailed("server_stopped", "the server stopped during the commit; start it and save again")
                 raise CommitFailed("runtime_error", f"taking the layer failed: {err.decode(errors='replace')[-500:]}")
             layer = json.loads(out)
             reporter.log(f"layer {layer['digest']}: {layer['files']} entries, {layer['size']} bytes compressed")

@@ -33,6 +33,14 @@
 
   // ---- home page: Save image ---------------------------------------------------------------
   function saveImage(root) {
+    // commits off (no registry): say why where the buttons are, and disable them
+    call("GET", "images?scope=mine").then(function (lib) {
+      if (lib.enabled) return;
+      var note = el("p", lib.disabled_reason, "alert alert-warning");
+      note.setAttribute("data-crater-disabled", "");
+      root.insertBefore(note, root.children[1]);
+      root.querySelectorAll("[data-crater-save]").forEach(function (b) { b.disabled = true; });
+    });
     var form = document.getElementById("crater-save-form");
     var error = form.querySelector("[data-crater-error]");
     var progress = form.querySelector("[data-crater-progress]");
