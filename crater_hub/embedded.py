@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .gpus import prometheus_server
+from .images.local_registry import MISSING, PULL_USER, PUSH_USER, LocalRegistry, registry_binary
 from .localkube import LocalKubeProcess
 from .localkube.network import read_network_file
 
@@ -54,6 +55,22 @@ def run_embedded_prometheus(c, state_dir, cluster, port=None, scrape_interval=5.
     c.Crater.prometheus_url = url
     c.Crater.prometheus_scrape_interval = scrape_interval
     return url
+
+
+def start_embedded_registry(c, state_dir):
+    """Start the embedded registry (Debian's docker-registry) under ``state_dir`` and point
+    ``c.CraterImages`` at it; stopped with the hub. Without the program, commits are off and
+    ``c.CraterImages.disabled_reason`` says why (the UI shows it)."""
+    if registry_binary() is None:
+        c.CraterImages.disabled_reason = MISSING
+        return None
+    registry = LocalRegistry(state_dir).start()
+    atexit.register(registry.stop)
+    creds = registry.credentials()
+    c.CraterImages.registry_url = registry.url
+    c.CraterImages.push_username, c.CraterImages.push_password = PUSH_USER, creds[PUSH_USER]
+    c.CraterImages.pull_username, c.CraterImages.pull_password = PULL_USER, creds[PULL_USER]
+    return registry
 
 
 def use_kubeconfig(path):

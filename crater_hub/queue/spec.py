@@ -135,13 +135,14 @@ def _env(value, accelerators):
 
 
 def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image,
-            default_runtime, max_runtime, datasets=None):
+            default_runtime, max_runtime, datasets=None, extra_images=()):
     """Check a submission for ``owner`` (in ``groups``) and return its :class:`JobSpec`.
 
     ``profiles``: the parsed ``Crater.profiles``; ``catalog``: slug -> Accelerator in force;
     ``priorities``: the parsed priority classes; ``default_image``: what a job runs when its
     profile lists no image; ``datasets``: the :class:`~crater_hub.policy.datasets.Choices` for
-    the body's ``datasets`` (None: none are configured).
+    the body's ``datasets`` (None: none are configured); ``extra_images``: the library images the
+    owner may use.
     """
     if not isinstance(body, dict):
         raise JobError("the request body must be a JSON object with at least a command")
@@ -164,7 +165,7 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
     request = {key: body[key] for key in workload_mod.OPTION_NAMES if key in body}
     try:
         spec = workload_mod.resolve(request, profiles, owner, groups, catalog, default_image,
-                                    datasets=datasets)
+                                    datasets=datasets, extra_images=extra_images)
     except workload_mod.PolicyError as e:
         raise JobError(e.message, 403 if e.status == 403 else 400) from None
 

@@ -5,6 +5,8 @@ from traitlets import default
 
 from ..config import Crater
 from ..datasets.choices import choices_for, own_space, usable
+from ..images.access import library_choices, prepare_image, usable_images
+from ..images.service import ImageError
 from ..kube.inventory import shared_inventory
 from ..policy import workload
 from ..policy.ledger import SERVER, Holding
@@ -81,7 +83,14 @@ class CraterSpawner(KubeSpawner):
         groups = [g.name for g in self.user.groups]
         usage = self.crater.ledger.usage(self.user.name)
         quota = self.crater.quota_policy().for_user(groups, self.user.admin)
-        return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
+        model = offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
+        library = await library_choices(self.user.name, groups)
+        if library:  # every profile offers them, after its own images (or its default image)
+            configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
+            for profile in model["profiles"]:
+                own = profile["images"] or [{"slug": "default", "display_name": "Default image", "image": configured}]
+                profile["images"] = [*own, *library]
+        return model
 
     async def _render_crater_form(self, spawner):
         groups = [g.name for g in self.user.groups]
@@ -96,10 +105,12 @@ class CraterSpawner(KubeSpawner):
         groups = [g.name for g in self.user.groups]
         options = self.user_options if isinstance(self.user_options, dict) else {}
         datasets = await choices_for(self.crater, options.get("datasets"), self.user.admin)
+        library = await usable_images(self.user.name, groups)
         try:
             configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
             spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog,
-                                    default_image=configured, datasets=datasets)
+                                    default_image=configured, datasets=datasets,
+                                    extra_images=library)
             # no await from here to the reservation: on the event loop, the check and the
             # record are one step for concurrent spawns and the queue's admissions
             self._check_capacity(spec, inventory)
@@ -108,6 +119,11 @@ class CraterSpawner(KubeSpawner):
                                              Holding.of(SERVER, spec), quota)
             if why:
                 raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
+            if spec.image in library:
+                try:
+                    await prepare_image(spec.image, self.namespace)
+                except ImageError as e:
+                    raise workload.PolicyError(e.message, status=e.status) from None
             self.crater_spec = spec
         except workload.PolicyError as e:
             self._release()
