@@ -6,6 +6,7 @@ start; ``python -m crater_hub.db.migrate URL`` does the same by hand.
 """
 
 import sys
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,8 @@ from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "crater_alembic_version"
 SCRIPTS = Path(__file__).with_name("migrations")
+#: the queue and the image library each migrate at start, on their own worker threads
+_upgrade_lock = threading.Lock()
 
 
 def alembic_config(connection=None):
@@ -25,8 +28,8 @@ def alembic_config(connection=None):
 
 
 def upgrade(engine, revision="head"):
-    """Bring the database of ``engine`` to ``revision`` (idempotent)."""
-    with engine.begin() as connection:
+    """Bring the database of ``engine`` to ``revision`` (idempotent; one at a time per process)."""
+    with _upgrade_lock, engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
 
 

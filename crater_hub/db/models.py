@@ -1,11 +1,24 @@
-"""SQLAlchemy 2 models of crater_hub's state that must survive restarts: jobs and their history.
+"""SQLAlchemy 2 models of crater_hub's state that must survive restarts: jobs and their history,
+library images and image commits.
 
 Times are naive UTC, as JupyterHub's ORM stores them; :func:`isotime` renders them for the API.
 """
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -105,3 +118,57 @@ class JobTransition(Base):
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="transitions")
+
+
+class Image(Base):
+    """A library image: a commit's result or an import. Admin images come from config, not here."""
+
+    __tablename__ = "crater_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(128))
+    #: the full reference a pod or job names (``<registry>/<repository>:<tag>``)
+    reference: Mapped[str] = mapped_column(String(1024))
+    digest: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: "commit" or "import"
+    source: Mapped[str] = mapped_column(String(16))
+    #: commit: {"server": ..., "commit": id}; import: {"reference": what the user gave}
+    source_detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    shared_users: Mapped[list] = mapped_column(JSON, default=list)
+    shared_groups: Mapped[list] = mapped_column(JSON, default=list)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_crater_images_owner", "owner"),)
+
+
+class ImageCommit(Base):
+    """One commit of a running server: pending → committing → pushing → succeeded | failed."""
+
+    __tablename__ = "crater_image_commits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    #: who asked (an admin may commit another user's server)
+    requester: Mapped[str] = mapped_column(String(255))
+    server: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    reference: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[str | None] = mapped_column(String(100))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    image_id: Mapped[int | None] = mapped_column(Integer)
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_crater_image_commits_owner", "owner"),)

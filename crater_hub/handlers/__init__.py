@@ -9,9 +9,9 @@ administrators get). Adding a room is adding its module to
 ``ROOMS``; ``setup`` never needs to change.
 """
 
-from . import capacity, job_pages, jobs, pages
+from . import capacity, images, job_pages, jobs, pages
 
-ROOMS = (capacity, pages, job_pages, jobs)
+ROOMS = (capacity, pages, job_pages, jobs, images)
 
 
 def default_handlers():

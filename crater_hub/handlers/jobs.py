@@ -14,6 +14,8 @@ from jupyterhub.user import User
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..images.access import prepare_image, usable_images
+from ..images.service import ImageError
 from ..kube.inventory import shared_inventory
 from ..queue import spec as spec_mod
 from ..queue.service import FINAL, STATES
@@ -75,17 +77,23 @@ class JobListAPIHandler(JobsBase):
         inventory = shared_inventory(crater.accelerator_catalog())
         await inventory.ready(timeout=30)
         groups = [g.name for g in user.groups]
+        library = await usable_images(user.name, groups)
         try:
             spec = spec_mod.resolve(
                 body, owner=user.name, groups=groups, profiles=crater.profile_list(),
                 catalog={a.slug: a for a in inventory.accelerators()},
                 priorities=crater.priority_classes(), default_image=self._default_image(crater),
                 default_runtime=min(crater.job_default_runtime, crater.job_max_runtime),
-                max_runtime=crater.job_max_runtime)
+                max_runtime=crater.job_max_runtime, extra_images=library)
             fit = inventory.fits(spec.accelerator.slug, spec.gpus) if spec.accelerator else None
             spec_mod.never_runs(spec, crater.quota_policy().for_user(groups, user.admin), fit)
         except spec_mod.JobError as e:
             self.fail(e)
+        if spec.spawn.image in library:
+            try:
+                await prepare_image(spec.spawn.image, service.namespace)
+            except ImageError as e:
+                raise web.HTTPError(e.status, e.message) from None
         pod = await job_pod.for_user(user, spec.spawn, crater.profile_list(),
                                      namespace=service.namespace, job_home=crater.job_home,
                                      workdir=spec.workdir)

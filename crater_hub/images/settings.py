@@ -30,6 +30,11 @@ class CraterImages(LoggingConfigurable):
     push_password = Unicode("", config=True, help="Its password or robot token (a Secret on z2jh).")
     pull_username = Unicode("", config=True, help="Read-only account of the servers' pull secret.")
     pull_password = Unicode("", config=True, help="Its password or robot token.")
+    pull_secret_name = Unicode(
+        "crater-image-pull", config=True,
+        help="""The read-only pull Secret (kubernetes.io/dockerconfigjson) the hub keeps in the
+        servers' namespace; servers and jobs name it in imagePullSecrets (on z2jh:
+        singleuser.image.pullSecrets).""")
     prefix = Unicode(
         "crater", config=True,
         help="""Repository prefix: a user's images are ``<registry>/<prefix>/<user>/<name>:<tag>``.""")

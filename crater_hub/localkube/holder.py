@@ -102,7 +102,19 @@ def build_view(spec):
     root = spec["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing propagates back to the host
     layer = "overlay"
-    options = f"lowerdir=/,upperdir={spec['upper']},workdir={spec['work']}"
+    # A pulled image's layers lie over the host's root (topmost first), as an image's over its
+    # base. Overlay refuses a lower directory below another lower one (ELOOP: the layers are
+    # under "/"), so "/" enters through an overlay of its own (another filesystem), never written.
+    bottom = "/"
+    if spec.get("lowers"):
+        sandbox = os.path.dirname(spec["upper"])
+        bottom = os.path.join(sandbox, "base")
+        base_upper, base_work = os.path.join(sandbox, "base-upper"), os.path.join(sandbox, "base-work")
+        for d in (bottom, base_upper, base_work):
+            os.makedirs(d, exist_ok=True)
+        mount("overlay", bottom, "overlay", MS_RDONLY, f"lowerdir=/,upperdir={base_upper},workdir={base_work}")
+    lowerdir = ":".join([*spec.get("lowers", ()), bottom])
+    options = f"lowerdir={lowerdir},upperdir={spec['upper']},workdir={spec['work']}"
     for d in (spec["upper"], spec["work"], root):
         os.makedirs(d, exist_ok=True)
     try:
@@ -116,7 +128,7 @@ def build_view(spec):
         for d in ("upper", "work"):
             os.makedirs(os.path.join(scratch, d), exist_ok=True)
         mount("overlay", root, "overlay", 0,
-              f"lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work")
+              f"lowerdir={lowerdir},upperdir={scratch}/upper,workdir={scratch}/work")
     mount("proc", view_path(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("sysfs", view_path(root, "/sys"), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("/dev", view_path(root, "/dev"), None, MS_BIND | MS_REC)

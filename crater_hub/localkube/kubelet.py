@@ -39,6 +39,7 @@ from .devices import device_env_for_pod
 from .errors import ApiError
 from .images import ImageTable, image_id
 from .network import NetworkError, PodNetwork
+from .pull import Puller, PullError, credentials_for, registry_host
 from .sandbox import ConfigError, MountError, Sandbox
 from .store import isotime
 
@@ -228,6 +229,17 @@ class ContainerRun:
         return out
 
 
+class PulledTable:
+    """The image table as one pod sees it: a pulled image runs its recorded base's programs."""
+
+    def __init__(self, table, pulled):
+        self.table, self.pulled = table, pulled
+
+    def lookup(self, image):
+        found = self.pulled.get(image)
+        return self.table.lookup(found.base if found else image)
+
+
 class PodRun:
     """The kubelet's record of one pod it runs."""
 
@@ -244,6 +256,8 @@ class PodRun:
         inits = pod["spec"].get("initContainers", [])
         self.containers = ([ContainerRun(c, True, False) for c in inits]
                            + [ContainerRun(c, False, bool(inits)) for c in pod["spec"]["containers"]])
+        self.images = None  # the image table, with this pod's pulled images (see Kubelet._pull)
+        self.lowers = ()  # overlay lower directories of the pod's pulled image, topmost first
         self.sandbox_ready = False
         self.init_done = not pod["spec"].get("initContainers")
         self.init_failed = False
@@ -289,6 +303,7 @@ class Kubelet(Controller):
         if self.net is None:  # controller tests on a bare store
             self.net = PodNetwork(cluster.state_dir, isolation="loopback")
         self.runs = {}  # (namespace, name) -> PodRun
+        self.puller = Puller(cluster.state_dir)
 
     @property
     def host_ip(self):
@@ -395,7 +410,7 @@ class Kubelet(Controller):
         node = self.store.find(self.nodes, None, run.node) or {}
         root = f"/proc/{run.holder.pid}/root" if run.holder else None
         return run.sandbox.view(
-            self.store, run.pod, c.spec, self.images.lookup(c.spec["image"]), ip=run.ip,
+            self.store, run.pod, c.spec, (run.images or self.images).lookup(c.spec["image"]), ip=run.ip,
             host_ip=self.host_ip, node=node, api=(self.host_ip, self.cluster.port),
             device_env=device_env_for_pod(run.pod, node), root=root)
 
@@ -404,8 +419,9 @@ class Kubelet(Controller):
     async def _start_holder(self, run):
         """Start the pod's holder and join it to the bridge; raises SandboxError."""
         spec = run.sandbox.holder_spec(
-            run.pod, self.images, ip=run.ip, prefixlen=self.net.pod_cidr.prefixlen,
+            run.pod, run.images or self.images, ip=run.ip, prefixlen=self.net.pod_cidr.prefixlen,
             gateway=self.net.gateway_ip, mask=self._masked(), shared=getattr(self.cluster, "shared_paths", ()))
+        spec["lowers"] = list(run.lowers)
         errors = run.sandbox.dir / "holder.log"
         errors.parent.mkdir(parents=True, exist_ok=True)
         err = os.open(errors, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)
@@ -458,11 +474,42 @@ class Kubelet(Controller):
 
     # -- running a pod -------------------------------------------------------------------------
 
+    async def _pull(self, run):
+        """Pull the pod's registry images (those its imagePullSecrets hold credentials for), with
+        back-off on failure as ErrImagePull; the rest are image-table entries."""
+        secrets = self.store.registry.lookup("", "v1", "secrets")
+        pulled = {}
+        for c in run.pod["spec"].get("initContainers", []) + run.pod["spec"]["containers"]:
+            image = c["image"]
+            host = registry_host(image)
+            creds = host and credentials_for(run.pod, host, lambda ns, name: self.store.find(secrets, ns, name))
+            if not creds or image in pulled:
+                continue
+            delay = self.retry_delay
+            while True:
+                self._event(run, "Pulling", f'Pulling image "{image}"')
+                began = time.monotonic()
+                try:
+                    pulled[image] = await self.puller.pull(image, creds)
+                    break
+                except (PullError, OSError, ValueError) as e:
+                    self._event(run, "Failed", f'Failed to pull image "{image}": {e}', "Warning")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60)
+            self._event(run, "Pulled", f'Successfully pulled image "{image}" in {time.monotonic() - began:.3f}s')
+        if pulled:
+            run.images = PulledTable(self.images, pulled)
+            # one mount view per pod: the first pulled image's layers are its root
+            first = next(c["image"] for c in run.pod["spec"]["containers"] + run.pod["spec"].get("initContainers", [])
+                         if c["image"] in pulled)
+            run.lowers = pulled[first].lowers
+
     async def _run_pod(self, run):
         delay = self.retry_delay
+        await self._pull(run)
         while True:
             try:
-                run.sandbox.prepare(self.store, run.pod, self.images, run.ip, self.host_ip,
+                run.sandbox.prepare(self.store, run.pod, run.images or self.images, run.ip, self.host_ip,
                                     isolated=self.net.isolated)
             except (MountError, OSError) as e:
                 self._event(run, "FailedMount", str(e), "Warning")

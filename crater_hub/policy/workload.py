@@ -79,8 +79,11 @@ def _restricted(kind, slug, access):
     return PolicyError(f"{kind} {slug!r} is restricted to {access.describe()}", status=403, reason="forbidden")
 
 
-def resolve(request, all_profiles, user_name, user_groups, accelerators, default_image=None):
+def resolve(request, all_profiles, user_name, user_groups, accelerators, default_image=None, extra_images=()):
     """Check ``request`` for this user and return the :class:`WorkloadSpec`.
+
+    ``extra_images``: references this user may run in any profile besides the profile's own
+    (the image library's images they may use: theirs, shared with them, public, admin's).
 
     ``accelerators``: slug -> Accelerator, the catalog in force (configured or discovered);
     ``default_image``: the image a workload runs when its profile lists none (the spawner's
@@ -110,7 +113,11 @@ def resolve(request, all_profiles, user_name, user_groups, accelerators, default
             raise PolicyError(f"profile {slug!r} does not exist; choose one of: "
                               f"{', '.join(p.slug for p in visible) or 'none'}")
     full = next(p for p in all_profiles if p.slug == profile.slug)
-    image = _image(options.get("image"), profile, full, default_image)
+    choice = options.get("image")
+    if isinstance(choice, str) and choice in extra_images:
+        image = choice
+    else:
+        image = _image(choice, profile, full, default_image)
     accelerator, gpus = _accelerator(options, profile, full, accelerators)
     return WorkloadSpec(
         profile=profile.slug, image=image,

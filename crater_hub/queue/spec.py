@@ -132,12 +132,12 @@ def _env(value, accelerators):
 
 
 def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image,
-            default_runtime, max_runtime):
+            default_runtime, max_runtime, extra_images=()):
     """Check a submission for ``owner`` (in ``groups``) and return its :class:`JobSpec`.
 
     ``profiles``: the parsed ``Crater.profiles``; ``catalog``: slug -> Accelerator in force;
     ``priorities``: the parsed priority classes; ``default_image``: what a job runs when its
-    profile lists no image.
+    profile lists no image; ``extra_images``: the library images the owner may use.
     """
     if not isinstance(body, dict):
         raise JobError("the request body must be a JSON object with at least a command")
@@ -159,7 +159,7 @@ def resolve(body, *, owner, groups, profiles, catalog, priorities, default_image
 
     request = {key: body[key] for key in workload_mod.OPTION_NAMES if key in body}
     try:
-        spec = workload_mod.resolve(request, profiles, owner, groups, catalog, default_image)
+        spec = workload_mod.resolve(request, profiles, owner, groups, catalog, default_image, extra_images)
     except workload_mod.PolicyError as e:
         raise JobError(e.message, 403 if e.status == 403 else 400) from None
 

@@ -4,6 +4,8 @@ from kubespawner import KubeSpawner
 from traitlets import default
 
 from ..config import Crater
+from ..images.access import prepare_image, usable_images
+from ..images.service import ImageError
 from ..kube.inventory import shared_inventory
 from ..policy import workload
 from ..policy.ledger import SERVER, Holding
@@ -89,10 +91,11 @@ class CraterSpawner(KubeSpawner):
             return await super().load_user_options()
         profiles, inventory, catalog = await self._context()
         groups = [g.name for g in self.user.groups]
+        library = await usable_images(self.user.name, groups)
         try:
             configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
             spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog,
-                                    default_image=configured)
+                                    default_image=configured, extra_images=library)
             # no await from here to the reservation: on the event loop, the check and the
             # record are one step for concurrent spawns and the queue's admissions
             self._check_capacity(spec, inventory)
@@ -101,6 +104,11 @@ class CraterSpawner(KubeSpawner):
                                              Holding.of(SERVER, spec), quota)
             if why:
                 raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
+            if spec.image in library:
+                try:
+                    await prepare_image(spec.image, self.namespace)
+                except ImageError as e:
+                    raise workload.PolicyError(e.message, status=e.status) from None
             self.crater_spec = spec
         except workload.PolicyError as e:
             self._release()

@@ -1,0 +1,1 @@
+"""Commit engines: one contract (:mod:`.base`), one implementation per runtime."""
