@@ -27,7 +27,9 @@ if embedded:
     start_embedded_cluster(state_dir / "localkube")
     # Image commits push to Debian's docker-registry on 127.0.0.1 (htpasswd auth), kept next to
     # the hub's state; without the program, commits are off and the UI says why.
-    start_embedded_registry(c, state_dir / "registry")
+    if start_embedded_registry(c, state_dir / "registry"):
+        # servers and jobs name the read-only pull secret the hub keeps in their namespace
+        c.KubeSpawner.image_pull_secrets = ["crater-image-pull"]
 
 # Accelerators, profiles and quotas: a YAML (or JSON) file of config sections ("Crater: {...}")
 # named by CRATER_CONFIG_FILE; on the embedded demo cluster, by default, the demo profiles that

@@ -5,6 +5,8 @@
     job = client.wait(job.id, timeout=3600)
     print(job.state, job.exit_code)
     print(client.logs(job.id, tail=50))
+    client.commit("my-env", "v1", wait=True)   # save this server as an image
+    client.images()                            # the images you may start from
 
 Inside a JupyterHub single-user server the functions authenticate with the server's own
 ``JUPYTERHUB_API_TOKEN`` at ``JUPYTERHUB_API_URL``; elsewhere, build a
@@ -17,11 +19,12 @@ crater_hub on its path can use it (``pip install --no-deps crater-hub`` is enoug
 """
 
 from ._http import CraterError, CraterTimeout
+from ._images import Commit, Image
 from ._jobs import FINAL_STATES, STATES, Client, Job, Transition
 
 __all__ = [
-    "Client", "CraterError", "CraterTimeout", "FINAL_STATES", "Job", "STATES", "Transition",
-    "cancel", "events", "get", "list", "logs", "profiles", "submit", "wait",
+    "Client", "Commit", "CraterError", "CraterTimeout", "FINAL_STATES", "Image", "Job", "STATES", "Transition",
+    "cancel", "commit", "events", "get", "images", "list", "logs", "profiles", "submit", "wait",
 ]
 
 _clients = {}
@@ -76,3 +79,13 @@ def cancel(id) -> Job:  # noqa: A002
 
 def profiles():
     return _client().profiles()
+
+
+def images(scope="all"):
+    """The images you may start servers and jobs from; see :meth:`Client.images`."""
+    return _client().images(scope)
+
+
+def commit(name, tag="latest", *, server=None, description="", wait=False, timeout=None):
+    """Save this server as an image; see :meth:`Client.commit`."""
+    return _client().commit(name, tag, server=server, description=description, wait=wait, timeout=timeout)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
 from ._http import Connection, CraterError, CraterTimeout
+from ._images import ImagesAPI
 
 STATES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled", "preempted")
 # A preempted job stays preempted unless the hub requeues it (then it is queued again).
@@ -115,7 +116,7 @@ class Job:
         return self._bound().cancel(self.id)
 
 
-class Client:
+class Client(ImagesAPI):
     """The jobs API of one hub as one user.
 
     By default authenticated as the single-user server this runs in (``JUPYTERHUB_API_URL``,

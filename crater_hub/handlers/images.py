@@ -8,6 +8,7 @@ user's server, commit or image is a 404), one call to :mod:`crater_hub.images`, 
 
 import json
 
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.user import User
 from tornado import web
 
@@ -15,6 +16,7 @@ from ..images.service import ImageError
 from ..images.starter import image_service
 from ..kube.inventory import shared_inventory
 from .capacity import ADMIN, USE, CraterAPIHandler
+from .job_pages import static_url
 
 NOT_IN_IMAGE = ("The home directory and dataset mounts are not part of an image: only changes to the "
                 "server's own filesystem (packages, files outside the home) are saved.")
@@ -179,7 +181,22 @@ class CommitLogsAPIHandler(ImagesBase):
         self.write(json.dumps({"log": text}))
 
 
+class ImagesPage(BaseHandler):
+    """``/hub/crater/images``: the library and my commits, drawn by ``static/crater/images.js``."""
+
+    @web.authenticated
+    async def get(self):
+        if not self.has_scope(USE):
+            raise web.HTTPError(403, f"This page requires the {USE} scope.")
+        data = {"api_url": f"{self.hub.base_url}api/crater/", "pages_url": f"{self.hub.base_url}crater/",
+                "user": self.current_user.name}
+        html = await self.render_template("crater/images.html", crater=data,
+                                          crater_script=static_url(self.hub.base_url, "crater/images.js"))
+        self.finish(html)
+
+
 default_handlers = [
+    (r"/crater/images/?", ImagesPage),
     (r"/api/crater/images", ImageListAPIHandler),
     (r"/api/crater/images/commits", CommitListAPIHandler),
     (r"/api/crater/images/commits/([0-9]+)", CommitAPIHandler),

@@ -40,3 +40,15 @@ async def prepare_image(image, namespace):
         await service.ensure_pull_secret(namespace)
     except Exception as e:
         raise ImageError(f"the image pull secret could not be created in {namespace}: {e}", 500) from None
+
+
+async def library_choices(user, groups):
+    """The library images ``user`` may start from, as image choices of the spawn and job forms."""
+    service = await _service()
+    if service is None:
+        return []
+    usable = service.usable_references(user, groups)
+    labels = {"admin": "admin", "user": "library"}
+    return [{"slug": m["image"], "image": m["image"], "library": True,
+             "display_name": f"{m['name']}:{m['tag']} ({'mine' if m['owner'] == user else labels[m['kind']]})"}
+            for m in service.library(user, groups) if m["image"] in usable]

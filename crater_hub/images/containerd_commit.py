@@ -20,12 +20,14 @@ diff service does the part that matters. The steps:
    store), the new layer, a config (the base's, with the new diff_id and a history entry) and an
    OCI manifest under the tag.
 
-Usage (what the Job's container runs; credentials come from a mounted Secret file, never from
-arguments or the environment, which the pod spec shows)::
+Usage: the commit Job runs ``crater-commit`` (``python -m crater_hub.images.containerd_commit``)
+with its settings in the environment (``CRATER_CONTAINER_ID``, ``CRATER_TARGET``,
+``CONTAINERD_ADDRESS``, ``DOCKER_CONFIG``...: see ``--help``); credentials come only from the
+mounted Secret file (``$DOCKER_CONFIG/config.json``), never from arguments or the environment,
+which the pod spec shows. By hand::
 
-    python -m crater_hub.images.containerd_commit --address /run/containerd/containerd.sock \\
-        --container-id containerd://0123... --registry-url https://harbor.example.org \\
-        --repository crater/alice/torch --tag v1 --auth-file /var/run/crater/push/.dockerconfigjson
+    crater-commit --address /run/containerd/containerd.sock --container-id containerd://0123... \\
+        --target harbor.example.org/crater/alice/torch:v1 --auth-file ~/.docker/config.json
 
 It needs Python 3.10+, this package (tornado for the registry client) and the ``ctr`` binary
 (Debian's ``containerd`` package, or the one of the node's containerd release).
@@ -352,27 +354,64 @@ def _label(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m crater_hub.images.containerd_commit",
-                                description="Commit a containerd container's changes as an image and push it.")
-    p.add_argument("--address", default="/run/containerd/containerd.sock", help="containerd's socket")
-    p.add_argument("--namespace", default="k8s.io", help="containerd namespace (the kubelet's: k8s.io)")
-    p.add_argument("--container-id", required=True, help="from pod.status.containerStatuses[].containerID")
-    p.add_argument("--registry-url", required=True, help="the registry's API URL (http:// for a plain one)")
-    p.add_argument("--repository", required=True, help="repository path in the registry")
-    p.add_argument("--tag", required=True)
-    p.add_argument("--auth-file", default="", help="docker config JSON with the push credentials")
-    p.add_argument("--max-bytes", type=int, default=0, help="largest uncompressed layer; 0: no cap")
+    env = os.environ.get
+    docker_config = env("DOCKER_CONFIG")
+    p = argparse.ArgumentParser(
+        prog="crater-commit",
+        description="Commit a containerd container's changes as an image and push it. Every option "
+                    "has an environment variable (the commit Job sets them).")
+    p.add_argument("--address", default=env("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"),
+                   help="containerd's socket ($CONTAINERD_ADDRESS)")
+    p.add_argument("--namespace", default=env("CONTAINERD_NAMESPACE", "k8s.io"),
+                   help="containerd namespace, the kubelet's: k8s.io ($CONTAINERD_NAMESPACE)")
+    p.add_argument("--container-id", default=env("CRATER_CONTAINER_ID"),
+                   help="from pod.status.containerStatuses[].containerID ($CRATER_CONTAINER_ID)")
+    p.add_argument("--target", default=env("CRATER_TARGET"),
+                   help="host/repository:tag to push ($CRATER_TARGET)")
+    p.add_argument("--registry-url", default=env("CRATER_REGISTRY_URL"),
+                   help="the registry's API URL, http:// for a plain one ($CRATER_REGISTRY_URL; "
+                        "default https://<target's host>)")
+    p.add_argument("--repository", help="repository path in the registry (instead of --target)")
+    p.add_argument("--tag", help="(instead of --target)")
+    p.add_argument("--auth-file", default=os.path.join(docker_config, "config.json") if docker_config else "",
+                   help="docker config JSON with the push credentials ($DOCKER_CONFIG/config.json)")
+    p.add_argument("--max-bytes", type=int, default=int(env("CRATER_MAX_BYTES") or 0),
+                   help="largest uncompressed layer; 0: no cap ($CRATER_MAX_BYTES)")
     p.add_argument("--label", action="append", default=[], type=_label,
-                   help="KEY=VALUE added to the image config's labels")
-    p.add_argument("--created-by", default="", help="the history entry's created_by")
+                   help="KEY=VALUE added to the image config's labels (and $CRATER_LABELS, a JSON object)")
+    p.add_argument("--created-by", default=env("CRATER_CREATED_BY", ""), help="the history entry's created_by")
     p.add_argument("--no-pause", dest="pause", action="store_false", help="do not pause the task during the diff")
-    p.add_argument("--work-dir", default=None, help="where the layer is kept until pushed")
+    p.add_argument("--work-dir", default=None, help="where the layer is kept until pushed (default: $TMPDIR)")
     p.add_argument("--ctr", default="ctr", help="the ctr binary")
     return p
 
 
+def parse(argv=None):
+    """The options, completed: repository and tag from --target, the registry URL, the labels."""
+    p = parser()
+    args = p.parse_args(argv)
+    method = os.environ.get("CRATER_METHOD", "ctr")
+    if method != "ctr":
+        p.error(f"CRATER_METHOD={method!r}: this program commits with ctr only")
+    if not args.container_id:
+        p.error("--container-id (or $CRATER_CONTAINER_ID) is required")
+    if args.target:
+        host, args.repository, args.tag = split_image(args.target)
+        args.registry_url = args.registry_url or f"https://{host}"
+        if urlsplit(args.registry_url).netloc != host:
+            p.error(f"--registry-url {args.registry_url} is not the target's registry {host}")
+    if not (args.repository and args.tag and args.registry_url):
+        p.error("--target (or --registry-url, --repository and --tag) is required")
+    try:
+        labels = json.loads(os.environ.get("CRATER_LABELS") or "{}")
+    except ValueError:
+        p.error("$CRATER_LABELS is not a JSON object")
+    args.label = [*labels.items(), *args.label]
+    return args
+
+
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse(argv)
     try:
         Commit(args).run()
     except Failed as e:

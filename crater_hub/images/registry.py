@@ -52,6 +52,9 @@ def _reason(response, what):
         code = errors[0].get("code")
         detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
         return RegistryError(f"{what}: {detail}", response.code, code)
+    if response.code == 401:  # a HEAD has no body to say more
+        return RegistryError(f"{what}: the registry refused the credentials (HTTP 401 Unauthorized)", 401,
+                             "UNAUTHORIZED")
     return RegistryError(f"{what}: HTTP {response.code} {response.reason or ''}".rstrip(), response.code)
 
 

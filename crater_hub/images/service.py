@@ -23,8 +23,8 @@ from ..db import migrate
 from ..db.models import Image, ImageCommit, isotime, utcnow
 from ..db.session import Database
 from ..policy.images import is_reference
-from ..quantity import format_quantity, parse_quantity
-from .backends.base import CommitFailed, CommitRequest, Reporter
+from ..quantity import parse_quantity
+from .backends.base import CommitFailed, CommitRequest, Reporter, human_size
 from .registry import RegistryClient, RegistryError, split_image
 from .settings import NAME, TAG
 
@@ -64,7 +64,7 @@ def image_model(image):
     return {
         "id": str(image.id), "kind": "user", "owner": image.owner, "name": image.name, "tag": image.tag,
         "image": image.reference, "digest": image.digest, "size": image.size,
-        "size_display": format_quantity(image.size, True), "description": image.description,
+        "size_display": human_size(image.size), "description": image.description,
         "source": {"type": image.source, **(image.source_detail or {})}, "created": isotime(image.created),
         "shared_with": {"users": list(image.shared_users or []), "groups": list(image.shared_groups or [])},
         "public": image.public,
@@ -227,13 +227,14 @@ class ImageService:
                 "metadata": {"name": s.pull_secret_name, "namespace": namespace,
                              "labels": {"app.kubernetes.io/managed-by": "crater-hub", "crater.io/kind": "image-pull"}},
                 "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
-        core = shared_client("CoreV1Api")
         try:
-            await core.create_namespaced_secret(namespace, body)
+            await shared_client("CoreV1Api").create_namespaced_secret(namespace, body)
         except ApiException as e:
             if e.status != 409:
                 raise
-            await core.replace_namespaced_secret(s.pull_secret_name, namespace, body)
+            # replace = delete + create: the chart's hub Role grants those on secrets, not update
+            await shared_client("CoreV1Api").delete_namespaced_secret(s.pull_secret_name, namespace)
+            await shared_client("CoreV1Api").create_namespaced_secret(namespace, body)
         self._pull_secrets.add(namespace)
 
     # -- commits -------------------------------------------------------------------------------
@@ -269,8 +270,8 @@ class ImageService:
                 raise ImageError(f"image quota reached: {owner} has {count} images (commits in progress "
                                  f"included) of {limit_count} allowed; delete one first", 403)
             if total >= limit_bytes:
-                raise ImageError(f"image quota reached: {owner}'s images take {format_quantity(total, True)} "
-                                 f"of {format_quantity(limit_bytes, True)} allowed; delete one first", 403)
+                raise ImageError(f"image quota reached: {owner}'s images take {human_size(total)} "
+                                 f"of {human_size(limit_bytes)} allowed; delete one first", 403)
         repository = self.settings.repository(user_component(owner), name)
         reference = f"{self.settings.host}/{repository}:{tag}"
 

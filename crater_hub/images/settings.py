@@ -5,9 +5,10 @@ On z2jh they come from ``hub.config.CraterImages`` and a Secret (see docs/deploy
 embedded default ``jupyterhub_config.py`` points them at the registry it starts.
 """
 
+import os
 import re
 
-from traitlets import Dict, Integer, List, Type, Unicode, validate
+from traitlets import Dict, Integer, List, Type, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..quantity import parse_quantity
@@ -62,6 +63,24 @@ class CraterImages(LoggingConfigurable):
         Dict(), config=True,
         help="""Images every user may start from, listed in the library:
         ``{"name": "PyTorch 2.4", "image": "registry/...:tag", "description": ""}``.""")
+
+    # On z2jh the credentials come from a Secret through hub.extraEnv (docs/deploy.md): the hub
+    # holds the read-only account; the push account only where the hub itself pushes (localkube).
+    @default("push_username")
+    def _push_username(self):
+        return os.environ.get("CRATER_REGISTRY_PUSH_USERNAME", "")
+
+    @default("push_password")
+    def _push_password(self):
+        return os.environ.get("CRATER_REGISTRY_PUSH_PASSWORD", "")
+
+    @default("pull_username")
+    def _pull_username(self):
+        return os.environ.get("CRATER_REGISTRY_PULL_USERNAME", "")
+
+    @default("pull_password")
+    def _pull_password(self):
+        return os.environ.get("CRATER_REGISTRY_PULL_PASSWORD", "")
 
     @validate("max_commit_size", "max_bytes_per_user")
     def _quantity(self, proposal):

@@ -4,7 +4,7 @@ from kubespawner import KubeSpawner
 from traitlets import default
 
 from ..config import Crater
-from ..images.access import prepare_image, usable_images
+from ..images.access import library_choices, prepare_image, usable_images
 from ..images.service import ImageError
 from ..kube.inventory import shared_inventory
 from ..policy import workload
@@ -81,7 +81,14 @@ class CraterSpawner(KubeSpawner):
         groups = [g.name for g in self.user.groups]
         usage = self.crater.ledger.usage(self.user.name)
         quota = self.crater.quota_policy().for_user(groups, self.user.admin)
-        return offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
+        model = offer(profiles, inventory.capacity(), self.user.name, groups, quota, usage)
+        library = await library_choices(self.user.name, groups)
+        if library:  # every profile offers them, after its own images (or its default image)
+            configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
+            for profile in model["profiles"]:
+                own = profile["images"] or [{"slug": "default", "display_name": "Default image", "image": configured}]
+                profile["images"] = [*own, *library]
+        return model
 
     async def _render_crater_form(self, spawner):
         return form.render(await self.offer(), self.user_options or {})

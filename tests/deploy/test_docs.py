@@ -107,10 +107,11 @@ def test_offline_commands_run_as_written(checkout):
     assert "accelerators: h100 (nvidia.com/gpu)" in out  # the Kueue example's check
     # the upgrade's dry run: crater_hub's tables and version table added next to JupyterHub's
     # (untouched), at this release's head, which it prints
-    assert out[-1] == migrate.head() == "0001_jobs"
+    assert out[-1] == migrate.head() == "0005_images"
     tables, after = tables_and_versions(checkout / HUB_DB_COPY)
     assert after == {**before, migrate.VERSION_TABLE: migrate.head()}
-    assert tables - jupyterhub_tables == {migrate.VERSION_TABLE, "crater_jobs", "crater_job_transitions"}
+    assert tables - jupyterhub_tables == {migrate.VERSION_TABLE, "crater_jobs", "crater_job_transitions",
+                                              "crater_images", "crater_image_commits"}
     assert "spawner: crater_hub.spawner.CraterSpawner" in out
     assert "accelerators: l40s (nvidia.com/gpu)" in out  # from the example the docs copy
     assert "  gpu: L40S — l40s × 1, 2, 4" in out

@@ -28,6 +28,7 @@ KUEUE_QUEUES = HELM_VALUES / "examples" / "kueue-queues.yaml"
 KUEUE_VALUES = HELM_VALUES / "examples" / "kueue.yaml"
 HUB_SA = ("hub", "jhub")  # the chart's hub ServiceAccount in the namespace the docs install into
 JOBS_NS = "jhub"  # Crater.jobs_namespace empty: the servers' namespace, the release's
+COMMIT_NS = "crater-system"  # CraterImages.commit_namespace
 
 
 def documents(path):
@@ -124,6 +125,14 @@ NEEDS = {
     # visibility API; get of Workloads reads no more than list does
     "kueue": [*[(v, "kueue.x-k8s.io", "workloads", JOBS_NS) for v in ("get", "list", "watch")],
               ("get", "visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", JOBS_NS)],
+    # the image library's read-only pull Secret in the servers' namespace
+    # (crater_hub.images.service.ensure_pull_secret): create, and delete to replace it
+    "image pull secret": [(v, "", "secrets", JOBS_NS) for v in ("create", "delete")],
+    # image commits, containerd backend (crater_hub.images.backends.containerd): commit Jobs in
+    # the system namespace, their pods and logs; nothing in users' namespaces
+    "image commits": [*[(v, "batch", "jobs", COMMIT_NS) for v in ("create", "get", "list", "watch", "delete")],
+                      *[(v, "", "pods", COMMIT_NS) for v in ("get", "list", "watch")],
+                      ("get", "", "pods/log", COMMIT_NS)],
     # Ray clusters next to the notebook servers, not used yet by this release
     "kuberay": [(v, "ray.io", r, "jhub") for r in ("rayclusters", "rayjobs")
                 for v in ("create", "get", "list", "watch", "delete")],
@@ -144,6 +153,8 @@ CALLS = {
     ("BatchV1Api", "create_namespaced_job"): [("create", "batch", "jobs", JOBS_NS)],
     ("BatchV1Api", "delete_namespaced_job"): [("delete", "batch", "jobs", JOBS_NS)],
     ("CoreV1Api", "read_namespaced_pod_log"): [("get", "", "pods/log", JOBS_NS)],
+    ("CoreV1Api", "create_namespaced_secret"): [("create", "", "secrets", JOBS_NS)],
+    ("CoreV1Api", "delete_namespaced_secret"): [("delete", "", "secrets", JOBS_NS)],
     ("CoreV1Api", "read_namespaced_persistent_volume_claim"):
         [("get", "", "persistentvolumeclaims", JOBS_NS)],
     ("CoreV1Api", "create_namespaced_persistent_volume_claim"):
@@ -245,6 +256,8 @@ def test_removing_any_rule_denies_a_need(rule):
     ("get", "", "events", JOBS_NS), ("list", "", "events", None),
     ("create", "ray.io", "rayclusters", "kube-system"), ("create", "ray.io", "rayclusters", None),
     ("create", "rbac.authorization.k8s.io", "rolebindings", JOBS_NS),
+    ("create", "", "secrets", COMMIT_NS), ("get", "", "secrets", COMMIT_NS), ("list", "", "secrets", JOBS_NS),
+    ("create", "batch", "jobs", "user-alice"), ("create", "", "pods", COMMIT_NS),
 ])
 def test_the_hub_may_not(hub_may, verb, group, resource, namespace):
     assert not hub_may(verb, group, resource, namespace)

@@ -11,6 +11,8 @@ registry on 127.0.0.1.
 """
 
 import asyncio
+import base64
+import json
 import os
 
 import pytest
@@ -42,8 +44,24 @@ class Recorder(Reporter):
         return [value for kind, value in self.events if kind == "phase"]
 
 
+async def push_secret(core, registry, password=None):
+    """The push Secret of the system namespace, as the admin makes it (docs/deploy.md)."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    raw = f"{PUSH_USER}:{password or registry.credentials()[PUSH_USER]}".encode()
+    config = {"auths": {registry.host: {"auth": base64.b64encode(raw).decode()}}}
+    body = {"metadata": {"name": "crater-registry-push", "namespace": NAMESPACE},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+    try:
+        await core.create_namespaced_secret(NAMESPACE, body)
+    except ApiException as e:
+        assert e.status == 409
+        await core.replace_namespaced_secret("crater-registry-push", NAMESPACE, body)
+
+
 @pytest.fixture
-async def cluster(images_cluster, monkeypatch):
+async def cluster(images_cluster, registry, monkeypatch):
     """The API of localkube for this test's loop, the commit namespace made."""
     from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -57,22 +75,23 @@ async def cluster(images_cluster, monkeypatch):
         await core.create_namespace({"metadata": {"name": NAMESPACE}})
     except ApiException as e:
         assert e.status == 409
+    await push_secret(core, registry)
     yield core
     await stop_shared_caches()
     await close_shared_clients()
     load_configuration.cache_clear()
 
 
-def backend_for(registry, node, max_commit_size="40Gi", password=None):  # noqa: F811
+def backend_for(registry, node, max_commit_size="40Gi"):  # noqa: F811
     from crater_hub.images.backends.containerd import ContainerdCommitBackend
     from crater_hub.images.settings import CraterImages
 
     settings = CraterImages(
-        registry_url=registry.url, push_username=PUSH_USER,
-        push_password=password or registry.credentials()[PUSH_USER], commit_namespace=NAMESPACE,
+        registry_url=registry.url, commit_namespace=NAMESPACE,
         commit_job_image="python:3.11", commit_timeout=120, max_commit_size=max_commit_size)
-    # the Job's image: localkube's "python" entry, this machine's root with our venv's Python first
-    return ContainerdCommitBackend(settings, socket_path=node.socket, host_network=True)
+    # the Job's image: localkube's "python" entry, this machine's root with our venv first on PATH
+    # (where crater-commit is)
+    return ContainerdCommitBackend(settings, socket=node.socket, host_network=True)
 
 
 def server_pod(node_name, container, image):
@@ -115,9 +134,6 @@ async def test_backend_commits_through_a_job_on_the_node(cluster, node, pulled, 
     manifest, digest, _ = await push_client.get_manifest("crater/alice/viajob", "v1")
     assert digest == result.digest and result.base == pulled
     assert manifest["layers"][-1]["size"] == result.layer_size
-    # the push credentials exist only as the Secret of the system namespace
-    secret = await cluster.read_namespaced_secret("crater-image-push", NAMESPACE)
-    assert secret.type == "kubernetes.io/dockerconfigjson"
     await no_commit_jobs_left(cluster)
 
     node.pull(f"{registry.host}/crater/alice/viajob:v1", PULL_USER, registry.credentials()[PULL_USER])
@@ -142,8 +158,12 @@ async def test_backend_maps_the_size_cap_and_a_refused_push(cluster, node, pulle
 
         request = CommitRequest(pod=pod, container="notebook", repository="crater/alice/denied", tag="v1",
                                 max_bytes=None, labels={"io.crater.owner": "alice"})
-        with pytest.raises(CommitFailed) as e:
-            await asyncio.wait_for(backend_for(registry, node, password="wrong").commit(request, Recorder()), 180)
+        await push_secret(cluster, registry, password="wrong")
+        try:
+            with pytest.raises(CommitFailed) as e:
+                await asyncio.wait_for(backend_for(registry, node).commit(request, Recorder()), 180)
+        finally:
+            await push_secret(cluster, registry)
         assert e.value.reason == "registry_refused" and "401" in e.value.message
     finally:
         node.remove(container)

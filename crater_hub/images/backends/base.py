@@ -67,11 +67,19 @@ class CommitBackend(LoggingConfigurable):
         raise NotImplementedError
 
 
+def human_size(n):
+    """``26214507`` → ``25.0 MiB``: sizes in messages people read."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def container_id(pod, container):
     """The runtime's ID of ``container`` from ``pod.status.containerStatuses`` (``containerd://``
     stripped), never found by name matching on the node; None when it is not running."""
     for status in (pod.get("status") or {}).get("containerStatuses") or ():
-        if status.get("name") == container and (status.get("state") or {}).get("running"):
+        if status.get("name") == container and "running" in (status.get("state") or {}):
             raw = status.get("containerID") or ""
             return raw.split("://", 1)[-1] or None
     return None

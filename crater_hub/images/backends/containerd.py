@@ -1,24 +1,38 @@
-"""The production commit engine: a Job on the server's node runs the containerd commit program.
+"""The production commit engine: a batch/v1 Job on the server pod's node that commits the
+container through containerd and pushes it.
 
-The hub never touches a node: it creates a Job (:mod:`.containerd_job`) in the system namespace,
-pinned to the server pod's node, that runs ``python -m crater_hub.images.containerd_commit``
-(:mod:`crater_hub.images.containerd_commit`) against that node's containerd socket, for the
-container named by ``pod.status.containerStatuses[].containerID``. The push credentials are a
-Secret the hub keeps in that namespace only.
+This module builds the Job (:func:`commit_job`) and follows it (:meth:`ContainerdCommitBackend.commit`).
+The Job runs ``crater-commit`` (:mod:`crater_hub.images.containerd_commit`): ``ctr snapshots
+diff`` of the container's snapshot as the new layer, appended with a new config to the base
+image's manifest and pushed (containerd's ``ctr`` has no commit; nerdctl >= 2.0 ``commit`` +
+``push`` is the other method, which that program does not do).
 
 Following it: the Job and its pod are read from the shared watch caches of the commit namespace
 (no LIST per commit); the program's progress lines come from the pod's log, followed as one
-stream, and are relayed to the :class:`~.base.Reporter` (committing → pushing, the push's
+stream, and are relayed to the :class:`~.base.Reporter` (committing -> pushing, the push's
 progress, log lines). The outcome is the program's last ``result`` or ``error`` line; when the
 log was lost, its exit status (``EXIT`` of the program) or the Job's failure says why. The Job
 is deleted when followed to the end, the commit's timeout included.
+
+What the Job must be, and why:
+
+- in the **system namespace** (``CraterImages.commit_namespace``), never the user's: it is
+  privileged and mounts the node's containerd socket;
+- **pinned** to the node the server pod runs on (``spec.nodeName``), since the container's
+  snapshot lives there;
+- the container is named by the ID the kubelet reports in
+  ``pod.status.containerStatuses[].containerID`` (``containerd://`` stripped), never found by
+  matching names on the node;
+- the socket is a ``hostPath`` of ``type: Socket`` (the Job fails if it is not one);
+- the push credentials are a Secret in the system namespace only, mounted as a Docker config;
+  the user's namespace never holds them.
 """
 
 import asyncio
-import base64
 import collections
+import hashlib
 import json
-from urllib.parse import urlsplit
+import re
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Bool, Unicode
@@ -27,80 +41,141 @@ from ...kube.caches import WatchCache
 from ...kube.client import shared_client
 from ..containerd_commit import REASON_OF_EXIT
 from .base import CommitBackend, CommitFailed, CommitResult, container_id
-from .containerd_job import (
-    CONTAINER,
-    SECRET_KEY,
-    SECRET_MOUNT,
-    SOCKET_MOUNT,
-    WORK_MOUNT,
-    commit_job,
-    job_name,
-)
 
+MANAGED = {"app.kubernetes.io/managed-by": "crater-hub", "crater.io/kind": "commit"}
+METHODS = ("ctr", "nerdctl")
 KIND_SELECTOR = "crater.io/kind=commit"
+CONTAINER = "commit"
 #: a container waiting for one of these will not start by itself
 STUCK = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
          "CreateContainerError", "RunContainerError")
 
 
+def commit_job_name(owner, commit_id):
+    """``crater-commit-<user slug>-<id>``: deterministic (a 409 means it exists: follow it), DNS-1123."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", owner.lower()).strip("-")[:30] or "user"
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:6]
+    return f"crater-commit-{slug}-{digest}-{commit_id}"[:63].rstrip("-")
+
+
+def commit_job(*, pod, container, target, commit_id, owner, namespace, image, push_secret,
+               socket="/run/containerd/containerd.sock", containerd_namespace="k8s.io", method="ctr",
+               max_bytes=None, deadline=1800):
+    """The Job that commits ``container`` of ``pod`` and pushes it as ``target`` (a full reference).
+
+    Raises ValueError when the container is not running (no containerID to commit).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    cid = container_id(pod, container)
+    if cid is None:
+        raise ValueError(f"container {container!r} of pod {pod['metadata']['name']} is not running")
+    node = pod["spec"].get("nodeName")
+    if not node:
+        raise ValueError(f"pod {pod['metadata']['name']} is not bound to a node")
+    labels = {**MANAGED, "crater.io/owner": re.sub(r"[^A-Za-z0-9._-]", "-", owner)[:63].strip("-._") or "user",
+              "crater.io/commit": str(commit_id)}
+    env = [
+        {"name": "CRATER_CONTAINER_ID", "value": cid},
+        {"name": "CRATER_TARGET", "value": target},
+        {"name": "CRATER_METHOD", "value": method},
+        {"name": "CONTAINERD_ADDRESS", "value": socket},
+        {"name": "CONTAINERD_NAMESPACE", "value": containerd_namespace},
+        {"name": "DOCKER_CONFIG", "value": "/crater/push"},
+    ]
+    if max_bytes is not None:
+        env.append({"name": "CRATER_MAX_BYTES", "value": str(max_bytes)})
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": commit_job_name(owner, commit_id), "namespace": namespace, "labels": labels,
+                     "annotations": {"crater.io/source-pod": f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"}},
+        "spec": {
+            "backoffLimit": 0, "activeDeadlineSeconds": deadline, "ttlSecondsAfterFinished": 3600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeName": node,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    # the server pod's node may be tainted for GPUs: the commit must still land there
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{
+                        "name": "commit", "image": image,
+                        "command": ["crater-commit"],
+                        "env": env,
+                        "securityContext": {"privileged": True},
+                        "volumeMounts": [
+                            {"name": "containerd", "mountPath": socket},
+                            {"name": "push", "mountPath": "/crater/push", "readOnly": True},
+                        ],
+                        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
+                                      "limits": {"memory": "2Gi"}},
+                    }],
+                    "volumes": [
+                        {"name": "containerd", "hostPath": {"path": socket, "type": "Socket"}},
+                        {"name": "push", "secret": {"secretName": push_secret, "defaultMode": 0o400,
+                                                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
+                    ],
+                },
+            },
+        },
+    }
+
+
 class ContainerdCommitBackend(CommitBackend):
-    socket_path = Unicode(
-        "/run/containerd/containerd.sock", config=True,
-        help="containerd's socket on the nodes (mounted into the commit Job as hostPath, type Socket).")
+    """Commits through containerd on the pod's node (a Job in ``CraterImages.commit_namespace``)."""
+
+    method = Unicode("ctr", config=True, help="'ctr' (snapshots diff, our own manifest) or 'nerdctl' (>= 2.0).")
+    socket = Unicode("/run/containerd/containerd.sock", config=True, help="containerd's socket on the nodes.")
     containerd_namespace = Unicode("k8s.io", config=True, help="containerd namespace of the kubelet's containers.")
-    push_secret_name = Unicode(
-        "crater-image-push", config=True,
-        help="""The Secret (kubernetes.io/dockerconfigjson) with the push credentials, which the hub
-        keeps in the commit namespace from CraterImages.push_username/push_password.""")
+    push_secret = Unicode(
+        "crater-registry-push", config=True,
+        help="""Secret (kubernetes.io/dockerconfigjson) with the push credentials, in the commit
+        namespace only.""")
+
+    def job(self, request, commit_id, owner):
+        s = self.settings
+        return commit_job(pod=request.pod, container=request.container, commit_id=commit_id, owner=owner,
+                          target=f"{s.host}/{request.repository}:{request.tag}", namespace=s.commit_namespace,
+                          image=s.commit_job_image, push_secret=self.push_secret, socket=self.socket,
+                          containerd_namespace=self.containerd_namespace, method=self.method,
+                          max_bytes=request.max_bytes, deadline=s.commit_timeout)
+
     job_registry_url = Unicode(
         "", config=True,
-        help="""The registry's URL as the nodes reach it; default: CraterImages.registry_url.""")
+        help="""The registry's URL as the nodes reach it (CRATER_REGISTRY_URL of the Job); default:
+        CraterImages.registry_url.""")
     host_network = Bool(
         False, config=True,
-        help="""Run the commit Job in the node's network (a registry only the nodes' own network
+        help="""Run the commit Job in the node's network (a registry only the node's own network
         reaches, such as one on 127.0.0.1 in tests).""")
-    python = Unicode("python3", config=True, help="Python of the commit Job's image (with crater_hub installed).")
 
     @property
     def namespace(self):
         return self.settings.commit_namespace
 
-    @property
-    def registry_url(self):
-        return self.job_registry_url or self.settings.registry_url
-
-    def command(self, request, cid):
-        """The commit program's argv (credentials only as the mounted Secret's path)."""
-        args = [self.python, "-m", "crater_hub.images.containerd_commit",
-                "--address", SOCKET_MOUNT, "--namespace", self.containerd_namespace,
-                "--container-id", cid, "--registry-url", self.registry_url,
-                "--repository", request.repository, "--tag", request.tag,
-                "--auth-file", f"{SECRET_MOUNT}/{SECRET_KEY}", "--work-dir", WORK_MOUNT,
-                "--created-by", f"crater commit of pod {request.pod['metadata']['name']}"]
-        if request.max_bytes is not None:
-            args += ["--max-bytes", str(request.max_bytes)]
-        for key, value in request.labels.items():
-            args += ["--label", f"{key}={value}"]
-        return args
-
-    async def ensure_push_secret(self):
-        """The push credentials in the commit namespace (made, or brought up to date)."""
-        host = urlsplit(self.registry_url).netloc
-        raw = f"{self.settings.push_username}:{self.settings.push_password}".encode()
-        config = {"auths": {host: {"auth": base64.b64encode(raw).decode()}}}
-        body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-                "metadata": {"name": self.push_secret_name, "namespace": self.namespace,
-                             "labels": {"app.kubernetes.io/managed-by": "crater-hub"}},
-                "data": {SECRET_KEY: base64.b64encode(json.dumps(config).encode()).decode()}}
-        core = shared_client("CoreV1Api")
-        try:
-            await core.create_namespaced_secret(self.namespace, body)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            await core.replace_namespaced_secret(self.push_secret_name, self.namespace, body)
+    def manifest(self, request):
+        """The Job of :meth:`job`, with what the program needs besides: the registry's URL (its
+        scheme: a plain-http registry), the image labels, and the node's network if asked."""
+        cid = container_id(request.pod, request.container)
+        # the same commit (container, target) gets the same name: a 409 on create is it, running
+        commit_id = hashlib.sha256(f"{cid}\0{request.repository}\0{request.tag}".encode()).hexdigest()[:10]
+        manifest = self.job(request, commit_id, request.labels.get("io.crater.owner", "user"))
+        pod = manifest["spec"]["template"]["spec"]
+        pod["containers"][0]["env"] += [
+            {"name": "CRATER_REGISTRY_URL", "value": self.job_registry_url or self.settings.registry_url},
+            {"name": "CRATER_LABELS", "value": json.dumps(request.labels, sort_keys=True)},
+            {"name": "CRATER_CREATED_BY", "value": f"crater commit of pod {request.pod['metadata']['name']}"},
+        ]
+        if self.host_network:
+            pod["hostNetwork"] = True
+        return manifest
 
     async def commit(self, request, reporter):
+        if self.method != "ctr":
+            raise CommitFailed("runtime_error", f"the commit method {self.method!r} is not implemented by "
+                               "crater-commit (ContainerdCommitBackend.method: 'ctr')")
         pod = request.pod
         cid = container_id(pod, request.container)
         node = (pod.get("spec") or {}).get("nodeName")
@@ -109,14 +184,9 @@ class ContainerdCommitBackend(CommitBackend):
         jobs = WatchCache.shared("jobs", self.namespace, KIND_SELECTOR)
         pods = WatchCache.shared("pods", self.namespace, KIND_SELECTOR)
         await asyncio.gather(jobs.ready(), pods.ready())
-        name = job_name(cid, request.repository, request.tag)
+        manifest = self.manifest(request)
+        name = manifest["metadata"]["name"]
         try:
-            await self.ensure_push_secret()
-            manifest = commit_job(
-                name=name, namespace=self.namespace, node=node, image=self.settings.commit_job_image,
-                command=self.command(request, cid), socket_path=self.socket_path,
-                secret_name=self.push_secret_name, owner=request.labels.get("io.crater.owner", ""),
-                deadline_seconds=self.settings.commit_timeout, host_network=self.host_network)
             try:
                 await shared_client("BatchV1Api").create_namespaced_job(self.namespace, manifest)
             except ApiException as e:

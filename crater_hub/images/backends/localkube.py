@@ -22,7 +22,6 @@ from traitlets import Unicode
 from ...localkube.layers import TOO_LARGE
 from ...localkube.pull import BASE_LABEL
 from ...localkube.sandbox import sandbox_dir
-from ...quantity import format_quantity
 from ..registry import (
     OCI_CONFIG,
     OCI_LAYER_GZIP,
@@ -31,7 +30,7 @@ from ..registry import (
     RegistryError,
     split_image,
 )
-from .base import CommitBackend, CommitFailed, CommitResult, container_id
+from .base import CommitBackend, CommitFailed, CommitResult, container_id, human_size
 
 #: paths a runtime (not the user) puts into the pod's root; never part of the image
 RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
@@ -85,9 +84,12 @@ class LocalkubeCommitBackend(CommitBackend):
             out, err = await proc.communicate()
             if proc.returncode == TOO_LARGE:
                 info = json.loads(out)
-                raise CommitFailed("too_large", f"the server's changes are {format_quantity(info['size'], True)}, "
-                                   f"over the {format_quantity(info['limit'], True)} limit per commit")
+                raise CommitFailed("too_large", f"the server's changes are {human_size(info['size'])}, over the "
+                                   f"{human_size(info['limit'])} limit per commit: remove files outside the "
+                                   "home (or move them into it) and save again")
             if proc.returncode:
+                if not upper.is_dir():  # the pod went away while its layer was being taken
+                    raise CommitFailed("server_stopped", "the server stopped during the commit; start it and save again")
                 raise CommitFailed("runtime_error", f"taking the layer failed: {err.decode(errors='replace')[-500:]}")
             layer = json.loads(out)
             reporter.log(f"layer {layer['digest']}: {layer['files']} entries, {layer['size']} bytes compressed")
