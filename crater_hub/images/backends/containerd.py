@@ -181,8 +181,9 @@ class ContainerdCommitBackend(CommitBackend):
         node = (pod.get("spec") or {}).get("nodeName")
         if cid is None or not node:
             raise CommitFailed("server_stopped", "the server stopped before it could be committed")
-        jobs = WatchCache.shared("jobs", self.namespace, KIND_SELECTOR)
-        pods = WatchCache.shared("pods", self.namespace, KIND_SELECTOR)
+        commit_namespace = self.namespace  # the system namespace's caches (rbac.yaml: crater-hub-image-commits)
+        jobs = WatchCache.shared("jobs", commit_namespace, KIND_SELECTOR)
+        pods = WatchCache.shared("pods", commit_namespace, KIND_SELECTOR)
         await asyncio.gather(jobs.ready(), pods.ready())
         manifest = self.manifest(request)
         name = manifest["metadata"]["name"]
