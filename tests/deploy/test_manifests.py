@@ -148,6 +148,9 @@ CALLS = {
     ("WatchCache", "pods", None): [(v, "", "pods", None) for v in LIST_WATCH],
     ("WatchCache", "jobs", "self.namespace"): [(v, "batch", "jobs", JOBS_NS) for v in LIST_WATCH],
     ("WatchCache", "events", "self.namespace"): [(v, "", "events", JOBS_NS) for v in LIST_WATCH],
+    # the containerd commit backend follows its Jobs and their pods in the system namespace
+    ("WatchCache", "jobs", "commit_namespace"): [(v, "batch", "jobs", COMMIT_NS) for v in LIST_WATCH],
+    ("WatchCache", "pods", "commit_namespace"): [(v, "", "pods", COMMIT_NS) for v in LIST_WATCH],
     ("WatchCache", "kueue.WORKLOADS", "self.namespace"):
         [(v, "kueue.x-k8s.io", "workloads", JOBS_NS) for v in LIST_WATCH],
     ("BatchV1Api", "create_namespaced_job"): [("create", "batch", "jobs", JOBS_NS)],

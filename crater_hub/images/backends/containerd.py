@@ -1,10 +1,18 @@
 """The production commit engine: a batch/v1 Job on the server pod's node that commits the
 container through containerd and pushes it.
 
-This module builds the Job (:func:`commit_job`); running it and following it to the end is the
-part a later change adds (:meth:`ContainerdCommitBackend.commit`), against Debian's containerd +
-runc, with ``ctr snapshots diff`` of the container's snapshot as the new layer (containerd's
-``ctr`` has no commit; nerdctl >= 2.0 ``commit`` + ``push`` is the other method).
+This module builds the Job (:func:`commit_job`) and follows it (:meth:`ContainerdCommitBackend.commit`).
+The Job runs ``crater-commit`` (:mod:`crater_hub.images.containerd_commit`): ``ctr snapshots
+diff`` of the container's snapshot as the new layer, appended with a new config to the base
+image's manifest and pushed (containerd's ``ctr`` has no commit; nerdctl >= 2.0 ``commit`` +
+``push`` is the other method, which that program does not do).
+
+Following it: the Job and its pod are read from the shared watch caches of the commit namespace
+(no LIST per commit); the program's progress lines come from the pod's log, followed as one
+stream, and are relayed to the :class:`~.base.Reporter` (committing -> pushing, the push's
+progress, log lines). The outcome is the program's last ``result`` or ``error`` line; when the
+log was lost, its exit status (``EXIT`` of the program) or the Job's failure says why. The Job
+is deleted when followed to the end, the commit's timeout included.
 
 What the Job must be, and why:
 
@@ -20,15 +28,27 @@ What the Job must be, and why:
   the user's namespace never holds them.
 """
 
+import asyncio
+import collections
 import hashlib
+import json
 import re
 
-from traitlets import Unicode
+from kubernetes_asyncio.client.exceptions import ApiException
+from traitlets import Bool, Unicode
 
-from .base import CommitBackend, container_id
+from ...kube.caches import WatchCache
+from ...kube.client import shared_client
+from ..containerd_commit import REASON_OF_EXIT
+from .base import CommitBackend, CommitFailed, CommitResult, container_id
 
 MANAGED = {"app.kubernetes.io/managed-by": "crater-hub", "crater.io/kind": "commit"}
 METHODS = ("ctr", "nerdctl")
+KIND_SELECTOR = "crater.io/kind=commit"
+CONTAINER = "commit"
+#: a container waiting for one of these will not start by itself
+STUCK = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+         "CreateContainerError", "RunContainerError")
 
 
 def commit_job_name(owner, commit_id):
@@ -122,7 +142,219 @@ class ContainerdCommitBackend(CommitBackend):
                           containerd_namespace=self.containerd_namespace, method=self.method,
                           max_bytes=request.max_bytes, deadline=s.commit_timeout)
 
+    job_registry_url = Unicode(
+        "", config=True,
+        help="""The registry's URL as the nodes reach it (CRATER_REGISTRY_URL of the Job); default:
+        CraterImages.registry_url.""")
+    host_network = Bool(
+        False, config=True,
+        help="""Run the commit Job in the node's network (a registry only the node's own network
+        reaches, such as one on 127.0.0.1 in tests).""")
+
+    @property
+    def namespace(self):
+        return self.settings.commit_namespace
+
+    def manifest(self, request):
+        """The Job of :meth:`job`, with what the program needs besides: the registry's URL (its
+        scheme: a plain-http registry), the image labels, and the node's network if asked."""
+        cid = container_id(request.pod, request.container)
+        # the same commit (container, target) gets the same name: a 409 on create is it, running
+        commit_id = hashlib.sha256(f"{cid}\0{request.repository}\0{request.tag}".encode()).hexdigest()[:10]
+        manifest = self.job(request, commit_id, request.labels.get("io.crater.owner", "user"))
+        pod = manifest["spec"]["template"]["spec"]
+        pod["containers"][0]["env"] += [
+            {"name": "CRATER_REGISTRY_URL", "value": self.job_registry_url or self.settings.registry_url},
+            {"name": "CRATER_LABELS", "value": json.dumps(request.labels, sort_keys=True)},
+            {"name": "CRATER_CREATED_BY", "value": f"crater commit of pod {request.pod['metadata']['name']}"},
+        ]
+        if self.host_network:
+            pod["hostNetwork"] = True
+        return manifest
+
     async def commit(self, request, reporter):
-        raise NotImplementedError(
-            "the containerd commit Job is built (commit_job) but not run by this release: "
-            "use the localkube backend, or the later containerd change")
+        if self.method != "ctr":
+            raise CommitFailed("runtime_error", f"the commit method {self.method!r} is not implemented by "
+                               "crater-commit (ContainerdCommitBackend.method: 'ctr')")
+        pod = request.pod
+        cid = container_id(pod, request.container)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if cid is None or not node:
+            raise CommitFailed("server_stopped", "the server stopped before it could be committed")
+        commit_namespace = self.namespace  # the system namespace's caches (rbac.yaml: crater-hub-image-commits)
+        jobs = WatchCache.shared("jobs", commit_namespace, KIND_SELECTOR)
+        pods = WatchCache.shared("pods", commit_namespace, KIND_SELECTOR)
+        await asyncio.gather(jobs.ready(), pods.ready())
+        manifest = self.manifest(request)
+        name = manifest["metadata"]["name"]
+        try:
+            try:
+                await shared_client("BatchV1Api").create_namespaced_job(self.namespace, manifest)
+            except ApiException as e:
+                if e.status != 409:  # 409: the same commit runs already; follow it
+                    raise
+            reporter.log(f"commit Job {self.namespace}/{name} on node {node} for container {cid[:12]}")
+            return await _Follow(self, jobs, pods, name, reporter).run()
+        except ApiException as e:
+            raise CommitFailed("runtime_error", f"the cluster refused the commit Job: {e.status} {e.reason}") from None
+        finally:
+            await self._delete(name)
+
+    async def _delete(self, name):
+        try:
+            await shared_client("BatchV1Api").delete_namespaced_job(
+                name, self.namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                self.log.warning("could not delete commit Job %s/%s: %s", self.namespace, name, e.reason)
+
+
+class _Follow:
+    """One commit Job followed to its end (see the module docstring)."""
+
+    def __init__(self, backend, jobs, pods, name, reporter):
+        self.backend, self.jobs, self.pods, self.name, self.reporter = backend, jobs, pods, name, reporter
+        self.result = self.error = None
+        self.tail = collections.deque(maxlen=5)  # the last lines that were not progress (a traceback's end)
+        self.changed = asyncio.Event()
+
+    def _on_change(self, event_type, obj, old):
+        self.changed.set()
+
+    async def run(self):
+        self.jobs.add_listener(self._on_change)
+        self.pods.add_listener(self._on_change)
+        try:
+            pod = await self._until(self._started)
+            if pod:
+                await self._relay(pod["metadata"]["name"])
+            pod, status = await self._until(self._ended)
+            if self.result is None and self.error is None and pod is not None:
+                # the stream broke or never opened: the whole log once more, for the last word
+                await self._relay(pod["metadata"]["name"], follow=False, quiet=True)
+            return self._outcome(pod, status)
+        finally:
+            self.jobs.remove_listener(self._on_change)
+            self.pods.remove_listener(self._on_change)
+
+    async def _until(self, condition):
+        """Wait, on the caches' changes, until ``condition()`` is not None; its value."""
+        while True:
+            self.changed.clear()
+            value = condition()
+            if value is not None:
+                return value
+            await self.changed.wait()
+
+    def _job(self):
+        return self.jobs.get(self.name, self.backend.namespace)
+
+    def _pod(self):
+        job = self._job()
+        uid = job and job["metadata"].get("uid")
+        for pod in self.pods:
+            if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or ()):
+                return pod
+        return None
+
+    def _failed(self):
+        """The Job's failure condition ``(reason, message)``, or None."""
+        for condition in ((self._job() or {}).get("status") or {}).get("conditions") or ():
+            if condition.get("type") == "Failed" and condition.get("status") == "True":
+                return condition.get("reason") or "", condition.get("message") or ""
+        return None
+
+    @staticmethod
+    def _state(pod):
+        for status in (pod.get("status") or {}).get("containerStatuses") or ():
+            if status.get("name") == CONTAINER:
+                return status.get("state") or {}
+        return {}
+
+    def _started(self):
+        """The pod once its container runs or ran; ``False`` (no pod to read) if the Job failed
+        first; raises when the container cannot start."""
+        pod = self._pod()
+        if pod is not None:
+            state = self._state(pod)
+            if "running" in state or "terminated" in state:
+                return pod
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in STUCK:
+                raise CommitFailed("runtime_error", f"the commit Job's container cannot start on the node: "
+                                   f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": "))
+        if self._failed() is not None:
+            return pod or False
+        return None
+
+    def _ended(self):
+        """``(pod, its container's terminated state or None)`` once the Job or its pod has ended."""
+        pod = self._pod()
+        terminated = self._state(pod).get("terminated") if pod is not None else None
+        if terminated is not None or self._failed() is not None:
+            return pod, terminated
+        return None
+
+    async def _relay(self, pod_name, follow=True, quiet=False):
+        if quiet:
+            self.tail.clear()  # read again from the start
+        try:
+            response = await shared_client("CoreV1Api").read_namespaced_pod_log(
+                pod_name, self.backend.namespace, container=CONTAINER, follow=follow,
+                _preload_content=False, _request_timeout=self.backend.settings.commit_timeout)
+        except ApiException:
+            return
+        try:
+            async for raw in response.content:
+                await self._line(raw.decode(errors="replace").strip(), quiet)
+        except (OSError, asyncio.TimeoutError):
+            pass  # the stream broke: the outcome comes from the final read or the exit status
+        finally:
+            response.release()
+
+    async def _line(self, line, quiet):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {}
+        if not isinstance(event, dict) or not event:
+            if not line:
+                return
+            event = {"log": line}
+            self.tail.append(line)
+        if "result" in event:
+            self.result = event["result"]
+        elif "error" in event:
+            self.error = event["error"]
+        if quiet:
+            return
+        if "phase" in event:
+            await self.reporter.phase(event["phase"])
+        elif "progress" in event:
+            self.reporter.progress(float(event["progress"]))
+        elif "sizes" in event:
+            sizes = event["sizes"]
+            self.reporter.log(f"changes: {sizes.get('changes')} bytes, layer: {sizes.get('layer')} bytes compressed")
+        elif "log" in event:
+            self.reporter.log(str(event["log"]))
+
+    def _outcome(self, pod, terminated):
+        if self.result is not None:
+            r = self.result
+            return CommitResult(r["digest"], int(r["size"]), int(r["layer_size"]), r["base"])
+        if self.error is not None:
+            reason = self.error.get("reason")
+            raise CommitFailed(reason if reason in REASON_OF_EXIT.values() else "runtime_error",
+                               self.error.get("message") or "the commit failed")
+        failed = self._failed()
+        if failed is not None and failed[0] == "DeadlineExceeded":
+            raise CommitFailed("timed_out", f"the commit Job ran past its {self.backend.settings.commit_timeout}s")
+        if terminated is not None:
+            code = terminated.get("exitCode")
+            raise CommitFailed(REASON_OF_EXIT.get(code, "runtime_error"),
+                               f"the commit Job's container ended with exit code {code} "
+                               f"({terminated.get('reason') or 'no reason given'}"
+                               f"{': ' + terminated['message'] if terminated.get('message') else ''}) and left no result"
+                               + (f"; its last output: {' | '.join(self.tail)}" if self.tail else ""))
+        reason, message = failed or ("", "")
+        raise CommitFailed("runtime_error", f"the commit Job failed: {reason} {message}".strip())
