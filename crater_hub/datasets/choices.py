@@ -60,7 +60,7 @@ def own_space(crater, user, groups=()):
 
 
 def catalog_model(dataset, user, groups, admin):
-    return {"ref": dataset.ref, "owner": None, "name": dataset.name, "catalog": True,
+    return {"ref": dataset.ref, "owner": None, "group": None, "name": dataset.name, "catalog": True,
             "description": dataset.description, "kind": dataset.kind, "editable": dataset.editable,
             "writable": dataset.may_edit(user, groups, admin), "size": dataset.size,
             "public": not (dataset.access.users or dataset.access.groups),

@@ -1,4 +1,5 @@
-"""Pages of datasets: ``/hub/crater/datasets`` (mine, shared with me, public and catalog; create,
+"""Pages of datasets: ``/hub/crater/datasets`` (mine, my groups', shared with me, public and
+catalog; create in my space or a group's,
 share with a user or group, unshare, delete; where each is mounted now) and
 ``/hub/crater/admin/datasets`` (every dataset with its owner, shares and mounts).
 
@@ -31,6 +32,7 @@ class DatasetsPageBase(BaseHandler):
             "api_url": f"{self.hub.base_url}api/crater/",
             "refresh_seconds": REFRESH_SECONDS,
             "user": self.current_user.name,
+            "my_groups": sorted(g.name for g in self.current_user.groups),
             "is_crater_admin": self.has_scope(ADMIN),
             "page": self.page,
             "can_create": bool(crater.datasets_volume),

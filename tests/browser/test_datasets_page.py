@@ -83,3 +83,29 @@ async def test_create_share_and_mount_a_dataset_from_the_pages(crater_hub, pages
         0, timeout=PAGE_DEADLINE_MS)
     r = await api_request(crater_hub, f"crater/datasets/{owner}/shelf")
     assert r.code == 200 and r.data["shares"] == {"users": [], "groups": []}, r
+
+
+async def test_a_member_creates_and_deletes_a_group_dataset_from_the_page(crater_hub, pages):
+    page, member_page, owner, member, group = pages
+    ref = f"@{group}/notes"
+    await api_request(crater_hub, f"crater/datasets/{ref}", "DELETE")  # a rerun starts clean
+    member_page.on("dialog", lambda dialog: dialog.accept())
+    await member_page.goto("/hub/crater/datasets")
+    await expect(member_page.locator("#crater-datasets")).to_contain_text("-groups/<group>")
+    await member_page.fill("#crater-new-name", "notes")
+    await member_page.select_option("#crater-new-space", f"group:{group}")
+    await member_page.click("#crater-create")
+    row = member_page.locator(f'#crater-datasets-groups tr[data-crater-ref="{ref}"]')
+    await expect(row).to_contain_text(f"@{group}", timeout=PAGE_DEADLINE_MS)
+    r = await api_request(crater_hub, f"crater/datasets/{ref}")
+    assert r.code == 200 and r.data["path"] == f"groups/{group}/notes", r
+
+    # not a member: no "my groups" section, and the dataset is nowhere on the page
+    await page.goto("/hub/crater/datasets")
+    await expect(page.locator("#crater-datasets-mine")).to_be_attached()
+    await expect(page.locator("#crater-datasets-groups")).to_have_count(0)
+    await expect(page.locator(f'tr[data-crater-ref="{ref}"]')).to_have_count(0)
+
+    await row.locator("[data-crater-delete]").click()
+    await expect(row).to_have_count(0, timeout=PAGE_DEADLINE_MS)
+    assert (await api_request(crater_hub, f"crater/datasets/{ref}")).code == 404

@@ -209,6 +209,71 @@ async def test_a_dataset_shared_with_a_group_reaches_members_only(ds_hub, ds_clu
     assert r.code == 404, r
 
 
+async def test_a_group_dataset_is_made_filled_and_used_by_members_only(ds_hub, ds_cluster, core, user):
+    group = f"crew-{os.getpid()}"
+    ann, ann_token = await user("ann", groups=[group])
+    ben, ben_token = await user("ben", groups=[group])
+    cid, cid_token = await user("cid")
+
+    r = await api_request(ds_hub, "crater/datasets", "POST",
+                          {"name": "shared", "space": "group", "group": group, "editable": True},
+                          token=ann_token)
+    assert r.code == 201, r
+    ref = f"@{group}/shared"
+    assert (r.data["ref"], r.data["owner"], r.data["group"], r.data["path"]) == (
+        ref, f"@{group}", group, f"groups/{group}/shared")
+    r = await api_request(ds_hub, "crater/datasets", "POST",
+                          {"name": "theirs", "space": "group", "group": group}, token=cid_token)
+    assert r.code == 403 and f"not a member of '{group}'" in r.data["message"], r
+
+    # ann fills it from her server, where her group's space is mounted writable
+    await spawn(ds_hub, ann, {})
+    group_dir = f"/my-datasets-groups/{group}"
+    await in_server(ds_cluster, ann, f"mkdir -p {group_dir}/shared && "
+                                     f"echo hello-from-ann > {group_dir}/shared/hello.txt")
+    pod = await core.read_namespaced_pod(f"jupyter-{ann}", "default")
+    mounts = {m.mount_path: m for m in pod.spec.containers[0].volume_mounts}
+    assert mounts[group_dir].sub_path == f"groups/{group}" and not mounts[group_dir].read_only
+    assert mounts["/my-datasets"].sub_path == f"users/{ann}"
+
+    # ben, another member, sees it and mounts it in a job: editable, so writable for members
+    r = await api_request(ds_hub, "crater/datasets", token=ben_token)
+    assert [d["ref"] for d in r.data["datasets"] if d["group"] == group] == [ref]
+    assert next(d for d in r.data["datasets"] if d["ref"] == ref)["writable"] is True
+    job = await submit(ds_hub, ben_token, datasets=[ref],
+                       command="cat /datasets/shared/hello.txt && echo from-ben > /datasets/shared/ben.txt")
+    assert job["datasets"] == [ref]
+    done = await wait_state(ds_hub, ben_token, job["id"], ("succeeded", "failed"), timeout=90)
+    assert done["state"] == "succeeded", done
+    assert "hello-from-ann" in (await logs(ds_hub, ben_token, job["id"]))[2]
+    _, out = await in_server(ds_cluster, ann, f"cat {group_dir}/shared/ben.txt")
+    assert "from-ben" in out
+
+    # a non-member: 404 on read, 403 naming it at submit and spawn; a malformed reference is 400
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", token=cid_token)
+    assert r.code == 404, r
+    r = await api_request(ds_hub, "crater/jobs", "POST", {"command": "true", "datasets": [ref]},
+                          token=cid_token)
+    assert r.code == 403 and ref in r.data["message"], r
+    r = await api_request(ds_hub, server_path(cid), "POST", {"datasets": [ref]})
+    assert r.code == 403 and ref in r.data["message"], r
+    r = await api_request(ds_hub, "crater/jobs", "POST", {"command": "true", "datasets": ["@/shared"]},
+                          token=cid_token)
+    assert r.code == 400 and "'@group/name'" in r.data["message"], r
+
+    # mounted in ben's server: no member may delete it, and is told where; then ben may
+    await spawn(ds_hub, ben, {"datasets": [ref]})
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "DELETE", token=ann_token)
+    assert r.code == 409 and f"jupyter-{ben}" in r.data["message"], r
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "DELETE", token=cid_token)
+    assert r.code == 404, r
+    await stop_all_servers(ds_hub, ben)
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", "DELETE", token=ben_token)
+    assert r.code == 204, r
+    r = await api_request(ds_hub, f"crater/datasets/{ref}", token=ann_token)
+    assert r.code == 404, r
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"name": "../etc"}, 400, "name must be lowercase"),
     ({"name": "Big_Data"}, 400, "name must be lowercase"),

@@ -1,4 +1,4 @@
-// crater_hub's dataset pages: /hub/crater/datasets (mine, shared with me, public and catalog) and
+// crater_hub's dataset pages: /hub/crater/datasets (mine, my groups', shared with me, public and catalog) and
 // /hub/crater/admin/datasets (every dataset). window.crater carries the API's URL, the user and
 // the refresh period; everything goes through /hub/api/crater/datasets with the xsrf token.
 (function () {
@@ -46,8 +46,12 @@
     root.querySelector("[data-crater-error]").textContent = e ? String(e.message || e) : "";
   }
 
+  function member(d) {
+    return Boolean(d.group) && (cfg.my_groups || []).indexOf(d.group) >= 0;
+  }
+
   function manageable(d) {
-    return !d.catalog && (d.owner === cfg.user || cfg.is_crater_admin);
+    return !d.catalog && (d.owner === cfg.user || member(d) || cfg.is_crater_admin);
   }
 
   function sharesCell(d) {
@@ -126,6 +130,7 @@
   function section(d) {
     if (admin) return "all";
     if (d.catalog || d.public) return "public";
+    if (member(d)) return "groups";
     return d.owner === cfg.user ? "mine" : "shared";
   }
 
@@ -176,6 +181,11 @@
       var body = {name: create.name.value.trim(), description: create.description.value,
                   kind: create.kind.value, editable: create.editable.checked};
       if (create.public && create.public.checked) body.public = true;
+      var space = create.space ? create.space.value : "user";
+      if (space.indexOf("group:") === 0) {
+        body.space = "group";
+        body.group = space.slice("group:".length);
+      }
       act(call("POST", "datasets", body).then(function () { create.reset(); }));
     });
   }
