@@ -260,7 +260,9 @@ class Crater(LoggingConfigurable):
         "/my-datasets", config=True,
         help="""Where a user's own space (``users/<name>/`` of ``datasets_volume``) is mounted,
         writable, in their servers: they fill a dataset ``d`` by writing to
-        ``<datasets_own_path>/d/``. Empty: not mounted.""",
+        ``<datasets_own_path>/d/``; and the space of each of their groups (``groups/<group>/``) at
+        ``<datasets_own_path>-groups/<group>``, where members fill the group's datasets
+        ``@<group>/d``. Empty: neither is mounted.""",
     )
     datasets_catalog = List(
         Dict(), config=True,

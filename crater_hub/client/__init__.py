@@ -5,7 +5,7 @@
     job = client.wait(job.id, timeout=3600)
     print(job.state, job.exit_code)
     print(client.logs(job.id, tail=50))
-    [d["ref"] for d in client.datasets()]            # e.g. ["demo-iris", "alice/corpus"]
+    [d["ref"] for d in client.datasets()]  # e.g. ["demo-iris", "alice/corpus", "@ml-staff/shared"]
     client.submit("ls /datasets/corpus", datasets=["alice/corpus"])
     client.commit("my-env", "v1", wait=True)   # save this server as an image
     client.images()                            # the images you may start from

@@ -122,8 +122,8 @@ class JobTransition(Base):
 
 
 class Dataset(Base):
-    """A user's dataset: a folder of the shared data volume (``space``/``path``), shared with
-    users and groups (:class:`DatasetShare`). Catalog datasets live in configuration instead."""
+    """A user's (or a group's: owner ``@<group>``) dataset: a folder of the shared data volume
+    (``space``/``path``), shared with users and groups (:class:`DatasetShare`). Catalog datasets live in configuration instead."""
 
     __tablename__ = "crater_datasets"
 
@@ -132,7 +132,7 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(63))
     description: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[str] = mapped_column(String(16), default="dataset")
-    #: ``users/<owner>`` or ``public``: the space of the data volume it lives in
+    #: ``users/<owner>``, ``groups/<group>`` or ``public``: the space of the data volume it lives in
     space: Mapped[str] = mapped_column(String(300))
     #: the folder in that space (its name, today)
     path: Mapped[str] = mapped_column(String(300))

@@ -134,10 +134,10 @@ def group_owner(group):
 
 def check_group(value, where="group"):
     """A JupyterHub group name usable in a reference ``@<group>/<name>`` and a URL segment."""
-    if not isinstance(value, str) or not value or len(value) > 255 or value in (".", "..") or \
+    if not isinstance(value, str) or not value or len(value) > 254 or value in (".", "..") or \
             any(c.isspace() or c in "/\0\\,@" for c in value):
         raise DatasetRefused(f"{where} must be the name of a JupyterHub group (no '/', ',', '@' "
-                             f"or spaces, at most 255 characters), got {value!r}")
+                             f"or spaces, at most 254 characters), got {value!r}")
     return value
 
 
@@ -180,7 +180,7 @@ def requested(value, max_per_request):
             ok = bool(NAME.match(parts[0]))
         else:
             owner = parts[0]
-            ok = len(parts) == 2 and 0 < len(owner) <= 256 and owner not in (".", "..") and \
+            ok = len(parts) == 2 and 0 < len(owner) <= 255 and owner not in (".", "..") and \
                 not any(c.isspace() or c in "\0\\" for c in owner) and bool(NAME.match(parts[1]))
             if ok and group_of(owner) is not None:
                 try:

@@ -159,3 +159,22 @@ async def test_admins_create_group_datasets_for_any_group(store):
     record = await create(store, root, {"name": "weights", "space": "group", "group": "nlp",
                                         "kind": "model"})
     assert record.ref == "@nlp/weights" and record.space == "groups/nlp"
+
+
+def test_a_job_shaped_from_a_members_server_gets_no_group_space():
+    from crater_hub.spawner import shaping
+
+    home = {"home": {"name": "home"}}
+    spawner = SimpleNamespace(volumes=dict(home), volume_mounts={}, extra_annotations={},
+                              environment={}, image="img", cpu_guarantee=None, cpu_limit=None,
+                              mem_guarantee=None, mem_limit=None, extra_resource_guarantees={},
+                              extra_resource_limits={}, node_selector={}, tolerations=[])
+    baseline = shaping.snapshot(spawner)
+    crater = SimpleNamespace(datasets_volume="crater-data", datasets_own_path="/my-datasets")
+    shaping.add_datasets(spawner, resolve(["@ml-staff/corpus"], groups=["ml-staff"]).datasets,
+                         own_space(crater, "ada", ["ml-staff"]))
+    assert {m["mountPath"] for m in spawner.volume_mounts.values()} == {
+        "/datasets/corpus", "/my-datasets", "/my-datasets-groups/ml-staff"}
+    assert spawner.extra_annotations == {ds.ANNOTATION: "@ml-staff/corpus"}
+    view = shaping.shaped(spawner, workload.WorkloadSpec("cpu"), baseline)
+    assert view.volumes == home and view.volume_mounts == {} and view.extra_annotations == {}
