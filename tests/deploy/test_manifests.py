@@ -151,7 +151,7 @@ CALLS = {
     # the containerd commit backend follows its Jobs and their pods in the system namespace
     ("WatchCache", "jobs", "commit_namespace"): [(v, "batch", "jobs", COMMIT_NS) for v in LIST_WATCH],
     ("WatchCache", "pods", "commit_namespace"): [(v, "", "pods", COMMIT_NS) for v in LIST_WATCH],
-    ("WatchCache", "kueue.WORKLOADS", "self.namespace"):
+    ("WatchCache", "kueue.WORKLOADS", "self.service.namespace"):
         [(v, "kueue.x-k8s.io", "workloads", JOBS_NS) for v in LIST_WATCH],
     ("BatchV1Api", "create_namespaced_job"): [("create", "batch", "jobs", JOBS_NS)],
     ("BatchV1Api", "delete_namespaced_job"): [("delete", "batch", "jobs", JOBS_NS)],
@@ -206,7 +206,8 @@ def test_kueue_paths_are_what_rbac_names():
     assert path == ("/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/jhub/localqueues/"
                     "crater/pendingworkloads")
     assert [rbac_attributes("GET", path)] == CALLS[("call_api", "path", "GET")]
-    assert "kueue.pending_workloads_path(self.namespace" in (REPO / "crater_hub/queue/service.py").read_text()
+    assert "kueue.pending_workloads_path(self.service.namespace" in (
+        REPO / "crater_hub/queue/backends/kueue.py").read_text()
 
 
 def test_every_api_call_is_in_the_table():

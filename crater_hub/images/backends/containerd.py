@@ -82,6 +82,9 @@ def commit_job(*, pod, container, target, commit_id, owner, namespace, image, pu
         {"name": "CONTAINERD_ADDRESS", "value": socket},
         {"name": "CONTAINERD_NAMESPACE", "value": containerd_namespace},
         {"name": "DOCKER_CONFIG", "value": "/crater/push"},
+        # the layer waits here until pushed: a volume of the node's disk, not the container's
+        # own writable layer (a commit may be tens of GiB)
+        {"name": "TMPDIR", "value": "/crater/scratch"},
     ]
     if max_bytes is not None:
         env.append({"name": "CRATER_MAX_BYTES", "value": str(max_bytes)})
@@ -108,6 +111,7 @@ def commit_job(*, pod, container, target, commit_id, owner, namespace, image, pu
                         "volumeMounts": [
                             {"name": "containerd", "mountPath": socket},
                             {"name": "push", "mountPath": "/crater/push", "readOnly": True},
+                            {"name": "scratch", "mountPath": "/crater/scratch"},
                         ],
                         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
                                       "limits": {"memory": "2Gi"}},
@@ -116,6 +120,7 @@ def commit_job(*, pod, container, target, commit_id, owner, namespace, image, pu
                         {"name": "containerd", "hostPath": {"path": socket, "type": "Socket"}},
                         {"name": "push", "secret": {"secretName": push_secret, "defaultMode": 0o400,
                                                     "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
+                        {"name": "scratch", "emptyDir": {}},
                     ],
                 },
             },
