@@ -151,9 +151,10 @@ class KueueBackend(QueueBackend):
         """Kueue's PendingWorkloadsSummary for our LocalQueue; None when it cannot be read (Kueue's
         visibility server not installed or not answering: positions are then unknown)."""
         api = shared_client("CoreV1Api").api_client
+        path = self._path()  # the visibility path the RBAC table names (tests/deploy)
         try:
             response = await api.call_api(
-                self._path(), "GET", header_params={"Accept": "application/json"},
+                path, "GET", header_params={"Accept": "application/json"},
                 auth_settings=["BearerToken"], _preload_content=False, _request_timeout=5)
             try:
                 body = await response.read()
