@@ -112,7 +112,7 @@ def test_offline_commands_run_as_written(checkout):
     assert after == {**before, migrate.VERSION_TABLE: migrate.head()}
     assert tables - jupyterhub_tables == {migrate.VERSION_TABLE, "crater_jobs", "crater_job_transitions",
                                           "crater_gpu_intervals", "crater_gpu_usage_daily",
-                                          "crater_gpu_usage_daily_group"}
+                                          "crater_gpu_usage_daily_group", "crater_gpu_usage_daily_total"}
     assert "spawner: crater_hub.spawner.CraterSpawner" in out
     assert "accelerators: l40s (nvidia.com/gpu)" in out  # from the example the docs copy
     assert "  gpu: L40S — l40s × 1, 2, 4" in out
