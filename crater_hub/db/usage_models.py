@@ -88,7 +88,8 @@ class GpuUsageDaily(Base):
     measured_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     busy_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
-    __table_args__ = (Index("ix_crater_gpu_usage_daily_user_day", "user", "day"),)
+    __table_args__ = (Index("ix_crater_gpu_usage_daily_user_day", "user", "day"),
+                      {"sqlite_with_rowid": False})
 
 
 class GpuUsageDailyGroup(Base):
@@ -103,3 +104,21 @@ class GpuUsageDailyGroup(Base):
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     measured_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     busy_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class GpuUsageDailyTotal(Base):
+    """GPU-seconds per UTC day, accelerator and kind over everyone: the report's plot, a few
+    rows per day (summing the per-user table for it would read every user's rows again)."""
+
+    __tablename__ = "crater_gpu_usage_daily_total"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    accelerator: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    measured_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    busy_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = {"sqlite_with_rowid": False}

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from ..accelerators import slugify
 from ..db import migrate
 from ..db.models import utcnow
-from ..db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup
+from ..db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup, GpuUsageDailyTotal
 from .intervals import ended_at, hold_of, split_by_day
 
 log = logging.getLogger("crater_hub.gpus")
@@ -84,14 +84,21 @@ def rollup_amounts(interval):
                     amount, measured, busy))
         out.extend((GpuUsageDailyGroup, (day, group, interval.accelerator, interval.kind),
                     amount, measured, busy) for group in interval.groups or ())
+        out.append((GpuUsageDailyTotal, (day, interval.accelerator, interval.kind),
+                    amount, measured, busy))
     return out
 
 
 def rollup_row(model, key):
-    row = model(day=key[0], accelerator=key[2], kind=key[3], gpu_seconds=0.0,
-                measured_seconds=0.0, busy_seconds=0.0)
-    setattr(row, "user" if model is GpuUsageDaily else "group", key[1])
-    return row
+    """A new, empty rollup row of ``model`` for ``key``."""
+    if model is GpuUsageDailyTotal:
+        day, accelerator, kind = key
+        who = {}
+    else:
+        day, name, accelerator, kind = key
+        who = {"user" if model is GpuUsageDaily else "group": name}
+    return model(day=day, accelerator=accelerator, kind=kind, gpu_seconds=0.0,
+                 measured_seconds=0.0, busy_seconds=0.0, **who)
 
 
 def rollup_add(session, interval):

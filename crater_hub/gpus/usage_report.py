@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
 
-from ..db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup
+from ..db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup, GpuUsageDailyTotal
 from .intervals import day_start, split_by_day
 
 BY = ("user", "group")
@@ -144,12 +144,11 @@ def report(session, start: date, end: date, by="user", now: datetime | None = No
                    func.sum(model.measured_seconds), func.sum(model.busy_seconds))
             .where(in_range).group_by(who, model.accelerator, model.kind)):
         acc.add(name, accelerator, kind, seconds, measured, busy)
-    # the per-day plot counts each GPU-second once: from the per-user table in both views
+    # the per-day plot counts each GPU-second once, from the totals table in both views
+    total = GpuUsageDailyTotal
     for day, accelerator, kind, seconds in session.execute(
-            select(GpuUsageDaily.day, GpuUsageDaily.accelerator, GpuUsageDaily.kind,
-                   func.sum(GpuUsageDaily.gpu_seconds))
-            .where(GpuUsageDaily.day >= start, GpuUsageDaily.day <= end)
-            .group_by(GpuUsageDaily.day, GpuUsageDaily.accelerator, GpuUsageDaily.kind)):
+            select(total.day, total.accelerator, total.kind, total.gpu_seconds)
+            .where(total.day >= start, total.day <= end)):
         acc.add_day(day, accelerator, kind, seconds)
     if hi > lo:
         for interval in session.scalars(_overlapping(lo, hi).where(GpuInterval.end.is_(None))):

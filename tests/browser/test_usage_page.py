@@ -48,3 +48,44 @@ async def test_my_usage_plot_has_the_jobs_gpu_hours(crater_hub, user_page):
 
     await page.goto(f"/hub/crater/jobs/{job['id']}")
     await expect(page.locator("#crater-job-utilization")).to_contain_text("utilization unavailable")
+
+
+async def test_admin_report_plot_table_sorts_and_csv_link(crater_hub, browser, artifacts):
+    """The admin report (as the hub's admin): a plot with bars, a row per user that sorts by
+    GPU-hours, and a CSV link carrying the page's range."""
+    context, page = await log_in(browser, crater_hub, "admin")
+    try:
+        r = await api_request(crater_hub, "users/usage-user-2", "POST")
+        assert r.code in (201, 409), r
+        token = (await api_request(crater_hub, "users/usage-user-2/tokens", "POST",
+                                   {"note": "usage"})).data["token"]
+        job = await submit(crater_hub, token, profile="gpu", accelerator="t4", gpus=2,
+                           command="sleep 1")
+        await wait_state(crater_hub, token, job["id"], "succeeded", timeout=120)
+
+        async def reported():
+            r = await api_request(crater_hub, "crater/usage")
+            names = {row["name"] for row in r.data["rows"]}
+            return r.data if "usage-user-2" in names else None
+
+        report = await wait_for(reported, timeout=30, interval=0.2, message="the report to list the user")
+        await page.goto("/hub/crater/admin/usage")
+        plot = page.locator("svg#crater-admin-usage-plot")
+        await expect(plot).to_be_visible()
+        assert await plot.locator("rect[data-series]").count() >= 1
+        table = page.locator("#crater-usage-table tbody tr[data-name]")
+        await expect(table).to_have_count(len(report["rows"]))
+        header = page.locator("#crater-usage-table thead button", has_text="GPU-hours")
+        await header.click()
+        hours = [float(v) for v in await table.evaluate_all(
+            "rs => rs.map(r => r.cells[1].dataset.value)")]
+        assert hours == sorted(hours, reverse=True)
+        await header.click()
+        hours = [float(v) for v in await table.evaluate_all(
+            "rs => rs.map(r => r.cells[1].dataset.value)")]
+        assert hours == sorted(hours)
+        href = await page.locator("#crater-usage-csv").get_attribute("href")
+        assert href.startswith("/hub/api/crater/usage?start=") and href.endswith("&by=user&format=csv")
+        await page.screenshot(path=str(artifacts / "admin_usage_report.png"), full_page=True)
+    finally:
+        await context.close()

@@ -113,7 +113,7 @@ def test_offline_commands_run_as_written(checkout):
     assert tables - jupyterhub_tables == {migrate.VERSION_TABLE, "crater_jobs", "crater_job_transitions",
                                           "crater_datasets", "crater_dataset_shares",
                                           "crater_gpu_intervals", "crater_gpu_usage_daily",
-                                          "crater_gpu_usage_daily_group",
+                                          "crater_gpu_usage_daily_group", "crater_gpu_usage_daily_total",
                                           "crater_images", "crater_image_commits"}
     assert "spawner: crater_hub.spawner.CraterSpawner" in out
     assert "accelerators: l40s (nvidia.com/gpu)" in out  # from the example the docs copy

@@ -6,6 +6,7 @@ Own localkube and hub (the queue tests' settings: ``tests/queue/crater-queue.yam
 database on SQLite, or PostgreSQL with ``QUEUE_DB=postgresql``.
 """
 
+import asyncio
 import csv
 import io
 import json
@@ -69,12 +70,17 @@ async def make_user(hub, name):
     return r.data["token"]
 
 
-def job_pod(cluster, job_id):
-    """The job's pod as localkube has it (None once deleted)."""
-    url = f"{cluster.url}/api/v1/pods?labelSelector=crater.io/job-id%3D{job_id}"
-    with urllib.request.urlopen(url) as r:
-        items = json.load(r)["items"]
-    return items[0] if items else None
+def watch_until_terminated(cluster, job_id, timeout):
+    """Follow the job's pod with a WATCH (no state is missed, not even one the hub deletes at once)
+    until its container has terminated; (startedAt, finishedAt) as epoch seconds."""
+    url = (f"{cluster.url}/api/v1/pods?watch=true&timeoutSeconds={timeout}"
+           f"&labelSelector=crater.io/job-id%3D{job_id}")
+    with urllib.request.urlopen(url, timeout=timeout + 10) as stream:
+        for line in stream:
+            times = container_times(json.loads(line).get("object"))
+            if times:
+                return times
+    raise AssertionError(f"job {job_id}'s container did not end within {timeout}s")
 
 
 def container_times(pod):
@@ -96,14 +102,7 @@ async def closed_intervals(hub, token, job_id):
 async def test_two_gpu_job_gpu_hours_match_its_run_and_csv_matches(hub, cluster):
     token = await make_user(hub, "acct-ann")
     model = await submit(hub, token, profile="gpu", accelerator="a100", gpus=2, command="sleep 3")
-    times = {}
-
-    async def terminated():
-        times["run"] = container_times(job_pod(cluster, model["id"]))
-        return times["run"]
-
-    await wait_for(terminated, timeout=60, interval=0.1, message="the job's container to end")
-    started, finished = times["run"]
+    started, finished = await asyncio.to_thread(watch_until_terminated, cluster, model["id"], 120)
     assert finished - started >= 3
     await wait_state(hub, token, model["id"], "succeeded")
     timeline = await wait_for(lambda: closed_intervals(hub, token, model["id"]), timeout=30,
@@ -145,8 +144,7 @@ async def test_a_job_that_ended_while_the_hub_was_down_closes_at_its_finished_at
                                        token=token), timeout=30, message="the interval to open")
     hub.stop()
     try:
-        times = await wait_for(lambda: container_times(job_pod(cluster, model["id"])), timeout=60,
-                               interval=0.1, message="the job to end while the hub is down")
+        times = await asyncio.to_thread(watch_until_terminated, cluster, model["id"], 60)
         # the restart is clearly later than the end
         await wait_for(lambda: time.time() > times[1] + 2, timeout=10, interval=0.1)
     finally:
