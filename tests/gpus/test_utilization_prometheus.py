@@ -87,7 +87,11 @@ async def test_busy_idle_pinned_and_mig_devices_read_through_the_shared_cache(gp
     points = await pod_utilization(prometheus.client, "default", "shared", started, end, 1)
     assert points and all(v == pytest.approx(0.9) for _, v in points)
     assert await pod_average_utilization(prometheus.client, "default", "slice", started, end) == pytest.approx(0.4)
-    assert await pod_average_utilization(prometheus.client, "default", "busy", started, end) > 0.1
+
+    async def busy_average():  # its samples since `started` reach Prometheus scrape by scrape
+        value = await pod_average_utilization(prometheus.client, "default", "busy", started, time.time())
+        return value if value is not None and value > 0.1 else None
+    await wait_for(busy_average, timeout=20, interval=1, message="the busy pod's mean utilization > 10 %")
     assert await pod_average_utilization(prometheus.client, "default", "idle", started, end) < 0.05
     assert await pod_utilization(prometheus.client, "default", "nobody", started, end, 1) == []
     assert await pod_average_utilization(prometheus.client, "default", "nobody", started, end) is None
