@@ -157,16 +157,18 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             state.gpus += job.gpus
             state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
 
-    no_fit = set()  # needs (pool, gpus, cpu, mem) that found no node this cycle (free only shrinks)
+    no_fit = set()  # needs (job.need: pool, gpus, cpu, mem) that found no node this cycle (free only shrinks)
     no_victims = set()  # (pool, gpus) for which no node could be freed this cycle
     preemptions = Preemptions(place, active)
+    cursor, reserved, names = place.cursor, place.reserved, place.names
+    free_acc, free_cpu, free_mem = place.acc, place.cpu, place.mem
     admit, preempted = decision.admit, decision.preempt
     admitted = []  # [(job, node index)]: they hold capacity and quota from now on
     settled = []  # per level: [(owner state, [jobs])]
     # settled without a reason yet: (jobs, start, stop, owner state, quota use then or None)
     # or (jobs, start, stop, None, "behind ..."); worded on first read
     spans = []
-    heappop, heappush = heapq.heappop, heapq.heappush
+    heappop, heappushpop = heapq.heappop, heapq.heappushpop
     levels = ranking.levels
     for level_key in sorted(levels):
         guaranteed = not level_key[1]
@@ -180,8 +182,10 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             lists.append((state, jobs))
         settled.append(lists)
         heapq.heapify(heap)
-        while heap:
-            _, _, _, slot, index = heappop(heap)
+        turn = None  # the next turn when known without a pop (the same owner, still first)
+        while turn is not None or heap:
+            _, _, _, slot, index = turn or heappop(heap)
+            turn = None
             state, jobs = lists[slot]
             count = len(jobs)
             checked = guaranteed and state.quota is not None
@@ -201,12 +205,21 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                 need = job.need
                 node = -1
                 if need not in no_fit:
-                    node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b)
-                    if node < 0:
-                        no_fit.add(need)
+                    # first_fit's first step, inline (most admissions end here): the node where
+                    # the same request last fit, if it still holds it
+                    node = cursor.get(need, -1)
+                    if node < 0 or reserved[node] or free_cpu[node] < job.cpu_m or \
+                            free_mem[node] < job.mem_b or \
+                            (slug is not None and free_acc[node].get(slug, 0) < job.gpus):
+                        node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b, need)
+                        if node < 0:
+                            no_fit.add(need)
                 if node >= 0:
-                    place.take(node, slug, job.gpus, job.cpu_m, job.mem_b)
-                    admit.append((job.id, place.names[node]))
+                    if slug is not None:
+                        free_acc[node][slug] -= job.gpus
+                    free_cpu[node] -= job.cpu_m
+                    free_mem[node] -= job.mem_b
+                    admit.append((job.id, names[node]))
                     admitted.append((job, node))
                     state.fair += job.gpus
                     if guaranteed and job.accelerator and job.gpus:
@@ -239,6 +252,11 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             start = index
             if checked:
                 limit, caps, used, gpus_used = state.limit, state.caps, state.acc, state.gpus
+                if not strict and gpus_used >= limit:
+                    # the quota is full: every GPU job is refused (the common case of a heavy
+                    # user), so skip them without the checks below
+                    while index < count and jobs[index].gpus and jobs[index].accelerator:
+                        index += 1
             why = "waiting for capacity"
             while index < count:
                 job = jobs[index]
@@ -269,7 +287,9 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                     continue
             if index < count:
                 job = jobs[index]
-                heappush(heap, (state.fair, job.submitted, job.id, slot, index))
+                # one push-and-pop: an owner still first (a CPU job admitted leaves their fair
+                # share as it was) goes on without moving through the heap
+                turn = heappushpop(heap, (state.fair, job.submitted, job.id, slot, index))
 
     def complete(decision):
         _reasons(spans, decision.waiting)

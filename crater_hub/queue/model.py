@@ -26,14 +26,15 @@ class QueuedJob:
     #: (GPUs, or millicores for CPU-only jobs); plain attributes, read 10^5 times per cycle
     pool: str = field(init=False, repr=False, compare=False)
     units: int = field(init=False, repr=False, compare=False)
-    #: derived: (pool, gpus, cpu_m, mem_b), the engine's key for "found no node this cycle"
-    need: tuple = field(init=False, repr=False, compare=False)
+    #: derived: "pool gpus cpu_m mem_b", the engine's key for "found no node this cycle"
+    #: (a string: its hash is computed once, a tuple's on every lookup)
+    need: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         pool = self.accelerator if self.accelerator and self.gpus else CPU_POOL
         object.__setattr__(self, "pool", pool)
         object.__setattr__(self, "units", self.gpus if pool != CPU_POOL else self.cpu_m)
-        object.__setattr__(self, "need", (pool, self.gpus, self.cpu_m, self.mem_b))
+        object.__setattr__(self, "need", f"{pool} {self.gpus} {self.cpu_m} {self.mem_b}")
 
 
 @dataclass(frozen=True, slots=True)
