@@ -38,6 +38,7 @@ from .model import (
 )
 from .placement import Nodes, Preemptions
 from .ranking import Ranking
+from .ranking import ordered as ranked_order
 
 # re-exported: the engine's data lives in .model
 __all__ = ["BEST_EFFORT_FIFO", "CPU_POOL", "STRATEGIES", "STRICT_FIFO", "ActiveJob", "Decision",
@@ -169,7 +170,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     # or (jobs, start, stop, None, "behind ..."); worded on first read
     spans = []
     heappop, heappushpop = heapq.heappop, heapq.heappushpop
-    levels = ranking.levels
+    levels, known_order = ranking.levels, ranking.known_order
     for level_key in sorted(levels):
         guaranteed = not level_key[1]
         may_preempt = guaranteed and preempt_after is not None
@@ -294,7 +295,7 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
     def complete(decision):
         _reasons(spans, decision.waiting)
         decision.waiting.update(waiting)
-        ordered = ranking.ordered()
+        ordered = known_order or ranked_order(jobs for lists in settled for _, jobs in lists)
         ids = [job.id for job in ordered]
         rank_of = {job_id: rank for rank, job_id in enumerate(ids)}
         taken = {job.id for job, _ in admitted}

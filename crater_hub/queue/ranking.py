@@ -9,7 +9,9 @@ owner's list; an admission or a cancel removes one entry), so a cycle starts fro
 already built. ``schedule`` still accepts a plain list of jobs (tests, the reference comparison):
 it ranks them from scratch then.
 
-The engine only reads a ranking; nothing in a cycle changes it.
+The engine only reads a ranking; nothing in a cycle changes it. A change replaces the owner's
+list instead of editing it (copy on write: a list is ~100 jobs), so a decision whose positions are
+computed later, on its first read, still sees the lists of its own cycle.
 """
 
 from bisect import bisect_left
@@ -53,15 +55,12 @@ class Ranking:
             self._by_id = {job.id: job for job in self._ordered}
         return self._by_id
 
-    def ordered(self):
-        """Every queued job in (submitted, id) order (the global rank the estimates use)."""
-        if self._ordered is None:
-            ordered = [job for level in self.levels.values() for mine in level.values()
-                       for job in mine]
-            ordered.sort(key=_ID)
-            ordered.sort(key=_SUBMITTED)
-            self._ordered = ordered
+    @property
+    def known_order(self):
+        """Every queued job in (submitted, id) order when already known (built from scratch,
+        unchanged since), else None; never edited in place."""
         return self._ordered
+
 
     def add(self, job):
         by_id = self.by_id
@@ -74,9 +73,10 @@ class Ranking:
         if mine is None:
             level[job.owner] = [job]
         elif _key(mine[-1]) < _key(job):
-            mine.append(job)  # the usual case: submitted after the owner's others
+            level[job.owner] = [*mine, job]  # the usual case: submitted after the owner's others
         else:
-            mine.insert(bisect_left(mine, _key(job), key=_key), job)
+            at = bisect_left(mine, _key(job), key=_key)
+            level[job.owner] = [*mine[:at], job, *mine[at:]]
 
     def remove(self, job_id):
         job = self.by_id.pop(job_id, None)
@@ -86,8 +86,10 @@ class Ranking:
         level_key = (-job.priority, job.best_effort)
         level = self.levels[level_key]
         mine = level[job.owner]
-        del mine[bisect_left(mine, _key(job), key=_key)]
-        if not mine:
+        if len(mine) > 1:
+            at = bisect_left(mine, _key(job), key=_key)
+            level[job.owner] = [*mine[:at], *mine[at + 1:]]
+        else:
             del level[job.owner]
             if not level:
                 del self.levels[level_key]
@@ -102,3 +104,12 @@ class Ranking:
         for job_id in now.keys() - by_id.keys():
             self.add(now[job_id])
         return self
+
+
+def ordered(lists):
+    """The jobs of ``lists`` (lists of jobs) in (submitted, id) order: the global rank the
+    estimates use."""
+    jobs = [job for mine in lists for job in mine]
+    jobs.sort(key=_ID)
+    jobs.sort(key=_SUBMITTED)
+    return jobs
