@@ -30,8 +30,23 @@ def test_a_kept_ranking_decides_as_one_built_from_scratch_across_cycles():
         assert kept.admit and _same(kept, fresh)
         # next cycle: the admitted and some cancelled jobs leave, new ones arrive
         gone = {job_id for job_id, _ in kept.admit} | {j.id for j in rng.sample(current, 50)}
-        current = [j for j in current if j.id not in gone] + later[:150]
-        later = later[150:]
+        current = [j for j in current if j.id not in gone] + later[:50]
+        later = later[50:]
+    # cycles with few changes (moved one by one, not ranked again): still the same decisions
+    ranking.sync(current)
+    for strategy in ("best_effort_fifo", "strict_fifo") * 3:
+        levels = ranking.levels
+        ranking.sync(current)
+        assert ranking.levels is levels and later
+        for level in levels.values():  # each owner's list in (submitted, id) order
+            for mine in level.values():
+                assert mine == sorted(mine, key=lambda j: (j.submitted, j.id))
+        kept = schedule(ranking, active, nodes, quotas, servers, 100_000, 600, strategy)
+        fresh = schedule(list(current), active, nodes, quotas, servers, 100_000, 600, strategy)
+        assert _same(kept, fresh)
+        gone = {j.id for j in rng.sample(current, 10)}
+        current = [j for j in current if j.id not in gone] + later[:20]
+        later = later[20:]
     ranking.sync(current)
     held = [job for level in ranking.levels.values() for mine in level.values() for job in mine]
     assert sorted(j.id for j in held) == sorted(j.id for j in current)
