@@ -62,7 +62,8 @@ class Decision:
     or None) and why it is ``waiting``.
 
     Positions and estimates cost more than the admissions themselves (a replay of the whole
-    queue), and only matter when someone reads a queued job: :func:`crater_hub.queue.engine.schedule`
+    queue), and only matter when someone reads a queued job; so does wording why each of 10^5
+    jobs waits (a cycle needs only ``admit`` and ``preempt``): :func:`crater_hub.queue.engine.schedule`
     leaves them ``pending``, and the first read of ``positions``, ``estimated_start`` or
     ``waiting`` computes them (:meth:`complete`, thread-safe: the service completes a large
     one on a worker thread before it reads)."""
