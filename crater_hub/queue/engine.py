@@ -22,9 +22,7 @@ would let it start there.
 """
 
 import heapq
-from collections import defaultdict
 from dataclasses import dataclass, replace
-from operator import attrgetter
 
 from ..policy.quotas import Usage, violation
 from . import estimates
@@ -39,10 +37,12 @@ from .model import (
     QueuedJob,
 )
 from .placement import Nodes, Preemptions
+from .ranking import Ranking
+from .ranking import ordered as ranked_order
 
 # re-exported: the engine's data lives in .model
 __all__ = ["BEST_EFFORT_FIFO", "CPU_POOL", "STRATEGIES", "STRICT_FIFO", "ActiveJob", "Decision",
-           "NodeFree", "QueuedJob", "schedule"]
+           "NodeFree", "QueuedJob", "Ranking", "schedule"]
 
 _UNLIMITED = float("inf")
 _WAITING = "waiting for capacity"
@@ -67,7 +67,7 @@ class _Slug:
 class _Owner:
     """An owner's standing during a cycle: GPUs in use (fair share), quota use and limits."""
 
-    __slots__ = ("name", "fair", "gpus", "acc", "quota", "limit", "caps", "whys")
+    __slots__ = ("name", "fair", "gpus", "acc", "quota", "limit", "caps", "whys", "snap")
 
     def __init__(self, name, quota):
         self.name = name
@@ -78,6 +78,13 @@ class _Owner:
         self.limit = _UNLIMITED if quota is None or quota.gpus is None else quota.gpus
         self.caps = {} if quota is None else quota.accelerators
         self.whys = {}  # (gpus in use, of the accelerator, accelerator, gpus asked) -> refusal
+        self.snap = None  # (gpus, acc) as of the last admission, shared by the jobs settled then
+
+    def snapshot(self):
+        """The quota use the refusals settled now are worded from (taken once per admission)."""
+        if self.snap is None:
+            self.snap = (self.gpus, dict(self.acc))
+        return self.snap
 
     def refuses(self, acc, gpus):
         """Whether the quota refuses ``gpus`` more of ``acc`` (the checks of quotas.violation)."""
@@ -86,18 +93,20 @@ class _Owner:
         cap = self.caps.get(acc)
         return cap is not None and self.acc.get(acc, 0) + gpus > cap
 
-    def why(self, job):
-        """``over quota: <the refusal in quotas.violation's words>``; kept, since under
-        best_effort_fifo many of an owner's jobs are refused for the same reason in one cycle."""
+    def why(self, snap, job):
+        """``over quota: <the refusal in quotas.violation's words>`` with the use ``snap``, or
+        None when ``snap`` leaves room for ``job``; kept, since under best_effort_fifo many of an
+        owner's jobs are refused for the same reason in one cycle."""
+        gpus, used = snap
         acc = job.accelerator
-        key = (self.gpus, self.acc.get(acc, 0), acc, job.gpus)
-        text = self.whys.get(key)
-        if text is None:
+        key = (gpus, used.get(acc, 0), acc, job.gpus)
+        text = self.whys.get(key, 0)
+        if text == 0:
             quota = self.quota
             if quota.servers is not None:
                 quota = replace(quota, servers=None)
-            text = self.whys[key] = \
-                f"over quota: {violation(quota, Usage(0, self.gpus, self.acc), _Spec(job))}"
+            refusal = violation(quota, Usage(0, gpus, used), _Spec(job))
+            text = self.whys[key] = refusal and f"over quota: {refusal}"
         return text
 
 
@@ -107,23 +116,27 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
              strategy=BEST_EFFORT_FIFO):
     """One admission cycle.
 
-    ``queued``: [QueuedJob]; ``active``: [ActiveJob] (admitted or running);
+    ``queued``: [QueuedJob], or a :class:`Ranking` of them kept between cycles (read, never
+    changed); ``active``: [ActiveJob] (admitted or running);
     ``nodes``: [NodeFree] (copied, not modified); ``quotas``: owner -> Quota or None (absent:
     unlimited); ``server_usage``: owner -> Usage of their running servers; ``now``: seconds;
     ``preempt_after``: seconds a guaranteed job waits before preempting (None: never);
     ``strategy``: ``best_effort_fifo`` or ``strict_fifo`` (the module docstring says how).
 
     Decides as the straightforward algorithm of the module docstring (kept in
-    ``tests/unit/queue_engine_reference.py``; tests compare the two), in about linear time: jobs
-    are ranked once by (submitted, id); a job whose outcome cannot depend on when it is looked at
-    — refused by its owner's quota, or too big for every node this cycle with nothing to preempt
-    — is settled as soon as its owner's previous job is, without a turn in the fair-share heap.
+    ``tests/unit/queue_engine_reference.py``; tests compare the two), in about linear time: a job
+    whose outcome cannot depend on when it is looked at — refused by its owner's quota, or too
+    big for every node this cycle with nothing to preempt — is settled as soon as its owner's
+    previous job is, without a turn in the fair-share heap. Only admissions and preemptions are
+    needed at once; why each other job waits (worded from the quota use it was settled at),
+    positions and estimates are computed on the decision's first read.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     strict = strategy == STRICT_FIFO
+    ranking = queued if isinstance(queued, Ranking) else Ranking(queued)
     decision = Decision()
-    waiting = decision.waiting
+    waiting = {}  # the turns' reasons that are not refusals: filled in at once
     place = Nodes(nodes)
     owners = {}
 
@@ -145,70 +158,76 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
             state.gpus += job.gpus
             state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
 
-    # rank by (submitted, id): two stable sorts on plain keys, linear when already in order
-    ranked = sorted(queued, key=attrgetter("id"))
-    ranked.sort(key=attrgetter("submitted"))
-    ids = list(map(attrgetter("id"), ranked))
-    levels = defaultdict(dict)  # (-priority, best_effort) -> owner -> [ranks]
-    for rank, job in enumerate(ranked):
-        level = levels[-job.priority, job.best_effort]
-        ranks = level.get(job.owner)
-        if ranks is None:
-            level[job.owner] = [rank]
-        else:
-            ranks.append(rank)
-
-    no_fit = set()  # (pool, gpus, cpu, mem) that found no node this cycle (free only shrinks)
+    no_fit = set()  # needs (job.need: pool, gpus, cpu, mem) that found no node this cycle (free only shrinks)
     no_victims = set()  # (pool, gpus) for which no node could be freed this cycle
     preemptions = Preemptions(place, active)
+    cursor, reserved, names = place.cursor, place.reserved, place.names
+    free_acc, free_cpu, free_mem = place.acc, place.cpu, place.mem
     admit, preempted = decision.admit, decision.preempt
     admitted = []  # [(job, node index)]: they hold capacity and quota from now on
-    settled = []  # per level: [(owner state, [ranks still queued])]
-    heappop, heappush = heapq.heappop, heapq.heappush
+    settled = []  # per level: [(owner state, [jobs])]
+    # settled without a reason yet: (jobs, start, stop, owner state, quota use then or None)
+    # or (jobs, start, stop, None, "behind ..."); worded on first read
+    spans = []
+    heappop, heappushpop = heapq.heappop, heapq.heappushpop
+    levels, known_order = ranking.levels, ranking.known_order
     for level_key in sorted(levels):
         guaranteed = not level_key[1]
         may_preempt = guaranteed and preempt_after is not None
         lists = []
         heap = []
-        for name, ranks in levels[level_key].items():
+        for name, jobs in levels[level_key].items():
             state = owner_of(name)
-            heap.append((state.fair, ranks[0], len(lists), 0))
-            lists.append((state, ranks, []))
+            first = jobs[0]
+            heap.append((state.fair, first.submitted, first.id, len(lists), 0))
+            lists.append((state, jobs))
         settled.append(lists)
         heapq.heapify(heap)
-        while heap:
-            _, _, slot, index = heappop(heap)
-            state, ranks, left = lists[slot]
+        turn = None  # the next turn when known without a pop (the same owner, still first)
+        while turn is not None or heap:
+            _, _, _, slot, index = turn or heappop(heap)
+            turn = None
+            state, jobs = lists[slot]
+            count = len(jobs)
             checked = guaranteed and state.quota is not None
             # this job's turn: it may take capacity or plan a preemption
-            rank = ranks[index]
-            job = ranked[rank]
+            job = jobs[index]
             index += 1
             if checked and job.accelerator and job.gpus and state.refuses(job.accelerator, job.gpus):
-                left.append(rank)
-                waiting[job.id] = state.why(job)
+                spans.append((jobs, index - 1, index, state, state.snapshot()))
                 if strict:
-                    _behind(job, "over quota", ranks, index, ids, waiting, left)
+                    if index < count:
+                        spans.append((jobs, index, count, None,
+                                      f"behind job {job.id} of the same user (over quota)"))
                     continue
             else:
                 pool = job.pool
                 slug = None if pool == CPU_POOL else job.accelerator
-                need = (pool, job.gpus, job.cpu_m, job.mem_b)
+                need = job.need
                 node = -1
                 if need not in no_fit:
-                    node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b)
-                    if node < 0:
-                        no_fit.add(need)
+                    # first_fit's first step, inline (most admissions end here): the node where
+                    # the same request last fit, if it still holds it
+                    node = cursor.get(need, -1)
+                    if node < 0 or reserved[node] or free_cpu[node] < job.cpu_m or \
+                            free_mem[node] < job.mem_b or \
+                            (slug is not None and free_acc[node].get(slug, 0) < job.gpus):
+                        node = place.first_fit(slug, job.gpus, job.cpu_m, job.mem_b, need)
+                        if node < 0:
+                            no_fit.add(need)
                 if node >= 0:
-                    place.take(node, slug, job.gpus, job.cpu_m, job.mem_b)
-                    admit.append((job.id, place.names[node]))
+                    if slug is not None:
+                        free_acc[node][slug] -= job.gpus
+                    free_cpu[node] -= job.cpu_m
+                    free_mem[node] -= job.mem_b
+                    admit.append((job.id, names[node]))
                     admitted.append((job, node))
                     state.fair += job.gpus
                     if guaranteed and job.accelerator and job.gpus:
                         state.gpus += job.gpus
                         state.acc[job.accelerator] = state.acc.get(job.accelerator, 0) + job.gpus
+                        state.snap = None
                 else:
-                    left.append(rank)
                     waiting[job.id] = _WAITING
                     if (may_preempt and slug is not None and now - job.submitted >= preempt_after
                             and (pool, job.gpus) not in no_victims):
@@ -224,61 +243,83 @@ def schedule(queued, active, nodes, quotas, server_usage, now, preempt_after=Non
                                 f"preempting best-effort jobs on {name}" if victims
                                 else f"waiting for preempted jobs to leave {name}")
                     if strict:
-                        _behind(job, "waiting for capacity", ranks, index, ids, waiting, left)
+                        if index < count:
+                            spans.append((jobs, index, count, None, f"behind job {job.id} of "
+                                          "the same user (waiting for capacity)"))
                         continue
             # the owner's next jobs whose outcome is already certain are settled now: refused by
             # the quota (which only the owner's own admissions change), or no fit and nothing to
             # preempt (both stay so for the rest of the cycle)
+            start = index
             if checked:
-                limit, caps, used, whys = state.limit, state.caps, state.acc, state.whys
-            while index < len(ranks):
-                rank = ranks[index]
-                job = ranked[rank]
-                if checked and job.accelerator and job.gpus:
+                limit, caps, used, gpus_used = state.limit, state.caps, state.acc, state.gpus
+                if not strict and gpus_used >= limit:
+                    # the quota is full: every GPU job is refused (the common case of a heavy
+                    # user), so skip them without the checks below
+                    while index < count and jobs[index].gpus and jobs[index].accelerator:
+                        index += 1
+            why = "waiting for capacity"
+            while index < count:
+                job = jobs[index]
+                if checked and job.gpus and job.accelerator:
                     gpus = job.gpus
-                    cap = caps.get(job.accelerator)
-                    if state.gpus + gpus > limit or (
-                            cap is not None and used.get(job.accelerator, 0) + gpus > cap):
-                        left.append(rank)
-                        waiting[job.id] = whys.get(
-                            (state.gpus, used.get(job.accelerator, 0), job.accelerator, gpus)
-                        ) or state.why(job)
+                    if gpus_used + gpus > limit or (
+                            caps and (cap := caps.get(job.accelerator)) is not None
+                            and used.get(job.accelerator, 0) + gpus > cap):
                         index += 1
                         if strict:
-                            _behind(job, "over quota", ranks, index, ids, waiting, left)
-                            index = len(ranks)
+                            why = "over quota"
+                            break
                         continue
-                pool = job.pool
-                if (pool, job.gpus, job.cpu_m, job.mem_b) not in no_fit:
+                if job.need not in no_fit:
                     break  # it may fit: it waits for its turn in fair-share order
-                if (may_preempt and pool != CPU_POOL and now - job.submitted >= preempt_after
-                        and (pool, job.gpus) not in no_victims):
+                if (may_preempt and job.pool != CPU_POOL and now - job.submitted >= preempt_after
+                        and (job.pool, job.gpus) not in no_victims):
                     break  # it may preempt: likewise
-                left.append(rank)
-                waiting[job.id] = _WAITING
                 index += 1
                 if strict:
-                    _behind(job, "waiting for capacity", ranks, index, ids, waiting, left)
-                    index = len(ranks)
-            if index < len(ranks):
-                heappush(heap, (state.fair, ranks[index], slot, index))
+                    break
+            if index > start:
+                spans.append((jobs, start, index, state, state.snapshot() if checked else None))
+                if strict:
+                    if index < count:
+                        spans.append((jobs, index, count, None,
+                                      f"behind job {jobs[index - 1].id} of the same user ({why})"))
+                    continue
+            if index < count:
+                job = jobs[index]
+                # one push-and-pop: an owner still first (a CPU job admitted leaves their fair
+                # share as it was) goes on without moving through the heap
+                turn = heappushpop(heap, (state.fair, job.submitted, job.id, slot, index))
 
-    def positions_and_estimates(decision):
-        lines = estimates.lines(settled, len(ranked)) if strict else None
-        estimates.positions_and_estimates(estimates.order(settled), settled, ranked, ids, active,
+    def complete(decision):
+        _reasons(spans, decision.waiting)
+        decision.waiting.update(waiting)
+        ordered = known_order or ranked_order(jobs for lists in settled for _, jobs in lists)
+        ids = [job.id for job in ordered]
+        rank_of = {job_id: rank for rank, job_id in enumerate(ids)}
+        taken = {job.id for job, _ in admitted}
+        levels = [[(state, ranks, [r for r in ranks if ids[r] not in taken])
+                   for state, jobs in lists
+                   for ranks in ([rank_of[job.id] for job in jobs],)]
+                  for lists in settled]
+        lines = estimates.lines(levels, len(ordered)) if strict else None
+        estimates.positions_and_estimates(estimates.order(levels), levels, ordered, ids, active,
                                           admitted, place, server_usage, now, lines, decision)
 
-    decision.defer(positions_and_estimates)
+    decision.defer(complete)
     return decision
 
 
-def _behind(job, why, ranks, index, ids, waiting, left):
-    """strict_fifo: ``job`` waits (``why``), so the owner's jobs from ``ranks[index]`` on, at
-    this level, wait behind it."""
-    if index < len(ranks):
-        behind = f"behind job {job.id} of the same user ({why})"
-        for rank in ranks[index:]:
-            waiting[ids[rank]] = behind
-        left.extend(ranks[index:])
-
-
+def _reasons(spans, waiting):
+    """Word why each job settled in a span waits: its owner's quota refusal at the use it was
+    settled at, else no node fits it (or, strict_fifo, the job it waits behind)."""
+    for jobs, start, stop, state, snap in spans:
+        if state is None:  # strict_fifo: behind an earlier job of the owner
+            waiting.update(dict.fromkeys([job.id for job in jobs[start:stop]], snap))
+            continue
+        for job in jobs[start:stop]:
+            why = None
+            if snap is not None and job.gpus and job.accelerator:
+                why = state.why(snap, job)
+            waiting[job.id] = why or _WAITING

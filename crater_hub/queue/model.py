@@ -26,11 +26,15 @@ class QueuedJob:
     #: (GPUs, or millicores for CPU-only jobs); plain attributes, read 10^5 times per cycle
     pool: str = field(init=False, repr=False, compare=False)
     units: int = field(init=False, repr=False, compare=False)
+    #: derived: "pool gpus cpu_m mem_b", the engine's key for "found no node this cycle"
+    #: (a string: its hash is computed once, a tuple's on every lookup)
+    need: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         pool = self.accelerator if self.accelerator and self.gpus else CPU_POOL
         object.__setattr__(self, "pool", pool)
         object.__setattr__(self, "units", self.gpus if pool != CPU_POOL else self.cpu_m)
+        object.__setattr__(self, "need", f"{pool} {self.gpus} {self.cpu_m} {self.mem_b}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,8 @@ class Decision:
     or None) and why it is ``waiting``.
 
     Positions and estimates cost more than the admissions themselves (a replay of the whole
-    queue), and only matter when someone reads a queued job: :func:`crater_hub.queue.engine.schedule`
+    queue), and only matter when someone reads a queued job; so does wording why each of 10^5
+    jobs waits (a cycle needs only ``admit`` and ``preempt``): :func:`crater_hub.queue.engine.schedule`
     leaves them ``pending``, and the first read of ``positions``, ``estimated_start`` or
     ``waiting`` computes them (:meth:`complete`, thread-safe: the service completes a large
     one on a worker thread before it reads)."""
@@ -107,10 +112,6 @@ class Decision:
     def waiting(self):  # job id -> why it is still queued
         return self.complete()._waiting
 
-    @property
-    def reasons(self):
-        """``waiting`` as the admission decided it, before the estimates add to it."""
-        return self._waiting
 
 
 @dataclass

@@ -46,7 +46,7 @@ class Nodes:
         for slug, bounds in self.bacc.items():
             bounds[b] = max([acc[i].get(slug, 0) for i in live], default=0)
 
-    def first_fit(self, slug, gpus, cpu_m, mem_b):
+    def first_fit(self, slug, gpus, cpu_m, mem_b, key=None):
         """The first unreserved node that holds the request (``slug``: None for a CPU-only
         job, whose devices are not counted), or -1.
 
@@ -60,7 +60,8 @@ class Nodes:
             if bacc is None:
                 return -1  # no node has the accelerator (gpus > 0 in a device pool)
         acc, cpu, mem, reserved = self.acc, self.cpu, self.mem, self.reserved
-        key = (slug, gpus, cpu_m, mem_b)
+        if key is None:  # the request's key (the engine passes the job's ``need``)
+            key = (slug, gpus, cpu_m, mem_b)
         start = self.cursor.get(key, 0)
         for b in range(start // _BLOCK, len(self.blocks)):
             if bcpu[b] < cpu_m or bmem[b] < mem_b or (bacc is not None and bacc[b] < gpus):
@@ -102,6 +103,7 @@ class Preemptions:
         self.active = active
         self.victims = None  # slug -> node index -> ([victim ids], [prefix sums of devices])
         self.direct = {}  # (slug, gpus) -> [node indices, first unchecked position]
+        self.having = {}  # slug -> [(node index, free + terminating devices when first asked)]
         self.plans = {}  # (slug, gpus) -> heap of (devices, jobs, name, node, free then)
 
     def _victims(self):
@@ -137,9 +139,12 @@ class Preemptions:
         nodes, key = self.nodes, (slug, gpus)
         direct = self.direct.get(key)
         if direct is None:
-            direct = self.direct[key] = [
-                [i for i in range(len(nodes.names))
-                 if slug in nodes.acc[i] and self._have(i, slug) >= gpus], 0]
+            having = self.having.get(slug)
+            if having is None:  # (node, free + terminating) of the nodes with the accelerator
+                acc, term = nodes.acc, nodes.term
+                having = self.having[slug] = [(i, acc[i][slug] + term[i].get(slug, 0))
+                                              for i in range(len(acc)) if slug in acc[i]]
+            direct = self.direct[key] = [[i for i, have in having if have >= gpus], 0]
         candidates, at = direct
         while at < len(candidates):
             i = candidates[at]

@@ -33,6 +33,12 @@ class EmbeddedBackend(QueueBackend):
 
     name = "embedded"
 
+    def __init__(self, service, **kwargs):
+        super().__init__(service, **kwargs)
+        # the queued jobs ranked as the engine reads them, kept between cycles (ranking 10^5
+        # jobs from scratch costs half of a cycle's budget; a cycle's changes are few)
+        self.ranking = engine.Ranking()
+
     def describe(self):
         return self.service.crater.job_queueing_strategy
 
@@ -121,6 +127,8 @@ class EmbeddedBackend(QueueBackend):
                 elif state in FINAL:
                     finished.append(j)
             engine_jobs = [self.engine_job(j) for j in queued]
+            # the ranking is kept between cycles: only the jobs that came or went are moved
+            self.ranking.sync(engine_jobs)
             return engine_jobs, {j.owner for j in engine_jobs}, active, finished
 
         large = len(records) > INLINE_MAX
@@ -132,7 +140,7 @@ class EmbeddedBackend(QueueBackend):
         info = self.owner_info(owners | {j.owner for j in active})
         crater = service.crater
         args = (
-            queued,
+            self.ranking,
             [self.engine_job(j, engine.ActiveJob, node=j.node,
                              started=seconds(j.started or j.admitted)) for j in active],
             self.nodes(active, finished),
