@@ -60,6 +60,9 @@ def cluster_name(owner, name=None):
 
 
 def _quantity(value):
+    """A Kubernetes quantity string: profiles give CPUs as numbers (``2``, ``0.5``)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return None if value is None else str(value)
 
 
