@@ -12,9 +12,8 @@ The hub authenticates the caller (owner or admin), drops their hub credentials a
 cluster's Ray token (``Authorization: Bearer``) itself, so the token never has to leave the hub.
 """
 
-import hmac
-
 from jupyterhub.user import User
+from jupyterhub.utils import url_escape_path, url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -107,9 +106,7 @@ class ClusterListAPIHandler(RayBase):
         """``(server name, pod metadata)`` of the server the cluster goes with: the one named,
         else the one whose API token makes this call; 400 when neither is running."""
         if name is None:
-            token = self.get_token() or ""
-            name = next((n for n, sp in user.spawners.items()
-                         if sp.api_token and hmac.compare_digest(sp.api_token, token)), None)
+            name = self._calling_server(user)
             if name is None:
                 raise workload.PolicyError(
                     "server: name one of your running servers ('' for the default one); this "
@@ -123,6 +120,20 @@ class ClusterListAPIHandler(RayBase):
             raise workload.PolicyError(f"server {shown} is not running; start it first, or name "
                                        "a running server in 'server'")
         return name, pod
+
+
+    def _calling_server(self, user):
+        """The server whose API token makes this call: JupyterHub notes a server's token as
+        ``Server at <its URL>`` (kept across hub restarts, unlike ``spawner.api_token``)."""
+        token = self.get_token()  # the ORM token of this request
+        note = getattr(token, "note", None) or ""
+        if getattr(token, "user", None) is None or token.user.name != user.name:
+            return None
+        for name in user.orm_user.orm_spawners:
+            url = url_path_join(user.base_url, url_escape_path(name), "/")
+            if note == f"Server at {url}":
+                return name
+        return None
 
 
 class ClusterAPIHandler(RayBase):

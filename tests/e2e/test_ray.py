@@ -18,6 +18,7 @@ import time
 import pytest
 from kubernetes_asyncio import client, config
 
+from crater_hub.client import ray as cray
 from tests.helpers import wait_for
 from tests.reference import load_reference
 
@@ -67,21 +68,28 @@ async def kube(localkube):
 
 
 @pytest.fixture(scope="module")
-async def users(crater_hub, kuberay):
-    """alice (a running CPU server, a token) and bob (a token); removed after the module."""
-    names = []
-    tokens = {}
-    for name in ("ray-alice", "ray-bob"):
-        r = await api_request(crater_hub, f"users/{name}", "POST")
-        assert r.code == 201, r
-        names.append(name)
-        r = await api_request(crater_hub, f"users/{name}/tokens", "POST", {"note": "test"})
-        tokens[name] = r.data["token"]
-    await spawn(crater_hub, "ray-alice", {"profile": "cpu"})
-    yield tokens
-    for name in names:
-        await stop_server(crater_hub, name)
-        assert (await api_request(crater_hub, f"users/{name}", "DELETE")).code == 204
+def users(crater_hub, kuberay):
+    """alice (a running CPU server, a token) and bob (a token); removed after the module.
+    (Synchronous: each step runs on a loop of its own, as tests' loops are per test.)"""
+    names = ("ray-alice", "ray-bob")
+
+    async def setup():
+        tokens = {}
+        for name in names:
+            r = await api_request(crater_hub, f"users/{name}", "POST")
+            assert r.code == 201, r
+            r = await api_request(crater_hub, f"users/{name}/tokens", "POST", {"note": "test"})
+            tokens[name] = r.data["token"]
+        await spawn(crater_hub, "ray-alice", {"profile": "cpu"})
+        return tokens
+
+    async def teardown():
+        for name in names:
+            await stop_server(crater_hub, name)
+            assert (await api_request(crater_hub, f"users/{name}", "DELETE")).code == 204
+
+    yield asyncio.run(setup())
+    asyncio.run(teardown())
 
 
 async def ray_api(hub, path="", method="GET", body=None, token=None):
@@ -205,15 +213,21 @@ async def test_deleting_the_cluster_removes_its_pods_and_service(crater_hub, use
     await wait_for(gone, timeout=120, interval=1, message="the cluster's pods and Service to go")
 
 
-async def test_stopping_the_server_deletes_its_cluster(crater_hub, users, kube):
+async def test_the_client_makes_a_cluster_that_goes_when_the_server_stops(crater_hub, users, kube):
+    """The notebook client (here with alice's token from outside her server): a head-only
+    cluster, ready, its Jobs API through the proxy; then the server stops and takes it along."""
     alice = users["ray-alice"]
-    r = await ray_api(crater_hub, method="POST",
-                      body={"profile": "cpu", "workers": 0, "server": "", "name": "bound"}, token=alice)
-    assert r.code == 201, r
-    name = r.data["name"]
+    cluster = await asyncio.to_thread(cray.new_cluster, workers=0, accelerator=None, profile="cpu",
+                                      name="bound", server="", api_url=crater_hub.api_url, token=alice)
+    name = cluster.name
+    await asyncio.to_thread(cluster.wait, timeout=180, poll=1)
+    listed = await asyncio.to_thread(cray.list_clusters, api_url=crater_hub.api_url, token=alice)
+    assert [c.name for c in listed] == [name] and listed[0].state == "ready"
+    assert await asyncio.to_thread(lambda: cluster.job_client().list_jobs()) == []
     _, custom = kube
     rc = await custom.get_namespaced_custom_object("ray.io", "v1", NS, "rayclusters", name)
-    assert rc["metadata"]["ownerReferences"][0]["name"] == "jupyter-ray-2dalice"
+    owner = rc["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "Pod" and owner["name"].startswith("jupyter-ray")
     await stop_server(crater_hub, "ray-alice")
     core, _ = kube
 
