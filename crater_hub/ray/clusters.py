@@ -106,7 +106,7 @@ class RayClusters:
         previous = self.crater.ledger.holds(owner, ledger_key(name))
         self._reserve(owner, rc, quota)
         try:
-            return await shared_client("CustomObjectsApi").create_namespaced_custom_object(
+            created = await shared_client("CustomObjectsApi").create_namespaced_custom_object(
                 manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL, rc)
         except ApiException as e:
             if not previous:
@@ -114,6 +114,19 @@ class RayClusters:
             if e.status == 409:
                 raise PolicyError(f"name: a Ray cluster named {name} exists already", status=409) from None
             raise
+        # read-your-writes: the next GET (from the cache) must find what this call made
+        return await self._seen(name, lambda got: got is not None, created)
+
+    async def _seen(self, name, predicate, fallback, timeout=10.0):
+        """The cached object once ``predicate`` holds for it (the watch delivered our write),
+        else ``fallback`` after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate(self.get(name)):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("RayCluster %s: the cache did not show our write within %ss", name, timeout)
+                return fallback
+            await asyncio.sleep(0.05)
+        return self.get(name)
 
     async def scale(self, owner, rc, workers, quota):
         """Set the worker group's replicas, reserving the GPUs first (403 over quota)."""
@@ -121,13 +134,15 @@ class RayClusters:
         groups = rc["spec"]["workerGroupSpecs"]
         patch = [{"op": "replace", "path": f"/spec/workerGroupSpecs/{i}/replicas", "value": workers}
                  for i in range(len(groups))[:1]]
+        name = rc["metadata"]["name"]
         try:
-            return await shared_client("CustomObjectsApi").patch_namespaced_custom_object(
-                manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL,
-                rc["metadata"]["name"], patch)
+            patched = await shared_client("CustomObjectsApi").patch_namespaced_custom_object(
+                manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL, name, patch)
         except ApiException:
-            self.crater.ledger.hold(owner, ledger_key(rc["metadata"]["name"]), self.holding(rc))
+            self.crater.ledger.hold(owner, ledger_key(name), self.holding(rc))
             raise
+        return await self._seen(name, lambda got: got is not None and manifests.workers_of(got) == workers,
+                                patched)
 
     async def delete(self, name):
         try:

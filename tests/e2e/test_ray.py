@@ -13,15 +13,16 @@ is deleted when the server stops. Timings print as ``RAY-HUB-MEASURE`` lines (``
 import asyncio
 import json
 import os
+import textwrap
 import time
 
 import pytest
 from kubernetes_asyncio import client, config
 
-from crater_hub.client import ray as cray
 from tests.helpers import wait_for
 from tests.reference import load_reference
 
+from ..client.test_client_in_server import run_in_kernel
 from .hub import api_request, request, spawn, stop_server
 
 pytestmark = [
@@ -128,6 +129,7 @@ async def test_a_cluster_becomes_ready_and_only_its_owner_sees_it(crater_hub, us
 
     async def ready():
         got = await ray_api(crater_hub, name, token=alice)
+        assert got.code == 200, got  # the create's answer came after the cache had it
         return got.data if got.data["state"] == "ready" else None
 
     model = await wait_for(ready, timeout=240, interval=1, message="the Ray cluster to be ready")
@@ -213,17 +215,31 @@ async def test_deleting_the_cluster_removes_its_pods_and_service(crater_hub, use
     await wait_for(gone, timeout=120, interval=1, message="the cluster's pods and Service to go")
 
 
-async def test_the_client_makes_a_cluster_that_goes_when_the_server_stops(crater_hub, users, kube):
-    """The notebook client (here with alice's token from outside her server): a head-only
-    cluster, ready, its Jobs API through the proxy; then the server stops and takes it along."""
+NOTEBOOK = textwrap.dedent("""
+    import json, os
+    from crater_hub.client import ray as cray
+
+    assert "JUPYTERHUB_API_TOKEN" in os.environ and "KUBECONFIG" not in os.environ
+    cluster = cray.new_cluster(workers=0, accelerator=None, profile="cpu", name="bound")
+    cluster.wait(timeout=150, poll=1)
+    jobs = cluster.job_client().list_jobs()
+    print(json.dumps({"name": cluster.name, "server": cluster.info["server"],
+                      "listed": [c.name for c in cray.list_clusters()], "jobs": len(jobs),
+                      "dashboard": cluster.dashboard_url}))
+""")
+
+
+async def test_the_client_in_a_notebook_makes_a_cluster_that_goes_when_the_server_stops(
+        crater_hub, users, kube):
+    """The notebook client in a kernel of alice's server, with the server's own token (which
+    binds the cluster to this server): a head-only cluster, ready, its Jobs API through the
+    hub's proxy; then the server stops and takes the cluster along."""
+    printed = await run_in_kernel(crater_hub, "ray-alice", NOTEBOOK, timeout=200)
+    result = json.loads(printed.strip().splitlines()[-1])
+    name = result["name"]
+    assert result["server"] == "" and result["listed"] == [name] and result["jobs"] == 0, result
+    assert result["dashboard"].endswith(f"/hub/crater/ray/{name}/dashboard"), result
     alice = users["ray-alice"]
-    cluster = await asyncio.to_thread(cray.new_cluster, workers=0, accelerator=None, profile="cpu",
-                                      name="bound", server="", api_url=crater_hub.api_url, token=alice)
-    name = cluster.name
-    await asyncio.to_thread(cluster.wait, timeout=180, poll=1)
-    listed = await asyncio.to_thread(cray.list_clusters, api_url=crater_hub.api_url, token=alice)
-    assert [c.name for c in listed] == [name] and listed[0].state == "ready"
-    assert await asyncio.to_thread(lambda: cluster.job_client().list_jobs()) == []
     _, custom = kube
     rc = await custom.get_namespaced_custom_object("ray.io", "v1", NS, "rayclusters", name)
     owner = rc["metadata"]["ownerReferences"][0]
