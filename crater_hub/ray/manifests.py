@@ -186,7 +186,7 @@ def model(rc, token=None):
         "profile": ann.get(ANNOTATION + "profile"),
         "accelerator": ann.get(ANNOTATION + "accelerator") or None,
         "gpus": int(ann.get(ANNOTATION + "gpus") or 0),
-        "lifetime": ann.get(ANNOTATION + "lifetime"), "server": ann.get(ANNOTATION + "server") or None,
+        "lifetime": ann.get(ANNOTATION + "lifetime"), "server": ann.get(ANNOTATION + "server"),
         "ray_version": (rc.get("spec") or {}).get("rayVersion"),
         "created": meta.get("creationTimestamp"),
         "conditions": conditions(rc),
