@@ -38,8 +38,12 @@ class RayBase(CraterAPIHandler):
         return user
 
     async def service(self, user):
-        service = service_for(self.settings, self.crater, user.spawner.namespace)
-        return await service.ready()
+        service = service_for(self.crater, user.spawner.namespace)
+        try:
+            return await service.ready()
+        except TimeoutError:
+            raise web.HTTPError(503, "Ray clusters are not available now: the cluster does not "
+                                "answer for RayClusters (is KubeRay installed?)") from None
 
     def fail(self, error):
         raise web.HTTPError(error.status, error.message)
@@ -114,7 +118,7 @@ class ClusterListAPIHandler(RayBase):
         spawner = user.spawners.get(name) if name in user.orm_user.orm_spawners else None
         pod = None
         if spawner is not None and spawner.ready:
-            pod = self.settings["crater_ray"].server_pod(spawner)
+            pod = service_for(self.crater, spawner.namespace).server_pod(spawner)
         if pod is None:
             shown = repr(name) if name else "'' (your default server)"
             raise workload.PolicyError(f"server {shown} is not running; start it first, or name "

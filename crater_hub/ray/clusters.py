@@ -170,9 +170,16 @@ class RayClusters:
         return self._tokens[key]
 
 
-def service_for(settings, crater, namespace):
-    """The hub's one :class:`RayClusters` (made on first use, kept in the tornado settings)."""
-    service = settings.get("crater_ray")
-    if service is None or service.namespace != namespace:
-        service = settings["crater_ray"] = RayClusters(crater, namespace)
+_services = {}  # (event loop, namespace) -> RayClusters
+
+
+def service_for(crater, namespace):
+    """The hub's one :class:`RayClusters` for ``namespace`` on this loop (made on first use, or
+    at the hub's start by :mod:`.starter`, so that clusters count in the ledger from the start)."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _services if k[0].is_closed()]:
+        del _services[key]
+    service = _services.get((loop, namespace))
+    if service is None:
+        service = _services[(loop, namespace)] = RayClusters(crater, namespace)
     return service
