@@ -12,6 +12,8 @@ The hub authenticates the caller (owner or admin), drops their hub credentials a
 cluster's Ray token (``Authorization: Bearer``) itself, so the token never has to leave the hub.
 """
 
+import os
+
 from jupyterhub.user import User
 from jupyterhub.utils import url_escape_path, url_path_join
 from tornado import web
@@ -37,8 +39,18 @@ class RayBase(CraterAPIHandler):
             raise web.HTTPError(403, "only users have Ray clusters; this token belongs to a service")
         return user
 
+    def viewer(self):
+        """The calling user, or None for an administrating service (which may only read)."""
+        user = self.current_user
+        if isinstance(user, User):
+            return user
+        if self.has_scope(ADMIN) and self.request.method == "GET":
+            return None
+        return self.user()
+
     async def service(self, user):
-        service = service_for(self.crater, user.spawner.namespace)
+        namespace = user.spawner.namespace if user is not None else _servers_namespace(self.settings)
+        service = service_for(self.crater, namespace)
         try:
             return await service.ready()
         except TimeoutError:
@@ -51,12 +63,13 @@ class RayBase(CraterAPIHandler):
     def find(self, service, user, name):
         """The cluster if the caller may see it, else 404 (others' clusters do not exist)."""
         rc = service.get(name)
-        if rc is None or (manifests.owner_of(rc) != user.name and not self.has_scope(ADMIN)):
+        mine = user is not None and manifests.owner_of(rc) == user.name
+        if rc is None or (not mine and not self.has_scope(ADMIN)):
             raise web.HTTPError(404, f"No Ray cluster named {name}")
         return rc
 
     async def model(self, service, user, rc):
-        mine = manifests.owner_of(rc) == user.name
+        mine = user is not None and manifests.owner_of(rc) == user.name
         return manifests.model(rc, token=await service.token(rc) if mine else None)
 
     def quota(self, user):
@@ -67,8 +80,8 @@ class RayBase(CraterAPIHandler):
 class ClusterListAPIHandler(RayBase):
     async def get(self):
         self.require(USE)
-        user = self.user()
-        everyone = self.get_argument("all", "") in ("1", "true", "yes")
+        user = self.viewer()
+        everyone = self.get_argument("all", "") in ("1", "true", "yes") or user is None
         if everyone and not self.has_scope(ADMIN):
             raise web.HTTPError(403, f"all=1 requires the {ADMIN} scope")
         service = await self.service(user)
@@ -143,7 +156,7 @@ class ClusterListAPIHandler(RayBase):
 class ClusterAPIHandler(RayBase):
     async def get(self, name):
         self.require(USE)
-        user = self.user()
+        user = self.viewer()
         service = await self.service(user)
         self.write(await self.model(service, user, self.find(service, user, name)))
 
@@ -209,6 +222,20 @@ class DashboardProxyHandler(RayBase):
             self.write(response.body)
 
     get = post = put = patch = delete = _proxy
+
+
+def _servers_namespace(settings):
+    """KubeSpawner's namespace as configured, else its own default (the hub pod's namespace,
+    else ``default``), for callers that are no user (an administrating service)."""
+    config = settings.get("config") or {}
+    for section in ("CraterSpawner", "KubeSpawner"):
+        if section in config and "namespace" in config[section]:
+            return config[section]["namespace"]
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    return "default"
 
 
 default_handlers = [
