@@ -63,7 +63,7 @@ class RayBase(CraterAPIHandler):
     def find(self, service, user, name):
         """The cluster if the caller may see it, else 404 (others' clusters do not exist)."""
         rc = service.get(name)
-        mine = user is not None and manifests.owner_of(rc) == user.name
+        mine = rc is not None and user is not None and manifests.owner_of(rc) == user.name
         if rc is None or (not mine and not self.has_scope(ADMIN)):
             raise web.HTTPError(404, f"No Ray cluster named {name}")
         return rc
