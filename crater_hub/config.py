@@ -175,6 +175,22 @@ class Crater(LoggingConfigurable):
         help="""How many job logs one user may follow at once (``follow=1``: each holds a
         stream from the Kubernetes API); past it, 429. -1: no limit.""",
     )
+    ray_version = Unicode(
+        "2.60.0", config=True,
+        help="""The Ray version of ``ray_image`` (a RayCluster's ``rayVersion``; KubeRay picks its
+        probes and start flags by it). A cluster whose image names another version is refused.""",
+    )
+    ray_image = Unicode(
+        "", config=True,
+        help="""The image of Ray clusters' head and workers when a request names none. Empty:
+        ``rayproject/ray:<ray_version>``. A request may also name an image its profile allows.""",
+    )
+    ray_head_cpu = Unicode("1", config=True, help="CPU of a Ray cluster's head (it runs no tasks).")
+    ray_head_memory = Unicode("2Gi", config=True, help="Memory of a Ray cluster's head.")
+    ray_max_workers = Integer(
+        8, min=0, config=True,
+        help="The most workers one Ray cluster may have (``workers`` on create and scale).",
+    )
     jobs_namespace = Unicode(
         "", config=True,
         help="""Namespace of batch Jobs. Empty: the single-user servers' (``KubeSpawner.namespace``),

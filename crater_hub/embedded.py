@@ -26,7 +26,10 @@ def start_embedded_cluster(state_dir):
     """
     # The hub's own state (its database, cookie secret) lives next to localkube's: hidden from pods.
     hub_state = Path(state_dir).absolute().parent
-    cluster = LocalKubeProcess(state_dir, tie_to_parent=True, extra_args=["--mask", str(hub_state)]).start()
+    # --kuberay-crd: RayClusters are served from the start, so /hub/api/crater/ray works (the
+    # embedded cluster has no operator to install KubeRay's CRD; localkube's controller is it)
+    cluster = LocalKubeProcess(state_dir, tie_to_parent=True,
+                               extra_args=["--mask", str(hub_state), "--kuberay-crd"]).start()
     atexit.register(cluster.stop)
     use_kubeconfig(cluster.kubeconfig)
     return cluster

@@ -9,9 +9,9 @@ administrators get). Adding a room is adding its module to
 ``ROOMS``; ``setup`` never needs to change.
 """
 
-from . import capacity, dataset_pages, datasets, gpus, images, job_pages, jobs, usage
+from . import capacity, dataset_pages, datasets, gpus, images, job_pages, jobs, ray, usage
 
-ROOMS = (capacity, gpus, job_pages, jobs, usage, dataset_pages, datasets, images)
+ROOMS = (capacity, gpus, job_pages, jobs, usage, dataset_pages, datasets, images, ray)
 
 
 def default_handlers():

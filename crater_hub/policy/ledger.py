@@ -2,7 +2,7 @@
 
 One :class:`Ledger` per hub process (``Crater.ledger``), shared by the spawner and the queue.
 Each holding is keyed by what holds it — ``("server", name)`` for a running or starting server,
-``("job", id)`` for an admitted or running job — so recording the same thing twice counts it
+``("job", id)`` for an admitted or running job, ``("ray", name)`` for a Ray cluster — so recording the same thing twice counts it
 once, and whoever started a workload releases it when it ends.
 
 Race-free by construction rather than by locks: :meth:`Ledger.reserve` checks the quota and
@@ -22,6 +22,8 @@ from .quotas import Usage, violation
 
 SERVER = "server"
 JOB = "job"
+#: a Ray cluster (crater_hub.ray): its workers' GPUs, keyed ("ray", cluster name)
+RAY = "ray"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,9 @@
+"""Ray clusters for notebook users: KubeRay ``ray.io/v1`` RayClusters the hub creates with its own
+service account, shaped by the one workload policy and counted in the one quota ledger.
+
+- :mod:`.manifests`: a request's :class:`~crater_hub.policy.workload.WorkloadSpec` → a RayCluster
+  (pure; what the CRD-schema tests check), and a RayCluster → the REST model;
+- :mod:`.options`: the request's own fields (workers, lifetime, server, name), each checked;
+- :mod:`.clusters`: the service: a shared watch cache of the namespace's RayClusters, the ledger
+  kept true by it, and the create/scale/delete calls.
+"""
