@@ -199,6 +199,8 @@ async def stop_all():
             await stop()
         except Exception:
             log.exception("crater %s: stopping it failed", room.name)
+        else:
+            log.info("crater %s stopped", room.name)
     await stop_shared_caches()
     await close_shared_clients()
 

@@ -7,13 +7,7 @@ spawner uses unless ``Crater.jobs_namespace`` says otherwise, with the hub's use
 database) for quotas and priority classes.
 """
 
-import logging
-
-from ..hubstart import HubRoom, HubUsers, hub_app, spawner_namespace
-
-log = logging.getLogger("crater_hub.queue")
-
-__all__ = ["ROOM", "HubUsers", "hub_app", "schedule_start", "service_for", "spawner_namespace"]
+from ..hubstart import HubRoom, HubUsers, spawner_namespace
 
 
 async def _start(app, crater=None):
@@ -30,10 +24,9 @@ async def _start(app, crater=None):
 
 async def _stop(service):
     await service.stop()
-    log.info("crater job queue stopped")
 
 
-ROOM = HubRoom("job queue", _start, _stop)
+ROOM = HubRoom("job queue", _start, _stop)  # logs "crater job queue stopped" when stopped
 
 
 def schedule_start(c):
