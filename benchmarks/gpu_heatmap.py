@@ -31,7 +31,6 @@ import gc
 import json
 import random
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from kubernetes_asyncio import client, config  # noqa: E402
 from tornado import web  # noqa: E402
 from tornado.httpserver import HTTPServer  # noqa: E402
 
+from benchmarks.capacity import stats  # noqa: E402
 from crater_hub.accelerators import discover  # noqa: E402
 from crater_hub.gpus.devices import DeviceIndex  # noqa: E402
 from crater_hub.gpus.heatmap import Heatmap, parse_filters, visible_rows  # noqa: E402
@@ -217,11 +217,6 @@ def answer(heatmap, snapshot, filters, viewer="user-1"):
     return json.dumps({"utilization": {"available": snapshot.error is None},
                        "accelerators": heatmap.summary(snapshot), "devices": rows,
                        "total_rows": total, "offset": filters.offset, "limit": filters.limit})
-
-
-def stats(ns):
-    ms = sorted(v / 1e6 for v in ns)
-    return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
 
 
 def fmt(label, ns):

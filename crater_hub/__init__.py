@@ -69,7 +69,7 @@ def _start_accounting_with_hub(c):
 
 def _start_queue_with_hub(c):
     """Start the job queue once the hub has started, when ``c`` is being loaded by a starting
-    hub (see :mod:`crater_hub.queue.starter` for why this is the hook); otherwise nothing."""
+    hub (see :mod:`crater_hub.hubstart` for why this is the hook); otherwise nothing."""
     from .queue.starter import schedule_start
 
     schedule_start(c)

@@ -1,15 +1,11 @@
 """Seed the datasets (:mod:`.seed`) once the hub has started, from ``crater_hub.setup(c)``.
 
-The same hook as the job queue's (:mod:`crater_hub.queue.starter` says why): only when ``c`` is
-being loaded by a starting hub; anywhere else nothing is scheduled. A failure is logged, never
-fatal: the hub serves without the demo dataset.
+Through :func:`crater_hub.hubstart.after_hub_start` (which says why this is the hook): only when
+``c`` is being loaded by a starting hub; anywhere else nothing is scheduled. A failure is logged,
+never fatal: the hub serves without the demo dataset.
 """
 
-import asyncio
-import logging
-
-log = logging.getLogger("crater_hub.datasets")
-_pending = set()
+from ..hubstart import after_hub_start
 
 
 def _namespace(app, crater):
@@ -34,28 +30,13 @@ def _image(app):
     return "quay.io/jupyterhub/k8s-singleuser-sample:4.2.0"
 
 
+async def _seed(app):
+    from ..config import Crater
+    from .seed import seed
+
+    crater = Crater.shared(app.config)
+    await seed(crater, _namespace(app, crater), _image(app))
+
+
 def schedule(c):
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    from jupyterhub.app import JupyterHub
-
-    app = JupyterHub.instance() if JupyterHub.initialized() else None
-    if app is None or getattr(app, "subapp", None) or not hasattr(app, "_start_future"):
-        return
-
-    async def seed_when_started():
-        from ..config import Crater
-        from .seed import seed
-
-        try:
-            await asyncio.shield(app._start_future)
-            crater = Crater.shared(app.config)
-            await seed(crater, _namespace(app, crater), _image(app))
-        except Exception:
-            log.exception("crater datasets: seeding the data volume or the demo dataset failed")
-
-    task = loop.create_task(seed_when_started(), name="crater-datasets-seed")
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    after_hub_start("datasets: seeding the data volume or the demo dataset", _seed)

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ..kube.caches import WatchCache, object_key
+from ..kube.caches import FollowsNodesAndPods, WatchCache, object_key
 from ..quantity import parse_quantity
 from .workloads import device_requests, is_device_resource
 
@@ -245,7 +245,7 @@ def build_node(node, pods):
                        node_slots(node, holders), held, tuple(sorted(unplaced)))
 
 
-class DeviceIndex:
+class DeviceIndex(FollowsNodesAndPods):
     """Every node's :class:`NodeDevices`, kept from the shared Node and Pod caches.
 
     Listens to both caches; an event marks its node dirty, and :meth:`nodes` rebuilds only dirty
@@ -268,22 +268,7 @@ class DeviceIndex:
         self._names = None  # sorted names of built nodes; None after one joined or left
         self._log = []  # (version, node name) of every rebuild, for changes_since
         self._log_start = 0  # the version before the oldest entry kept
-        self.node_cache.add_listener(self.on_node_event)
-        self.pod_cache.add_listener(self.on_pod_event)
-        for node in list(self.node_cache.objects.values()):
-            self.on_node_event("ADDED", node, None)
-        for pod in list(self.pod_cache.objects.values()):
-            self.on_pod_event("ADDED", pod, None)
-
-    async def ready(self, timeout=None):
-        """Start the caches if needed and wait until both have loaded once."""
-        await self.node_cache.ready(timeout)
-        await self.pod_cache.ready(timeout)
-        return self
-
-    def close(self):
-        self.node_cache.remove_listener(self.on_node_event)
-        self.pod_cache.remove_listener(self.on_pod_event)
+        self.follow_caches()
 
     def _changed(self, name):
         self._dirty.add(name)

@@ -45,9 +45,9 @@ def system_namespaces(crater):
         if ns:
             out.add(ns)
     try:
-        from ..queue.starter import _hub_app, spawner_namespace
+        from ..hubstart import hub_app, spawner_namespace
 
-        app = _hub_app()
+        app = hub_app()
         ns = spawner_namespace(app) if app is not None else None
         if ns:
             out.add(ns)
@@ -59,13 +59,13 @@ def system_namespaces(crater):
 def queued_demand():
     """GPUs waiting in the job queue per accelerator slug, from the queue's in-memory jobs
     (no database query); empty while the queue has not started."""
-    from ..queue.starter import _services
+    from ..queue.starter import ROOM
 
-    future = _services.get(asyncio.get_running_loop())
-    if future is None or not future.done() or future.exception() is not None:
+    service = ROOM.started()
+    if service is None:
         return {}
     demand = {}
-    for job in list(future.result().jobs.values()):
+    for job in list(service.jobs.values()):
         if job.state == "queued" and job.gpus and job.accelerator:
             demand[job.accelerator] = demand.get(job.accelerator, 0) + job.gpus
     return demand
@@ -304,9 +304,9 @@ class GPUCollector:
             asyncio.get_running_loop()
         except RuntimeError:
             return []  # not on the hub's loop (a scrape from elsewhere): nothing to read
-        from ..queue.starter import _hub_app
+        from ..hubstart import hub_app
 
-        app = _hub_app()
+        app = hub_app()
         if app is None or not getattr(app, "tornado_settings", None):
             return []
         data = GPUData(app.tornado_settings)

@@ -384,6 +384,31 @@ class WatchCache:
         return cache.start()
 
 
+class FollowsNodesAndPods:
+    """For an index kept from the shared node and pod caches (the inventory, the device index):
+    it has ``node_cache``, ``pod_cache``, ``on_node_event`` and ``on_pod_event``. Listening
+    first, then replaying what the caches already hold as ``ADDED``, misses no event between the
+    two (listeners run on the loop, as this does)."""
+
+    def follow_caches(self):
+        self.node_cache.add_listener(self.on_node_event)
+        self.pod_cache.add_listener(self.on_pod_event)
+        for node in list(self.node_cache.objects.values()):
+            self.on_node_event("ADDED", node, None)
+        for pod in list(self.pod_cache.objects.values()):
+            self.on_pod_event("ADDED", pod, None)
+
+    async def ready(self, timeout=None):
+        """Start the caches if needed and wait until both have loaded once."""
+        await asyncio.gather(self.node_cache.ready(timeout), self.pod_cache.ready(timeout))
+        return self
+
+    def close(self):
+        """Stop listening to the caches (they keep running: they are shared)."""
+        self.node_cache.remove_listener(self.on_node_event)
+        self.pod_cache.remove_listener(self.on_pod_event)
+
+
 async def stop_shared_caches():
     """Stop every shared cache of the running loop (when the hub shuts down)."""
     loop = asyncio.get_running_loop()

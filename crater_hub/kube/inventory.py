@@ -44,7 +44,7 @@ from fractions import Fraction
 from crater_hub import accelerators as catalog
 
 from ..quantity import format_cpu, format_memory, parse_quantity
-from .caches import WatchCache, object_key
+from .caches import FollowsNodesAndPods, WatchCache, object_key
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -338,7 +338,7 @@ class _AcceleratorState:
         }
 
 
-class Inventory:
+class Inventory(FollowsNodesAndPods):
     """Capacity per accelerator type and per node, kept current from the Node and Pod caches.
 
     ``accelerators``: the operator's :class:`~crater_hub.accelerators.Accelerator` list; empty or
@@ -369,22 +369,7 @@ class Inventory:
         self._summary = None
         self._json = None
         self._updated = time.time()
-        self.node_cache.add_listener(self.on_node_event)
-        self.pod_cache.add_listener(self.on_pod_event)
-        for node in list(self.node_cache.objects.values()):
-            self.on_node_event("ADDED", node, None)
-        for pod in list(self.pod_cache.objects.values()):
-            self.on_pod_event("ADDED", pod, None)
-
-    async def ready(self, timeout=None):
-        """Start the caches if needed and wait until both have loaded once."""
-        await asyncio.gather(self.node_cache.ready(timeout), self.pod_cache.ready(timeout))
-        return self
-
-    def close(self):
-        """Stop listening to the caches (they keep running: they are shared)."""
-        self.node_cache.remove_listener(self.on_node_event)
-        self.pod_cache.remove_listener(self.on_pod_event)
+        self.follow_caches()
 
     # -- events ------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class QueueService:
 
     ``crater``: the :class:`crater_hub.config.Crater` settings; ``db_url``: where the records
     live; ``users``: an object with ``info(names) -> {name: (groups, is_admin)}``
-    (:class:`crater_hub.queue.starter.HubUsers`), None in tests without a hub.
+    (:class:`crater_hub.hubstart.HubUsers`), None in tests without a hub.
     """
 
     def __init__(self, crater, db_url, users=None, namespace=None, tick=1.0):

@@ -8,9 +8,9 @@ import pytest
 
 from crater_hub import deploy
 from crater_hub.config import Crater
+from crater_hub.hubstart import spawner_namespace
 from crater_hub.policy import workload
 from crater_hub.queue import manifest
-from crater_hub.queue.starter import spawner_namespace
 from crater_hub.spawner import CraterSpawner, job_pod
 from tests.reference import k8s_validate
 

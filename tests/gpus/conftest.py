@@ -15,12 +15,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client, config
 
 from crater_hub.gpus.prometheus import Prometheus, PrometheusError
 from crater_hub.gpus.prometheus_server import PrometheusServer
-from crater_hub.localkube import LocalKube
 from tests.helpers import wait_for
+from tests.localkube_api import localkube_api
 
 SHARED_GPU_CLUSTER = Path(__file__).parents[1] / "data" / "clusters" / "mig-and-timesliced.yaml"
 
@@ -72,12 +71,6 @@ async def prometheus(tmp_path):
 @pytest.fixture
 async def gpu_cluster(tmp_path):
     """An in-process localkube on tests/data/clusters/mig-and-timesliced.yaml and a CoreV1Api."""
-    lk = LocalKube(cluster_file=SHARED_GPU_CLUSTER, state_dir=tmp_path / "localkube")
-    await lk.start()
-    path = lk.write_kubeconfig(tmp_path / "kubeconfig")
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(path), client_configuration=cfg)
-    api = client.ApiClient(cfg)
-    yield lk, client.CoreV1Api(api)
-    await api.close()
-    await lk.stop()
+    async with localkube_api(SHARED_GPU_CLUSTER, tmp_path / "localkube",
+                             tmp_path / "kubeconfig") as pair:
+        yield pair

@@ -9,20 +9,9 @@ import asyncio
 from tests.e2e.hub import HubProcess, api_request
 from tests.helpers import wait_for
 
-PIN = "localkube.crater.io/gpu-utilization"
+from .pods import gpu_pod
+
 IDLE_WINDOW = 3
-
-
-def gpu_pod(name, node, resource="nvidia.com/gpu", command=("sleep", "300"), pin=None):
-    return {
-        "metadata": {"name": name, "annotations": {PIN: pin} if pin else {}},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{"name": "work", "image": "busybox:1.36", "command": list(command),
-                            "resources": {"limits": {resource: "1"}}}],
-        },
-    }
 
 
 def held_by(answer, pod):

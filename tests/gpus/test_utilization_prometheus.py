@@ -13,20 +13,9 @@ from crater_hub.gpus.prometheus import PrometheusError
 from crater_hub.gpus.utilization import UtilizationCache, pod_average_utilization, pod_utilization
 from tests.helpers import wait_for
 
+from .pods import PIN, gpu_pod
+
 MIB = 1024 * 1024
-PIN = "localkube.crater.io/gpu-utilization"
-
-
-def gpu_pod(name, node, resource="nvidia.com/gpu", command=("sleep", "300"), pin=None):
-    return {
-        "metadata": {"name": name, "annotations": {PIN: pin} if pin else {}},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{"name": "work", "image": "busybox:1.36", "command": list(command),
-                            "resources": {"limits": {resource: "1"}}}],
-        },
-    }
 
 
 async def all_running(core, names):

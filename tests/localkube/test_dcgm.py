@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from crater_hub.localkube import LocalKube
 from crater_hub.localkube.devices import DEVICES_ANNOTATION, device_env_for_pod
 from crater_hub.localkube.nodes import nodes_from_cluster_spec
 from tests.helpers import wait_for
+from tests.localkube_api import localkube_api
 
 CLUSTER = Path(__file__).parents[1] / "data" / "clusters" / "mig-and-timesliced.yaml"
 BUSY = ["sh", "-c", "while :; do :; done"]
@@ -26,15 +26,8 @@ IDLE = ["sleep", "300"]
 @pytest.fixture
 async def kube(tmp_path):
     """A started localkube on the MIG and time-sliced cluster, and a CoreV1Api on it."""
-    lk = LocalKube(cluster_file=CLUSTER, state_dir=tmp_path / "state")
-    await lk.start()
-    path = lk.write_kubeconfig(tmp_path / "kubeconfig")
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(path), client_configuration=cfg)
-    api = client.ApiClient(cfg)
-    yield lk, client.CoreV1Api(api)
-    await api.close()
-    await lk.stop()
+    async with localkube_api(CLUSTER, tmp_path / "state", tmp_path / "kubeconfig") as pair:
+        yield pair
 
 
 def gpu_pod(name, node, resource="nvidia.com/gpu", count=1, command=IDLE, annotations=None):

@@ -115,6 +115,7 @@ async def test_a_stopped_hub_leaves_no_pending_task_or_open_connection(
     assert process.proc.returncode is not None
     log = process.log_file.read_text(errors="replace")
     assert "crater job queue stopped" in log, log[-3000:]
+    assert "crater GPU accounting stopped" in log, log[-3000:]  # every started room stops
     for warning in ("Task was destroyed but it is pending", "Unclosed client session",
                     "Unclosed connector"):
         assert warning not in log, log[-3000:]

@@ -12,6 +12,7 @@ from crater_hub.datasets.store import DatasetError, DatasetStore
 from crater_hub.policy import datasets as ds
 from crater_hub.policy import workload
 from crater_hub.policy.profiles import parse
+from tests.unit.server_stub import plain_server
 
 PROFILES = parse([{"slug": "cpu", "display_name": "CPU"}])
 STAFF_DATA = ds.Dataset("corpus", "crater-data", "groups/ml-staff/corpus", owner="@ml-staff",
@@ -165,10 +166,7 @@ def test_a_job_shaped_from_a_members_server_gets_no_group_space():
     from crater_hub.spawner import shaping
 
     home = {"home": {"name": "home"}}
-    spawner = SimpleNamespace(volumes=dict(home), volume_mounts={}, extra_annotations={},
-                              environment={}, image="img", cpu_guarantee=None, cpu_limit=None,
-                              mem_guarantee=None, mem_limit=None, extra_resource_guarantees={},
-                              extra_resource_limits={}, node_selector={}, tolerations=[])
+    spawner = plain_server(dict(home))
     baseline = shaping.snapshot(spawner)
     crater = SimpleNamespace(datasets_volume="crater-data", datasets_own_path="/my-datasets")
     shaping.add_datasets(spawner, resolve(["@ml-staff/corpus"], groups=["ml-staff"]).datasets,

@@ -13,6 +13,7 @@ from crater_hub.policy.access import Access
 from crater_hub.policy.profiles import parse
 from crater_hub.queue import manifest
 from crater_hub.spawner import form, shaping
+from tests.unit.server_stub import plain_server
 
 PROFILES = parse([{"slug": "cpu", "display_name": "CPU"}])
 DEMO = ds.Dataset("demo", "crater-data", "public/demo")
@@ -161,10 +162,7 @@ def test_the_catalog_defaults_to_the_data_volume_and_user_spaces_are_safe_paths(
 
 def test_a_job_shaped_from_a_server_with_datasets_gets_the_configured_volumes_only():
     home = {"home": {"name": "home"}}
-    spawner = SimpleNamespace(volumes=dict(home), volume_mounts={}, extra_annotations={},
-                              environment={}, image="img", cpu_guarantee=None, cpu_limit=None,
-                              mem_guarantee=None, mem_limit=None, extra_resource_guarantees={},
-                              extra_resource_limits={}, node_selector={}, tolerations=[])
+    spawner = plain_server(dict(home))
     baseline = shaping.snapshot(spawner)
     shaping.add_datasets(spawner, resolve(["demo"]).datasets, ("crater-data", "users/ada", "/m"))
     assert "crater-data-crater-data" in spawner.volumes  # the running server's

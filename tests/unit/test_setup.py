@@ -101,15 +101,16 @@ def test_service_account_in_a_pod_is_a_cluster(no_cluster, monkeypatch):
 def test_setup_outside_a_starting_hub_starts_no_job_queue():
     """The queue starts with a hub that is loading its config in its running loop; setup(c)
     called anywhere else (here: no event loop, no hub) schedules nothing."""
-    from crater_hub.queue import starter
+    from crater_hub import hubstart
+    from crater_hub.queue.starter import ROOM
 
-    before = dict(starter._services)
+    before = dict(ROOM._futures)
     crater_hub.setup(Config())
-    assert starter._services == before and not starter._pending
+    assert ROOM._futures == before and not hubstart._pending
 
 
 async def test_setup_in_a_loop_without_a_hub_app_starts_no_job_queue():
-    from crater_hub.queue import starter
+    from crater_hub import hubstart
 
     crater_hub.setup(Config())
-    assert not starter._pending
+    assert not hubstart._pending
