@@ -7,7 +7,7 @@ Input: a SQLite file (the embedded hub's database; any SQLAlchemy URL with --db)
 head, holding ``--per-day`` intervals per user per day on average (Poisson-ish: 0 to 2×) for
 ``--days`` days — 270,000 intervals at the defaults — across three accelerators (a100, t4, a MIG
 slice at 1/7 of a GPU), three workload kinds and 50 groups (1–2 per user), each closed with a
-utilization; plus 200 intervals still open. The daily rollups are what closing those intervals
+utilization; plus 200 intervals still open. The rollups are what closing those intervals
 writes (:func:`crater_hub.gpus.accounting.rollup_amounts` of every interval: daily per user,
 group and in total, monthly per user; summed and
 inserted in bulk rather than one close at a time, to load the data quickly).
