@@ -7,13 +7,15 @@ Input: a SQLite file (the embedded hub's database; any SQLAlchemy URL with --db)
 head, holding ``--per-day`` intervals per user per day on average (Poisson-ish: 0 to 2×) for
 ``--days`` days — 270,000 intervals at the defaults — across three accelerators (a100, t4, a MIG
 slice at 1/7 of a GPU), three workload kinds and 50 groups (1–2 per user), each closed with a
-utilization; plus 200 intervals still open. The daily rollups are what closing those intervals
-writes (:func:`crater_hub.gpus.accounting.rollup_amounts` of every interval, summed and
+utilization; plus 200 intervals still open. The rollups are what closing those intervals
+writes (:func:`crater_hub.gpus.accounting.rollup_amounts` of every interval: daily per user,
+group and in total, monthly per user; summed and
 inserted in bulk rather than one close at a time, to load the data quickly).
 
-Figures (milliseconds, median of --runs):
+Figures (milliseconds, median of --runs after one untimed run):
 - ``usage_report.report`` by user and by group over the 90 days (the target is <= 200 ms):
-  rollups + open intervals;
+  rollups + open intervals (by user: monthly rollups for the whole months, daily ones for the
+  days at the edges);
 - baseline: ``usage_report.report_from_intervals``, the same report aggregated per request from
   the raw interval rows, same database, same run; the two results are checked to be equal
   (to 1e-6 hours).
@@ -109,6 +111,9 @@ def close(a, b, path="report"):
 
 
 def timed(db, fn, *args, runs):
+    """Median milliseconds of ``runs`` calls after one untimed call (warms SQLite's page cache
+    after the bulk load, for both sides alike), and the last result."""
+    db.run_sync(fn, *args)
     times, result = [], None
     for _ in range(runs):
         began = time.perf_counter()

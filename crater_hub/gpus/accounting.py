@@ -31,7 +31,13 @@ from sqlalchemy import select
 from ..accelerators import slugify
 from ..db import migrate
 from ..db.models import utcnow
-from ..db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup, GpuUsageDailyTotal
+from ..db.usage_models import (
+    GpuInterval,
+    GpuUsageDaily,
+    GpuUsageDailyGroup,
+    GpuUsageDailyTotal,
+    GpuUsageMonthly,
+)
 from .intervals import ended_at, hold_of, split_by_day
 
 log = logging.getLogger("crater_hub.gpus")
@@ -71,8 +77,9 @@ class Open:
 
 
 def rollup_amounts(interval):
-    """``[(model, key, gpu_seconds, measured, busy)]`` a closed interval adds to the daily
-    rollups: per UTC day, once for its user and once for each of its groups."""
+    """``[(model, key, gpu_seconds, measured, busy)]`` a closed interval adds to the rollups:
+    per UTC day, once for its user, once for each of its groups and once in total; and per
+    calendar month for its user (one entry per day, summed into the month's row)."""
     gpus = interval.count * interval.gpu_equivalent
     util = interval.utilization
     out = []
@@ -82,6 +89,8 @@ def rollup_amounts(interval):
         busy = amount * util if util is not None else 0.0
         out.append((GpuUsageDaily, (day, interval.user or "", interval.accelerator, interval.kind),
                     amount, measured, busy))
+        out.append((GpuUsageMonthly, (day.replace(day=1), interval.user or "",
+                                      interval.accelerator, interval.kind), amount, measured, busy))
         out.extend((GpuUsageDailyGroup, (day, group, interval.accelerator, interval.kind),
                     amount, measured, busy) for group in interval.groups or ())
         out.append((GpuUsageDailyTotal, (day, interval.accelerator, interval.kind),
@@ -94,6 +103,10 @@ def rollup_row(model, key):
     if model is GpuUsageDailyTotal:
         day, accelerator, kind = key
         who = {}
+    elif model is GpuUsageMonthly:
+        month, user, accelerator, kind = key
+        return model(month=month, user=user, accelerator=accelerator, kind=kind, gpu_seconds=0.0,
+                     measured_seconds=0.0, busy_seconds=0.0)
     else:
         day, name, accelerator, kind = key
         who = {"user" if model is GpuUsageDaily else "group": name}
@@ -102,8 +115,16 @@ def rollup_row(model, key):
 
 
 def rollup_add(session, interval):
-    """Add a closed interval's GPU-seconds to the per-user and per-group daily rollups."""
+    """Add a closed interval's GPU-seconds to the rollups (:func:`rollup_amounts`)."""
+    # summed per row first: the days of one month name the same monthly row, and a row added
+    # but not flushed yet is not found by session.get
+    sums = {}
     for model, key, amount, measured, busy in rollup_amounts(interval):
+        total = sums.setdefault((model, key), [0.0, 0.0, 0.0])
+        total[0] += amount
+        total[1] += measured
+        total[2] += busy
+    for (model, key), (amount, measured, busy) in sums.items():
         row = session.get(model, key)
         if row is None:
             row = rollup_row(model, key)

@@ -2,8 +2,10 @@
 
 Two sources give the same numbers:
 
-- :func:`report` reads the daily rollups (:class:`~crater_hub.db.usage_models.GpuUsageDaily`,
-  ``...DailyGroup``) for closed intervals, plus the few intervals still open (clipped to now):
+- :func:`report` reads the rollups for closed intervals (by user: the monthly rollup
+  :class:`~crater_hub.db.usage_models.GpuUsageMonthly` for the whole months of the range and
+  ``GpuUsageDaily`` for the days of the partial months at its edges; by group:
+  ``GpuUsageDailyGroup``), summed in SQL, plus the few intervals still open (clipped to now):
   what the admin report uses, fast at any number of intervals;
 - :func:`report_from_intervals` computes the same from the raw interval rows (clipped to the
   range day by day): what a user's own report uses (their rows are few, and a user's groups come
@@ -19,7 +21,13 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
 
-from ..db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup, GpuUsageDailyTotal
+from ..db.usage_models import (
+    GpuInterval,
+    GpuUsageDaily,
+    GpuUsageDailyGroup,
+    GpuUsageDailyTotal,
+    GpuUsageMonthly,
+)
 from .intervals import day_start, split_by_day
 
 BY = ("user", "group")
@@ -131,19 +139,53 @@ def _names(interval, by):
     return [interval.user or ""] if by == "user" else list(interval.groups or ())
 
 
+def _next_month(day):
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _whole_months(start, end):
+    """``((first, last) month starts, or None)`` of the calendar months wholly inside
+    ``[start, end]``, and the ``[(from, to)]`` day ranges left at the edges (both included)."""
+    first = start if start.day == 1 else _next_month(start)
+    after = first
+    while _next_month(after) - timedelta(days=1) <= end:
+        after = _next_month(after)
+    if after == first:  # no whole month
+        return None, [(start, end)] if start <= end else []
+    edges = [(start, first - timedelta(days=1))] if start < first else []
+    if after <= end:
+        edges.append((after, end))
+    last = (after - timedelta(days=1)).replace(day=1)
+    return (first, last), edges
+
+
+def _add_sums(acc, session, model, who, where):
+    """Add a rollup's sums per (name, accelerator, kind) where ``where`` holds, summed in SQL
+    (run on the session's connection: plain rows, without the ORM's per-row loading)."""
+    for name, accelerator, kind, seconds, measured, busy in session.connection().execute(
+            select(who, model.accelerator, model.kind, func.sum(model.gpu_seconds),
+                   func.sum(model.measured_seconds), func.sum(model.busy_seconds))
+            .where(where).group_by(who, model.accelerator, model.kind)):
+        acc.add(name, accelerator, kind, seconds, measured, busy)
+
+
 def report(session, start: date, end: date, by="user", now: datetime | None = None):
     """The admin report from the daily rollups plus the open intervals (see the module docstring)."""
     now = now or datetime.utcnow()
     lo, hi = day_start(start), min(day_start(end + timedelta(days=1)), now)
     acc = _Accumulator()
-    model = GpuUsageDaily if by == "user" else GpuUsageDailyGroup
-    who = model.user if by == "user" else model.group
-    in_range = and_(model.day >= start, model.day <= end)
-    for name, accelerator, kind, seconds, measured, busy in session.execute(
-            select(who, model.accelerator, model.kind, func.sum(model.gpu_seconds),
-                   func.sum(model.measured_seconds), func.sum(model.busy_seconds))
-            .where(in_range).group_by(who, model.accelerator, model.kind)):
-        acc.add(name, accelerator, kind, seconds, measured, busy)
+    if by == "user":
+        months, edges = _whole_months(start, end)
+        if months:
+            monthly = GpuUsageMonthly
+            _add_sums(acc, session, monthly, monthly.user,
+                      and_(monthly.month >= months[0], monthly.month <= months[1]))
+        daily = GpuUsageDaily
+        for first, last in edges:  # one query each: ~10 % faster on SQLite than one with OR
+            _add_sums(acc, session, daily, daily.user, and_(daily.day >= first, daily.day <= last))
+    else:
+        model = GpuUsageDailyGroup
+        _add_sums(acc, session, model, model.group, and_(model.day >= start, model.day <= end))
     # the per-day plot counts each GPU-second once, from the totals table in both views
     total = GpuUsageDailyTotal
     for day, accelerator, kind, seconds in session.execute(

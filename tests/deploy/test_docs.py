@@ -114,6 +114,7 @@ def test_offline_commands_run_as_written(checkout):
                                           "crater_datasets", "crater_dataset_shares",
                                           "crater_gpu_intervals", "crater_gpu_usage_daily",
                                           "crater_gpu_usage_daily_group", "crater_gpu_usage_daily_total",
+                                          "crater_gpu_usage_monthly",
                                           "crater_images", "crater_image_commits"}
     assert "spawner: crater_hub.spawner.CraterSpawner" in out
     assert "accelerators: l40s (nvidia.com/gpu)" in out  # from the example the docs copy

@@ -11,10 +11,16 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
+from crater_hub.db import migrate
 from crater_hub.db.session import Database
-from crater_hub.db.usage_models import GpuInterval, GpuUsageDaily, GpuUsageDailyGroup
+from crater_hub.db.usage_models import (
+    GpuInterval,
+    GpuUsageDaily,
+    GpuUsageDailyGroup,
+    GpuUsageMonthly,
+)
 from crater_hub.gpus import intervals
-from crater_hub.gpus.accounting import Accounting
+from crater_hub.gpus.accounting import Accounting, close_interval
 from crater_hub.gpus.devices import gpu_equivalent
 from crater_hub.gpus.usage_report import report, report_from_intervals, to_csv_rows
 from crater_hub.gpus.workloads import classify, device_requests
@@ -231,6 +237,48 @@ async def test_reconcile_after_a_restart(db_url):
     csv_rows = to_csv_rows(fast)
     assert csv_rows[0][:3] == ["by", "name", "gpu_hours"] and csv_rows[1][1] == "ann"
     await third.stop()
+
+
+def test_monthly_rollups_and_reports_across_month_edges(db_url):
+    """Intervals closed across month ends fill the monthly rollup with the sum of their days; the
+    report by user (whole months from it, edge days from the daily table) equals the report from
+    the raw intervals for ranges with and without whole months."""
+    db = Database(db_url)
+    migrate.upgrade(db.engine)
+    spans = [("ann", datetime(2026, 9, 29, 20), datetime(2026, 10, 2, 4), 0.5),  # Sep 29 → Oct 2
+             ("ann", datetime(2026, 10, 15), datetime(2026, 10, 15, 1), None),
+             ("bob", datetime(2026, 11, 30, 23), datetime(2026, 12, 1, 2), 0.25),  # Nov → Dec
+             ("bob", datetime(2026, 12, 3), datetime(2026, 12, 3, 6), 1.0)]
+
+    def load(session):
+        for i, (user, start, end, util) in enumerate(spans):
+            interval = GpuInterval(pod_uid=f"u{i}", namespace="jobs", pod_name=f"p{i}", user=user,
+                                   groups=["ml"], accelerator="a100", resource="nvidia.com/gpu",
+                                   count=2, gpu_equivalent=1.0, kind="job", workload=str(i),
+                                   link=None, node="gpu-0", start=start, end=None,
+                                   end_estimated=False, utilization=None)
+            session.add(interval)
+            session.flush()
+            close_interval(session, interval.id, end, False, util)
+        session.commit()
+
+    db.run_sync(load)
+    with db.Session() as session:
+        monthly = {(r.month, r.user): r.gpu_seconds for r in session.query(GpuUsageMonthly)}
+    # ann: Sep 29 20:00 → Oct 2 04:00 on 2 GPUs is 28 h in September and 28 h in October, + 1 h
+    assert monthly[(date(2026, 9, 1), "ann")] == pytest.approx(2 * 28 * 3600)
+    assert monthly[(date(2026, 10, 1), "ann")] == pytest.approx(2 * (28 + 1) * 3600)
+    assert monthly[(date(2026, 11, 1), "bob")] == pytest.approx(2 * 3600)
+    assert monthly[(date(2026, 12, 1), "bob")] == pytest.approx(2 * (2 + 6) * 3600)
+    now = datetime(2026, 12, 6, 12)
+    for start, end in ((date(2026, 9, 30), date(2026, 12, 2)),  # edges + Oct, Nov whole
+                       (date(2026, 10, 1), date(2026, 11, 30)),  # whole months only
+                       (date(2026, 10, 2), date(2026, 10, 31)),  # no whole month
+                       (date(2026, 9, 1), date(2026, 12, 6))):  # up to today (not a whole month)
+        fast = db.run_sync(report, start, end, "user", now)
+        assert fast == db.run_sync(report_from_intervals, start, end, "user", now), (start, end)
+        assert fast["rows"]
+    db.close()
 
 
 def test_report_query_is_validated():

@@ -1,4 +1,4 @@
-"""crater_gpu_intervals and the daily GPU usage rollups (per user, per group, in total)
+"""crater_gpu_intervals and the GPU usage rollups (daily per user, per group, in total; monthly per user)
 
 Revision ID: 0003_gpu_usage
 Revises: 0002_datasets
@@ -14,19 +14,19 @@ branch_labels = None
 depends_on = None
 
 
-def _rollup(name, who=None):
+def _rollup(name, who=None, period="day"):
     # WITHOUT ROWID on SQLite: rows clustered by their key, so a range of days is read in order
     # without a lookup per row (2x faster reports); other databases ignore the option
     op.create_table(
         name,
-        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column(period, sa.Date(), nullable=False),
         *([sa.Column(who, sa.String(255), nullable=False)] if who else []),
         sa.Column("accelerator", sa.String(64), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("gpu_seconds", sa.Float(), nullable=False),
         sa.Column("measured_seconds", sa.Float(), nullable=False),
         sa.Column("busy_seconds", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("day", *([who] if who else []), "accelerator", "kind",
+        sa.PrimaryKeyConstraint(period, *([who] if who else []), "accelerator", "kind",
                                 name=op.f(f"pk_{name}")),
         sqlite_with_rowid=False,
     )
@@ -62,9 +62,11 @@ def upgrade():
     op.create_index("ix_crater_gpu_usage_daily_user_day", "crater_gpu_usage_daily", ["user", "day"])
     _rollup("crater_gpu_usage_daily_group", "group")
     _rollup("crater_gpu_usage_daily_total")
+    _rollup("crater_gpu_usage_monthly", "user", period="month")
 
 
 def downgrade():
+    op.drop_table("crater_gpu_usage_monthly")
     op.drop_table("crater_gpu_usage_daily_total")
     op.drop_table("crater_gpu_usage_daily_group")
     op.drop_index("ix_crater_gpu_usage_daily_user_day", table_name="crater_gpu_usage_daily")
