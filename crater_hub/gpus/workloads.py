@@ -25,7 +25,7 @@ Pure functions over the pod's JSON dict (as the API server sends it); no I/O.
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..quantity import parse_quantity
+from ..kube.inventory import pod_requests
 
 SERVER, JOB, RAY, SYSTEM, EXTERNAL = "server", "job", "ray", "system", "external"
 KINDS = (SERVER, JOB, RAY, SYSTEM, EXTERNAL)
@@ -121,36 +121,8 @@ def is_device_resource(name):
     return domain != "kubernetes.io" and not domain.endswith(".kubernetes.io")
 
 
-def _container_devices(container):
-    resources = container.get("resources") or {}
-    merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
-    return {k: parse_quantity(v) for k, v in merged.items() if is_device_resource(k)}
-
-
 def device_requests(pod):
-    """The extended device resources ``pod`` holds: ``{"nvidia.com/gpu": 2}`` (whole units).
-
-    As the kubelet's device manager counts them: the sum over the containers, raised to the
-    largest init container's amount where that is more (init containers run one at a time and
-    their devices are reused), sidecars (init containers with ``restartPolicy: Always``) added.
-    A device given only as a limit counts (extended resources have requests = limits). Resources
-    with zero units are left out.
-    """
-    spec = pod.get("spec") or {}
-    total, sidecars, init_peak = {}, {}, {}
-    for c in spec.get("containers") or []:
-        for k, v in _container_devices(c).items():
-            total[k] = total.get(k, 0) + v
-    for c in spec.get("initContainers") or []:
-        req = _container_devices(c)
-        if c.get("restartPolicy") == "Always":
-            for k, v in req.items():
-                sidecars[k] = sidecars.get(k, 0) + v
-            continue
-        for k, v in req.items():
-            init_peak[k] = max(init_peak.get(k, 0), v + sidecars.get(k, 0))
-    for k, v in sidecars.items():
-        total[k] = total.get(k, 0) + v
-    for k, v in init_peak.items():
-        total[k] = max(total.get(k, 0), v)
-    return {k: int(v) for k, v in sorted(total.items()) if v > 0}
+    """The extended device resources ``pod`` holds: ``{"nvidia.com/gpu": 2}`` (whole units),
+    summed as kube-scheduler and the device manager do (:func:`~crater_hub.kube.inventory.pod_requests`:
+    containers, sidecars, the largest init container; a limit without a request counts)."""
+    return {k: int(v) for k, v in sorted(pod_requests(pod).items()) if is_device_resource(k) and v > 0}

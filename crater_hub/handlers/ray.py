@@ -12,7 +12,6 @@ The hub authenticates the caller (owner or admin), drops their hub credentials a
 cluster's Ray token (``Authorization: Bearer``) itself, so the token never has to leave the hub.
 """
 
-import os
 
 from jupyterhub.user import User
 from jupyterhub.utils import url_escape_path, url_path_join
@@ -20,6 +19,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from ..datasets.choices import choices_for
+from ..hubstart import hub_app, spawner_namespace
 from ..policy import workload
 from ..ray import manifests, options
 from ..ray.clusters import service_for
@@ -49,7 +49,11 @@ class RayBase(CraterAPIHandler):
         return self.user()
 
     async def service(self, user):
-        namespace = user.spawner.namespace if user is not None else _servers_namespace(self.settings)
+        if user is not None:
+            namespace = user.spawner.namespace
+        else:  # an administrating service: the servers' namespace, as the hub's config says
+            app = hub_app()
+            namespace = (spawner_namespace(app) if app is not None else None) or "default"
         service = service_for(self.crater, namespace)
         try:
             return await service.ready()
@@ -222,20 +226,6 @@ class DashboardProxyHandler(RayBase):
             self.write(response.body)
 
     get = post = put = patch = delete = _proxy
-
-
-def _servers_namespace(settings):
-    """KubeSpawner's namespace as configured, else its own default (the hub pod's namespace,
-    else ``default``), for callers that are no user (an administrating service)."""
-    config = settings.get("config") or {}
-    for section in ("CraterSpawner", "KubeSpawner"):
-        if section in config and "namespace" in config[section]:
-            return config[section]["namespace"]
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    if os.path.exists(path):
-        with open(path) as f:
-            return f.read().strip()
-    return "default"
 
 
 default_handlers = [
