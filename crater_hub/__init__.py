@@ -49,6 +49,7 @@ def setup(c):
     _start_queue_with_hub(c)
     _seed_datasets_with_hub(c)
     _start_accounting_with_hub(c)
+    _start_ray_with_hub(c)
 
 
 def _seed_datasets_with_hub(c):
@@ -63,6 +64,14 @@ def _start_accounting_with_hub(c):
     """Start GPU accounting once the hub has started, as the queue starts
     (:mod:`crater_hub.gpus.starter`)."""
     from .gpus.starter import schedule_start
+
+    schedule_start(c)
+
+
+def _start_ray_with_hub(c):
+    """Start the Ray clusters' watch cache and idle reaper once the hub has started
+    (:mod:`crater_hub.ray.starter`)."""
+    from .ray.starter import schedule_start
 
     schedule_start(c)
 

@@ -191,6 +191,35 @@ class Crater(LoggingConfigurable):
         8, min=0, config=True,
         help="The most workers one Ray cluster may have (``workers`` on create and scale).",
     )
+    ray_idle_timeout = Float(
+        3600, config=True,
+        help="""Seconds a Ray cluster created with ``lifetime: "idle"`` may stay idle before the
+        hub deletes it: no running or pending Ray job (the hub asks the head's Jobs API) and no
+        request through the hub's dashboard proxy.""",
+    )
+    ray_idle_warning = Float(
+        600, config=True,
+        help="""Seconds before an idle deletion from which the owner is warned (the Ray page and
+        the REST model's ``idle_warning``); at most ``ray_idle_timeout``.""",
+    )
+    ray_max_lifetime = Float(
+        7 * 86400, config=True,
+        help="""The most seconds a ``lifetime: "idle"`` Ray cluster lives, busy or not (0: no
+        limit). The owner is warned ``ray_idle_warning`` seconds before.""",
+    )
+
+    @validate("ray_idle_timeout")
+    def _check_ray_idle_timeout(self, proposal):
+        return self._parse(check_seconds, proposal.value, "Crater.ray_idle_timeout", 10)
+
+    @validate("ray_idle_warning")
+    def _check_ray_idle_warning(self, proposal):
+        return self._parse(check_seconds, proposal.value, "Crater.ray_idle_warning", 0)
+
+    @validate("ray_max_lifetime")
+    def _check_ray_max_lifetime(self, proposal):
+        return self._parse(check_seconds, proposal.value, "Crater.ray_max_lifetime", 0)
+
     jobs_namespace = Unicode(
         "", config=True,
         help="""Namespace of batch Jobs. Empty: the single-user servers' (``KubeSpawner.namespace``),

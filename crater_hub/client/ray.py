@@ -37,9 +37,15 @@ class Cluster:
     state = property(lambda self: self.info["state"])
     workers = property(lambda self: self.info["workers"])
     ready_workers = property(lambda self: self.info["ready_workers"])
+    #: ``lifetime="idle"``: when the hub deletes the cluster unless it is used (ISO 8601, UTC)
+    expires_at = property(lambda self: self.info.get("expires_at"))
+    #: ``lifetime="idle"``: true once the deletion is near (``Crater.ray_idle_warning``)
+    idle_warning = property(lambda self: bool(self.info.get("idle_warning")))
 
     def __repr__(self):
-        return f"<Ray cluster {self.name}: {self.state}, {self.ready_workers}/{self.workers} workers>"
+        expiry = f", deleted at {self.expires_at} unless used" if self.expires_at else ""
+        return (f"<Ray cluster {self.name}: {self.state}, {self.ready_workers}/{self.workers} "
+                f"workers{expiry}>")
 
     @property
     def dashboard_url(self):
@@ -95,15 +101,16 @@ def _connection(api_url=None, token=None):
 
 
 def new_cluster(workers=2, accelerator="t4", gpus=1, *, profile=None, image=None, datasets=None,
-                name=None, server=None, api_url=None, token=None) -> Cluster:
+                name=None, server=None, lifetime=None, api_url=None, token=None) -> Cluster:
     """Ask the hub for a Ray cluster of ``workers`` workers with ``gpus`` × ``accelerator``
-    each (``accelerator=None``: CPU workers). ``server``: the notebook server it goes with
-    (default: this one)."""
+    each (``accelerator=None``: CPU workers). ``lifetime="server"`` (default): it goes with the
+    notebook server ``server`` (default: this one); ``lifetime="idle"``: the hub deletes it once
+    unused for its idle time (no running job, no dashboard use); ``expires_at`` says when."""
     body = {"workers": workers, "accelerator": accelerator}
     if accelerator is not None:
         body["gpus"] = gpus
     for key, value in (("profile", profile), ("image", image), ("datasets", datasets),
-                       ("name", name), ("server", server)):
+                       ("name", name), ("server", server), ("lifetime", lifetime)):
         if value is not None:
             body[key] = value
     connection = _connection(api_url, token)

@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from ..datasets.choices import choices_for
 from ..hubstart import hub_app, spawner_namespace
 from ..policy import workload
-from ..ray import manifests, options
+from ..ray import idle, manifests, options
 from ..ray.clusters import service_for
 from .base import ADMIN, USE, CraterAPIHandler
 
@@ -74,7 +74,8 @@ class RayBase(CraterAPIHandler):
 
     async def model(self, service, user, rc):
         mine = user is not None and manifests.owner_of(rc) == user.name
-        return manifests.model(rc, token=await service.token(rc) if mine else None)
+        return {**manifests.model(rc, token=await service.token(rc) if mine else None),
+                **idle.lifetime_fields(self.crater, service, rc)}
 
     def quota(self, user):
         groups = [g.name for g in user.groups]
@@ -110,7 +111,8 @@ class ClusterListAPIHandler(RayBase):
                 raise workload.PolicyError(
                     f"image {spec.image!r} does not name Ray {crater.ray_version}, the version this "
                     f"hub runs (Crater.ray_version); leave 'image' out for {image}")
-            server, pod = self._server(user, request.server)
+            server, pod = (self._server(user, request.server) if request.lifetime == "server"
+                           else (None, None))
             rc = manifests.raycluster(
                 name=manifests.cluster_name(user.name, request.name), namespace=service.namespace,
                 owner=user.name, spec=spec, workers=request.workers, ray_version=crater.ray_version,
@@ -121,7 +123,7 @@ class ClusterListAPIHandler(RayBase):
         except workload.PolicyError as e:
             self.fail(e)
         self.set_status(201)
-        self.write(manifests.model(created))
+        self.write({**manifests.model(created), **idle.lifetime_fields(crater, service, created)})
 
     def _server(self, user, name):
         """``(server name, pod metadata)`` of the server the cluster goes with: the one named,
@@ -203,6 +205,7 @@ class DashboardProxyHandler(RayBase):
         token = await service.token(rc)
         if not head or token is None:
             raise web.HTTPError(503, f"Ray cluster {name} has no running head yet")
+        service.touch(name)  # dashboard use keeps a lifetime "idle" cluster alive
         query = f"?{self.request.query}" if self.request.query else ""
         url = f"http://{head}:{manifests.DASHBOARD_PORT}/{path}{query}"
         headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in DROPPED_REQUEST}

@@ -12,6 +12,7 @@ spawn does — and gives the reservation back if the API refuses.
 import asyncio
 import base64
 import logging
+import time
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -21,6 +22,7 @@ from ..kube.inventory import shared_inventory
 from ..policy.ledger import RAY, Holding
 from ..policy.workload import PolicyError
 from . import manifests
+from .idle import LAST_ACTIVITY, epoch
 
 log = logging.getLogger("crater_hub.ray")
 
@@ -39,6 +41,9 @@ class RayClusters:
         self.cache = WatchCache.shared(manifests.RAYCLUSTERS, namespace, manifests.SELECTOR)
         self.pods = WatchCache.shared("pods")
         self._tokens = {}  # (name, uid) -> token
+        #: name -> epoch seconds of the last use this hub saw (dashboard proxy, running jobs);
+        #: :mod:`.idle` writes it to the RayCluster now and then
+        self.activity = {}
         self.cache.add_listener(self._keep_ledger)
         for rc in self.cache:  # what the cache already has (listeners only hear of changes)
             self._keep_ledger("ADDED", rc, None)
@@ -66,6 +71,25 @@ class RayClusters:
             return None
         return pod["metadata"]
 
+    def starting(self, rc):
+        """Whether the head is not running yet (its time is not idle time)."""
+        head = ((rc.get("status") or {}).get("head") or {}).get("podIP")
+        return not head or manifests.conditions(rc).get("HeadPodReady") != "True"
+
+    # -- use (for lifetime "idle", :mod:`.idle`) ------------------------------------------------
+
+    def touch(self, name, when=None):
+        """Note a use of cluster ``name`` now (or at ``when``, epoch seconds)."""
+        when = time.time() if when is None else when
+        self.activity[name] = max(when, self.activity.get(name, when))
+
+    def last_activity(self, rc):
+        """The last use known: this hub's, or the one stored on the RayCluster (None: never)."""
+        stored = epoch((rc["metadata"].get("annotations") or {}).get(LAST_ACTIVITY))
+        seen = self.activity.get(rc["metadata"]["name"])
+        known = [t for t in (stored, seen) if t is not None]
+        return max(known) if known else None
+
     # -- the ledger --------------------------------------------------------------------------
 
     def holding(self, rc, workers=None):
@@ -86,6 +110,7 @@ class RayClusters:
         if event_type == "DELETED" or rc["metadata"].get("deletionTimestamp"):
             self.crater.ledger.release(owner, key)
             self._tokens = {k: v for k, v in self._tokens.items() if k[0] != rc["metadata"]["name"]}
+            self.activity.pop(rc["metadata"]["name"], None)
         else:
             self.crater.ledger.hold(owner, key, self.holding(rc))
 
@@ -143,6 +168,17 @@ class RayClusters:
             raise
         return await self._seen(name, lambda got: got is not None and manifests.workers_of(got) == workers,
                                 patched)
+
+    async def annotate(self, name, annotations):
+        """Merge ``annotations`` into the RayCluster's (a JSON merge patch; 404 is fine)."""
+        try:
+            await shared_client("CustomObjectsApi").patch_namespaced_custom_object(
+                manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL, name,
+                {"metadata": {"annotations": annotations}},
+                _content_type="application/merge-patch+json")
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     async def delete(self, name):
         try:

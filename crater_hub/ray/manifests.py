@@ -34,7 +34,7 @@ MAX_NAME = 53
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 WORKER_GROUP = "workers"
 DASHBOARD_PORT = 8265
-LIFETIMES = ("server",)
+LIFETIMES = ("server", "idle")
 
 
 def escape_label(value):

@@ -4,9 +4,10 @@ A create body is the workload policy's request (``profile``, ``accelerator``, ``
 ``image``, ``datasets``: :func:`crater_hub.policy.workload.resolve` checks those) plus:
 
 - ``workers``: how many worker pods (default 2), 0..``Crater.ray_max_workers``;
-- ``lifetime``: ``"server"`` (the only one so far): the cluster goes with a notebook server;
+- ``lifetime``: ``"server"`` (default): the cluster goes with a notebook server; ``"idle"``: the
+  hub deletes it once idle for ``Crater.ray_idle_timeout`` (:mod:`crater_hub.ray.idle`);
 - ``server``: which of the owner's servers (``""`` is the default one); absent: the server
-  whose API token makes the call;
+  whose API token makes the call (unused with ``lifetime: "idle"``);
 - ``name``: a short DNS label; absent: random. The cluster's name is ``ray-<owner>-<name>``.
 
 Every refusal is a :class:`~crater_hub.policy.workload.PolicyError` naming the field.
@@ -53,6 +54,9 @@ def parse(body, max_workers, default_workers=2):
     server = body.get("server")
     if server is not None and (not isinstance(server, str) or not SERVER_NAME.match(server)):
         raise PolicyError(f"server must be the name of one of your servers ('' for the default one), got {server!r}")
+    if lifetime != "server" and server is not None:
+        raise PolicyError(f"server applies to lifetime 'server' only; a {lifetime!r} cluster goes "
+                          "with no server (leave 'server' out)")
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not SHORT_NAME.match(name)):
         raise PolicyError("name must be 1 to 16 lowercase letters, digits or '-' (not at either end), "
