@@ -9,7 +9,18 @@ administrators get). Adding a room is adding its module to
 ``ROOMS``; ``setup`` never needs to change.
 """
 
-from . import capacity, dataset_pages, datasets, gpus, images, job_pages, jobs, ray, ray_pages, usage
+from . import (
+    capacity,
+    dataset_pages,
+    datasets,
+    gpus,
+    images,
+    job_pages,
+    jobs,
+    ray,
+    ray_pages,
+    usage,
+)
 
 ROOMS = (capacity, gpus, job_pages, jobs, usage, dataset_pages, datasets, images, ray, ray_pages)
 
