@@ -1,0 +1,186 @@
+"""``lifetime: "idle"`` Ray clusters on the real hub and localkube, with real Ray: the hub deletes
+an unused cluster after its idle time, warning first; a running Ray job and use of the dashboard
+through the hub's proxy keep it alive.
+
+One head-only cluster (no workers: the least memory) on a hub of its own whose idle time is
+30 s (``--Crater.ray_idle_timeout=30``, warned 20 s before, so from 10 s after the last use; the
+reaper looks every 3 s). Timings print as ``RAY-LIFETIME-MEASURE`` lines (``-s``).
+"""
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+from kubernetes_asyncio import client, config
+
+from tests.helpers import wait_for
+from tests.reference import load_reference
+
+from .conftest import DEMO_CRATER
+from .hub import HubProcess, api_request, request
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="Ray binds wildcard ports: pods need their own network namespace"),
+]
+ray = pytest.importorskip("ray", reason="the test extra installs ray[default]")
+from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
+
+NS = "default"
+IDLE, WARNING = 30, 20
+USER = "idle-carol"
+MEASURE = {}
+STATE = {}
+
+
+def install_kuberay_crd(localkube):
+    """KubeRay's RayCluster CRD in the session's localkube, as the KubeRay chart would."""
+    body = json.dumps(load_reference("kuberay-ray.io_rayclusters.yaml")).encode()
+    req = urllib.request.Request(localkube.url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                                 data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=10).close()
+    except urllib.error.HTTPError as e:
+        assert e.code == 409, e  # installed by an earlier module
+
+
+def crater_file(path, **ray):
+    """The demo profiles with ``ray`` (``Crater.ray_*`` settings) added, written to ``path``."""
+    settings = yaml.safe_load(DEMO_CRATER.read_text())
+    settings["Crater"].update(ray)
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture(scope="module")
+def idle_hub(e2e_dir, localkube):
+    """A hub with the demo profiles and a 30 s idle time; carol (a token) on it."""
+    install_kuberay_crd(localkube)
+    process = HubProcess(e2e_dir / "ray-idle-hub", localkube.kubeconfig, slow_spawn_timeout=10,
+                         env={"CRATER_CONFIG_FILE": str(crater_file(
+                             e2e_dir / "ray-idle.yaml", ray_idle_timeout=IDLE,
+                             ray_idle_warning=WARNING, ray_max_lifetime=0))}).start()
+
+    async def token():
+        assert (await api_request(process, f"users/{USER}", "POST")).code == 201
+        return (await api_request(process, f"users/{USER}/tokens", "POST", {"note": "test"})).data["token"]
+
+    STATE["token"] = asyncio.run(token())
+    yield process
+    for line in (f"RAY-LIFETIME-MEASURE {k}: {v}" for k, v in MEASURE.items()):
+        print(line)
+    process.stop()
+
+
+@pytest.fixture
+async def core(localkube):
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
+    async with client.ApiClient(cfg) as api:
+        yield client.CoreV1Api(api)
+
+
+async def cluster(hub, name=None, method="GET", body=None):
+    path = "crater/ray/clusters" + (f"/{name}" if name else "")
+    return await api_request(hub, path, method, body, STATE["token"])
+
+
+def jobs_client(hub, name):
+    return JobSubmissionClient(f"{hub.url}/hub/crater/ray/{name}/dashboard",
+                               headers={"Authorization": f"token {STATE['token']}"})
+
+
+async def stays(hub, name, seconds, message):
+    """The cluster exists, unwarned, for ``seconds`` (read through the REST API, which is no
+    use of the cluster); returns the last model."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r = await cluster(hub, name)
+        assert r.code == 200, f"{message}: the cluster went: {r}"
+        assert not r.data["idle_warning"], f"{message}: warned: {r.data}"
+        if time.monotonic() > deadline:
+            return r.data
+        await asyncio.sleep(1)
+
+
+async def test_an_idle_cluster_is_made_without_a_server_and_says_when_it_goes(idle_hub):
+    r = await cluster(idle_hub, method="POST", body={"profile": "cpu", "workers": 0, "lifetime": "idle",
+                                                     "server": ""})
+    assert r.code == 400 and "server applies to lifetime 'server' only" in r.data["message"], r
+    r = await cluster(idle_hub, method="POST", body={"profile": "cpu", "workers": 0, "lifetime": "sometimes"})
+    assert r.code == 400 and "lifetime must be one of: server, idle" in r.data["message"], r
+    began = time.monotonic()
+    r = await cluster(idle_hub, method="POST", body={"profile": "cpu", "workers": 0, "lifetime": "idle",
+                                                     "name": "idle"})
+    assert r.code == 201, r
+    name = STATE["name"] = r.data["name"]
+    assert r.data["lifetime"] == "idle" and r.data["expires_at"] and not r.data["idle_warning"], r.data
+
+    async def ready():
+        got = (await cluster(idle_hub, name)).data
+        return got if got["state"] == "ready" else None
+
+    # a starting cluster is not idle: it outlives its idle time while its head starts
+    model = await wait_for(ready, timeout=240, interval=1, message="the Ray cluster to be ready")
+    MEASURE["create_to_ready_s"] = round(time.monotonic() - began, 1)
+    assert model["expires_because"] == "idle" and model["token"], model
+
+
+async def test_a_running_job_keeps_it_alive_past_its_idle_time(idle_hub):
+    name = STATE["name"]
+    jobs = jobs_client(idle_hub, name)
+    job_id = await asyncio.to_thread(jobs.submit_job, entrypoint="sleep 50")
+    # no request through the proxy from here: only the running job keeps it
+    await stays(idle_hub, name, IDLE + 10, "with a running job")
+
+    async def finished():
+        status = await asyncio.to_thread(jobs.get_job_status, job_id)
+        return status if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None
+
+    assert await wait_for(finished, timeout=60, interval=2, message="the job to end") == JobStatus.SUCCEEDED
+
+
+async def test_dashboard_use_through_the_hub_keeps_it_alive(idle_hub):
+    name = STATE["name"]
+    url = f"{idle_hub.url}/hub/crater/ray/{name}/dashboard/api/version"
+    deadline = time.monotonic() + IDLE + 10
+    while time.monotonic() < deadline:
+        r = await request(url, token=STATE["token"])
+        assert r.code == 200 and r.data["ray_version"], r
+        got = (await cluster(idle_hub, name)).data
+        assert got["state"] == "ready" and not got["idle_warning"], got
+        await asyncio.sleep(4)
+
+
+async def test_unused_it_is_warned_then_deleted_with_its_pods(idle_hub, core):
+    name = STATE["name"]
+    last_use = time.monotonic()  # the last proxy request was the previous test's
+    model = await wait_for(lambda: _warned(idle_hub, name), timeout=IDLE + 15, interval=0.5,
+                           message="the idle warning")
+    warned_after = time.monotonic() - last_use
+    MEASURE["warned_after_last_use_s"] = round(warned_after, 1)
+    assert IDLE - WARNING - 4 <= warned_after, model  # not before the warning time
+    assert model["expires_because"] == "idle" and model["state"] == "ready", model
+    listed = (await cluster(idle_hub)).data["clusters"]
+    assert [(c["name"], c["idle_warning"]) for c in listed] == [(name, True)]
+
+    async def gone():
+        pods = [p for p in (await core.list_namespaced_pod(NS, label_selector=f"ray.io/cluster={name}")).items
+                if not p.metadata.deletion_timestamp]
+        return (await cluster(idle_hub, name)).code == 404 and not pods
+
+    await wait_for(gone, timeout=IDLE + 60, interval=1, message="the idle cluster to be deleted")
+    deleted_after = time.monotonic() - last_use
+    MEASURE["deleted_after_last_use_s"] = round(deleted_after, 1)
+    assert deleted_after >= IDLE - 4  # not before its idle time
+    assert "deleting it (idle since" in idle_hub.log_file.read_text(errors="replace")
+
+
+async def _warned(hub, name):
+    r = await cluster(hub, name)
+    assert r.code == 200, f"deleted before a warning: {r}"
+    return r.data if r.data["idle_warning"] else None
