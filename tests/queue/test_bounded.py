@@ -116,6 +116,7 @@ async def test_a_stopped_hub_leaves_no_pending_task_or_open_connection(
     log = process.log_file.read_text(errors="replace")
     assert "crater job queue stopped" in log, log[-3000:]
     assert "crater GPU accounting stopped" in log, log[-3000:]  # every started room stops
+    assert "crater Ray clusters stopped" in log, log[-3000:]  # with no KubeRay CRD in this cluster
     for warning in ("Task was destroyed but it is pending", "Unclosed client session",
                     "Unclosed connector"):
         assert warning not in log, log[-3000:]
