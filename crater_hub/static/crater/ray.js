@@ -55,7 +55,7 @@
   function until(iso) { return (Date.parse(iso) - Date.now()) / 1000; }
 
   function expiry(c) {
-    var why = c.expires_because === "max_lifetime" ? "its maximum lifetime ends" : "unless used";
+    var why = c.expires_because === "max_lifetime" ? "(its maximum lifetime)" : "unless used";
     return "deleted in " + duration(until(c.expires_at)) + " " + why;
   }
 
@@ -138,8 +138,8 @@
     var banner = document.getElementById("crater-ray-warning");
     banner.hidden = !warned.length;
     banner.textContent = warned.map(function (c) {
-      return "Ray cluster " + c.name + " will be " + expiry(c) +
-        " (run a job or open its dashboard to keep it).";
+      return "Ray cluster " + c.name + " will be " + expiry(c) + (c.expires_because === "max_lifetime"
+        ? "." : " (run a job or open its dashboard to keep it).");
     }).join(" ");
   }
 
