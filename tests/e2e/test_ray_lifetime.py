@@ -13,6 +13,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 import pytest
 import yaml
@@ -77,11 +78,21 @@ def idle_hub(e2e_dir, localkube):
 
 
 @pytest.fixture
-async def core(localkube):
+async def kube(localkube):
     cfg = client.Configuration()
     await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
     async with client.ApiClient(cfg) as api:
-        yield client.CoreV1Api(api)
+        yield client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def core(kube):
+    return kube[0]
+
+
+@pytest.fixture
+def custom(kube):
+    return kube[1]
 
 
 async def cluster(hub, name=None, method="GET", body=None):
@@ -144,7 +155,7 @@ async def test_a_running_job_keeps_it_alive_past_its_idle_time(idle_hub):
     assert await wait_for(finished, timeout=60, interval=2, message="the job to end") == JobStatus.SUCCEEDED
 
 
-async def test_dashboard_use_through_the_hub_keeps_it_alive(idle_hub):
+async def test_dashboard_use_through_the_hub_keeps_it_alive(idle_hub, custom):
     name = STATE["name"]
     url = f"{idle_hub.url}/hub/crater/ray/{name}/dashboard/api/version"
     deadline = time.monotonic() + IDLE + 10
@@ -154,6 +165,10 @@ async def test_dashboard_use_through_the_hub_keeps_it_alive(idle_hub):
         got = (await cluster(idle_hub, name)).data
         assert got["state"] == "ready" and not got["idle_warning"], got
         await asyncio.sleep(4)
+    # the last use is on the RayCluster, for a restarted hub to continue the count
+    rc = await custom.get_namespaced_custom_object("ray.io", "v1", NS, "rayclusters", name)
+    stored = rc["metadata"]["annotations"]["crater.io/last-activity"]
+    assert time.time() - datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp() < IDLE, stored
 
 
 async def test_unused_it_is_warned_then_deleted_with_its_pods(idle_hub, core):
