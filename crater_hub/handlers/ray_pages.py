@@ -7,6 +7,13 @@ A shell like the job and dataset pages: ``static/crater/ray.js`` reads and chang
 through ``/hub/api/crater/ray/clusters`` with the page's xsrf token and redraws every few
 seconds, so the page shows what the API says (the same ``expires_at``/``idle_warning`` the
 reaper of :mod:`crater_hub.ray.idle` acts on) without a reload.
+
+The links: the dashboard's page, its jobs (``api/jobs/``) and the head's log files
+(``api/v0/logs``), all through the hub's proxy. The dashboard's *app* does not run there: the
+proxy answers as a hub API handler (``Content-Security-Policy: default-src 'none'``, XSRF on
+cookie-authenticated reads), which is what keeps a cluster's page — whose scripts come from an
+image a user may choose — from running scripts on the hub's origin. Running the app needs an
+origin of its own (a per-cluster host); the JSON endpoints read fine.
 """
 
 from jupyterhub.handlers.base import BaseHandler

@@ -83,10 +83,18 @@ async def test_the_ray_page_lists_warns_opens_the_dashboard_scales_and_deletes(
         await dashboard.wait_for_load_state()
         assert dashboard.url.endswith(f"/hub/crater/ray/{name}/dashboard/"), dashboard.url
         await expect(dashboard).to_have_title("Ray Dashboard", timeout=DEADLINE_MS)
-        # its script came through the proxy too and drew the app
-        await expect(dashboard.locator("#root > *").first).to_be_attached(timeout=DEADLINE_MS)
-        await dashboard.screenshot(path=str(artifacts / "ray-dashboard-through-hub.png"))
         await dashboard.close()
+        # its JSON API in the browser: the jobs (none yet) and the head's log files
+        async with context.expect_page() as opened:
+            await row.locator(".crater-ray-jobs").click()
+        jobs = await opened.value
+        await expect(jobs.locator("body")).to_have_text("[]", timeout=DEADLINE_MS)
+        await jobs.close()
+        async with context.expect_page() as opened:
+            await row.locator(".crater-ray-logs").click()
+        logs = await opened.value
+        await expect(logs.locator("body")).to_contain_text("raylet.out", timeout=DEADLINE_MS)
+        await logs.close()
 
         # scale to one worker, in place
         await row.locator(".crater-ray-count").fill("1")

@@ -63,17 +63,22 @@
     return promise.then(function () { showError(null); return refresh(); }, showError);
   }
 
+  function dashboardOf(c) { return pages + "ray/" + encodeURIComponent(c.name) + "/dashboard/"; }
+
   function newRow(c) {
     var row = el("tr", {"data-crater-cluster": c.name});
     ["name", "owner", "state", "workers", "gpus", "age", "lifetime"].forEach(function (k) {
       row.appendChild(el("td", {"data-crater-cell": k}));
     });
-    var dashboard = pages + "ray/" + encodeURIComponent(c.name) + "/dashboard/";
-    row.appendChild(el("td", {}, [
+    // The dashboard's own page loads through the hub, but the hub's API policy (no scripts, XSRF
+    // on reads) keeps its app from running there; its JSON API (jobs, log files) reads fine.
+    var dashboard = dashboardOf(c);
+    row.appendChild(el("td", {"class": "text-nowrap"}, [
       el("a", {"class": "me-2 crater-ray-dashboard", href: dashboard, target: "_blank",
                rel: "noopener", text: "dashboard"}),
-      el("a", {"class": "crater-ray-logs", href: dashboard + "#/logs", target: "_blank",
-               rel: "noopener", text: "logs"})]));
+      el("a", {"class": "me-2 crater-ray-jobs", href: dashboard + "api/jobs/", target: "_blank",
+               rel: "noopener", text: "jobs"}),
+      el("a", {"class": "crater-ray-logs", target: "_blank", rel: "noopener", text: "logs"})]));
     var count = el("input", {"type": "number", "min": "0", "max": String(cfg.max_workers || 8),
                              "class": "form-control form-control-sm d-inline-block crater-ray-count",
                              "style": "width: 5em", "aria-label": "Workers of " + c.name});
@@ -113,6 +118,9 @@
     } else {
       life.textContent = "server " + (c.server ? c.server : "(default)");
     }
+    var logs = row.querySelector(".crater-ray-logs");  // the head's log files, once it runs
+    if (c.head_ip) logs.setAttribute("href", dashboardOf(c) + "api/v0/logs?node_ip=" + encodeURIComponent(c.head_ip));
+    else logs.removeAttribute("href");
     row.querySelector(".crater-ray-scale").disabled = c.state === "deleting";
     row.querySelector(".crater-ray-delete").disabled = c.state === "deleting";
     var count = row.querySelector(".crater-ray-count");
