@@ -15,8 +15,10 @@ does it: one :class:`Reaper` per hub process (started with the hub by :mod:`.sta
 
 A head whose Jobs API does not answer counts as idle (a broken cluster is not kept alive by its
 breakage). The last use is kept in memory and written to the RayCluster's
-``crater.io/last-activity`` annotation when it has moved on by :attr:`Reaper.persist_after`, so a
-restarted hub continues the count instead of starting it over (no database table).
+``crater.io/last-activity`` annotation when it has moved on by :attr:`Reaper.persist_after`, and
+when the hub stops, so a restarted hub continues the count instead of starting it over (no
+database table). Until a restarted hub's first look (seconds), a cluster whose job ran through
+the restart may show as warned: the hub did not see the job while it was down.
 
 :func:`decide` is the rule, pure; the REST model's ``idle_deadline``/``expires_at``/
 ``idle_warning`` come from it (:func:`lifetime_fields`), so what the owner is shown is what the
@@ -42,6 +44,7 @@ IDLE = "idle"
 LAST_ACTIVITY = manifests.ANNOTATION + "last-activity"
 BUSY_JOB_STATES = {"PENDING", "RUNNING"}
 JOBS_TIMEOUT = 5.0
+FLUSH_TIMEOUT = 5.0
 
 KEEP, WARN, DELETE = "keep", "warn", "delete"
 
@@ -133,6 +136,8 @@ class Reaper:
         return self
 
     async def stop(self):
+        """Stop the loop, then write the last uses seen since the last sweep to the clusters (at
+        most :data:`FLUSH_TIMEOUT` seconds), so the next hub continues from them."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -140,6 +145,15 @@ class Reaper:
                 await task
             except asyncio.CancelledError:
                 pass
+        try:
+            await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT)
+        except Exception as e:  # the hub is stopping: say it, do not hold it up
+            log.warning("Ray idle clusters: the last uses were not all stored at stop: %r", e)
+
+    async def _flush(self):
+        for rc in self.service.of():
+            if lifetime_of(rc) == IDLE and not rc["metadata"].get("deletionTimestamp"):
+                await self._persist(rc, after=0)
 
     async def _run(self):
         # No timeout: without KubeRay's CRD the cache backs off and retries; nothing waits on us.
@@ -199,9 +213,10 @@ class Reaper:
             return False
         return any(isinstance(j, dict) and j.get("status") in BUSY_JOB_STATES for j in jobs)
 
-    async def _persist(self, rc):
+    async def _persist(self, rc, after=None):
         """Write the last use to the RayCluster when it moved on by :attr:`persist_after`."""
+        after = self.persist_after if after is None else after
         seen = self.service.activity.get(rc["metadata"]["name"])
         stored = epoch((rc["metadata"].get("annotations") or {}).get(LAST_ACTIVITY))
-        if seen is not None and (stored is None or seen - stored >= self.persist_after):
+        if seen is not None and (stored is None or seen - stored >= max(after, 1)):
             await self.service.annotate(rc["metadata"]["name"], {LAST_ACTIVITY: iso(seen)})

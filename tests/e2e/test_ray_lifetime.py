@@ -1,8 +1,9 @@
 """``lifetime: "idle"`` Ray clusters on the real hub and localkube, with real Ray: the hub deletes
-an unused cluster after its idle time, warning first; a running Ray job and use of the dashboard
-through the hub's proxy keep it alive.
+an unused cluster after its idle time, warning first; a running Ray job (across a hub restart,
+which counts the cluster in the quota at once) and use of the dashboard through the hub's proxy
+keep it alive.
 
-One head-only cluster (no workers: the least memory) on a hub of its own whose idle time is
+One cluster of one T4 worker (so that it holds quota) on a hub of its own whose idle time is
 30 s (``--Crater.ray_idle_timeout=30``, warned 20 s before, so from 10 s after the last use; the
 reaper looks every 3 s). Timings print as ``RAY-LIFETIME-MEASURE`` lines (``-s``).
 """
@@ -127,8 +128,8 @@ async def test_an_idle_cluster_is_made_without_a_server_and_says_when_it_goes(id
     assert r.code == 400 and "lifetime must be one of: server, idle" in r.data["message"], r
     began = time.monotonic()
     made = await asyncio.to_thread(  # the notebook client, as a notebook would call it
-        cray.new_cluster, workers=0, accelerator=None, profile="cpu", name="idle", lifetime="idle",
-        api_url=idle_hub.api_url, token=STATE["token"])
+        cray.new_cluster, workers=1, accelerator="t4", gpus=1, profile="gpu", name="idle",
+        lifetime="idle", api_url=idle_hub.api_url, token=STATE["token"])
     name = STATE["name"] = made.name
     assert made.info["lifetime"] == "idle" and made.expires_at and not made.idle_warning, made.info
     assert f"deleted at {made.expires_at} unless used" in repr(made)
@@ -143,10 +144,34 @@ async def test_an_idle_cluster_is_made_without_a_server_and_says_when_it_goes(id
     assert model["expires_because"] == "idle" and model["token"], model
 
 
-async def test_a_running_job_keeps_it_alive_past_its_idle_time(idle_hub):
+async def gpus_left(hub):
+    """What the profiles API (no Ray call) says is left of carol's GPU quota (4)."""
+    r = await api_request(hub, "crater/profiles", token=STATE["token"])
+    assert r.code == 200, r
+    return r.data["quota"]["gpus"]
+
+
+async def test_a_running_job_keeps_it_alive_past_its_idle_time_across_a_hub_restart(idle_hub):
     name = STATE["name"]
+    assert await gpus_left(idle_hub) == 3  # the cluster's T4 worker counts
     jobs = jobs_client(idle_hub, name)
-    job_id = await asyncio.to_thread(jobs.submit_job, entrypoint="sleep 50")
+    job_id = await asyncio.to_thread(jobs.submit_job, entrypoint="sleep 90")
+    # a restarted hub counts the cluster at once (its watch cache starts with the hub, not on
+    # the first Ray call) and its reaper finds the running job
+    began = time.monotonic()
+    idle_hub.restart()
+    await wait_for(lambda: _equals(gpus_left(idle_hub), 3), timeout=20, interval=0.2,
+                   message="the restarted hub to count the cluster in the quota")
+    MEASURE["restart_to_ledger_s"] = round(time.monotonic() - began, 1)
+    log = idle_hub.log_file.read_text(errors="replace")
+    assert "crater Ray clusters stopped" in log and "Task was destroyed but it is pending" not in log
+
+    async def job_seen():  # the new hub's reaper saw the job: the deadline is a full idle time away
+        got = (await cluster(idle_hub, name)).data
+        deadline = datetime.fromisoformat(got["idle_deadline"].replace("Z", "+00:00")).timestamp()
+        return not got["idle_warning"] and deadline >= time.time() + IDLE - 5
+
+    await wait_for(job_seen, timeout=15, interval=0.5, message="the new hub to see the running job")
     # no request through the proxy from here: only the running job keeps it
     await stays(idle_hub, name, IDLE + 10, "with a running job")
 
@@ -154,7 +179,7 @@ async def test_a_running_job_keeps_it_alive_past_its_idle_time(idle_hub):
         status = await asyncio.to_thread(jobs.get_job_status, job_id)
         return status if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None
 
-    assert await wait_for(finished, timeout=60, interval=2, message="the job to end") == JobStatus.SUCCEEDED
+    assert await wait_for(finished, timeout=90, interval=2, message="the job to end") == JobStatus.SUCCEEDED
 
 
 async def test_dashboard_use_through_the_hub_keeps_it_alive(idle_hub, custom):
@@ -195,6 +220,10 @@ async def test_unused_it_is_warned_then_deleted_with_its_pods(idle_hub, core):
     MEASURE["deleted_after_last_use_s"] = round(deleted_after, 1)
     assert deleted_after >= IDLE - 4  # not before its idle time
     assert "deleting it (idle since" in idle_hub.log_file.read_text(errors="replace")
+
+
+async def _equals(awaitable, expected):
+    return await awaitable == expected
 
 
 async def _warned(hub, name):
