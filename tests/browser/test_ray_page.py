@@ -1,7 +1,7 @@
 """The Ray page in a real browser, on the real hub and localkube with real Ray: a user's
 ``lifetime: "idle"`` cluster is listed with its state, lifetime and the warning of its idle
 deletion; its dashboard link opens the Ray dashboard through the hub; scale and delete work
-from the page without a reload.
+from the page without a reload; an admin sees it among everyone's.
 
 A hub of its own whose warning time equals its idle time (600 s): the cluster is warned from its
 creation and never deleted during the test. One head-only cluster, scaled to one CPU worker.
@@ -104,6 +104,19 @@ async def test_the_ray_page_lists_warns_opens_the_dashboard_scales_and_deletes(
         got = await api_request(warned_hub, f"crater/ray/clusters/{name}", token=token)
         assert got.data["workers"] == 1, got
         await page.screenshot(path=str(artifacts / "ray-page.png"), full_page=True)
+
+        # an admin sees only their own clusters, then everyone's on demand, with the owner named
+        admin_context, admin_page = await log_in(browser, warned_hub, "admin")
+        try:
+            await admin_page.goto("/hub/crater/ray")
+            await expect(admin_page.locator("#crater-ray-empty")).to_be_visible(timeout=DEADLINE_MS)
+            await admin_page.locator("#crater-ray-all").check()
+            theirs = admin_page.locator(f'#crater-ray-clusters tr[data-crater-cluster="{name}"]')
+            await expect(theirs.locator('[data-crater-cell="owner"]')).to_have_text(USER, timeout=DEADLINE_MS)
+            await expect(theirs.locator('.crater-ray-expiry[data-crater-warning="true"]')).to_be_visible()
+            await expect(admin_page.locator("#crater-ray-warning")).to_be_hidden()  # not theirs
+        finally:
+            await admin_context.close()
 
         # delete, in place: the row goes, and so does the cluster
         await row.locator(".crater-ray-delete").click()
