@@ -34,7 +34,7 @@ DROPPED_REQUEST = {"host", "authorization", "cookie", "content-length", "transfe
                    "connection", "x-xsrftoken", "accept-encoding"}
 #: the caller's websocket handshake: the hub makes its own to the head
 WEBSOCKET_REQUEST = {"upgrade", "sec-websocket-key", "sec-websocket-version",
-                     "sec-websocket-extensions", "sec-websocket-accept"}
+                     "sec-websocket-extensions", "sec-websocket-accept", "sec-websocket-protocol"}
 PASSED_RESPONSE = {"content-type", "content-disposition", "cache-control", "location"}
 CONNECT_TIMEOUT = 10
 #: the longest one proxied HTTP answer may take, streamed (websockets have no limit)
@@ -270,7 +270,6 @@ class DashboardProxyHandler(RayBase, WebSocketHandler):
                 connect_timeout=CONNECT_TIMEOUT, request_timeout=PROXY_TIMEOUT,
                 decompress_response=True, header_callback=on_header, streaming_callback=on_chunk)
         except (OSError, HTTPClientError) as e:
-            response = None
             error = e
         else:
             error = response.error if response.code == 599 else None
@@ -286,8 +285,10 @@ class DashboardProxyHandler(RayBase, WebSocketHandler):
                 HTTPRequest(url, headers=headers, connect_timeout=CONNECT_TIMEOUT,
                             request_timeout=CONNECT_TIMEOUT))
         except (OSError, HTTPClientError, WebSocketClosedError) as e:
-            raise web.HTTPError(502, f"Ray cluster {name}'s dashboard did not accept a websocket "
-                                f"on /{path}: {e}") from None
+            code = getattr(e, "code", 599)  # the head's refusal (404, 401...) is passed on
+            raise web.HTTPError(code if 400 <= code < 599 else 502,
+                                f"Ray cluster {name}'s dashboard did not accept a websocket on "
+                                f"/{path}: {e}") from None
         await WebSocketHandler.get(self)  # accepts, then returns when the caller's side closes
 
     def open(self, *args, **kwargs):
