@@ -150,6 +150,8 @@ class RayClusters:
                                 patched)
 
     async def delete(self, name):
+        """Delete it; returns once the cache shows it gone or going (read-your-writes: a list
+        right after the DELETE must not show it as it was)."""
         try:
             await shared_client("CustomObjectsApi").delete_namespaced_custom_object(
                 manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL, name,
@@ -157,6 +159,7 @@ class RayClusters:
         except ApiException as e:
             if e.status != 404:
                 raise
+        await self._seen(name, lambda got: got is None or got["metadata"].get("deletionTimestamp"), None)
 
     async def token(self, rc):
         """The cluster's Ray token, from the Secret KubeRay makes (None until it exists)."""
