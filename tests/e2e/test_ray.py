@@ -322,6 +322,7 @@ async def test_two_users_clusters_run_side_by_side_isolated(crater_hub, users, k
     assert probe["alices"] == 200, probe  # reachable: what refuses is the token
     assert probe["none"] in (401, 403) and probe["bobs"] in (401, 403), probe
     assert probe["gcs"][0] != 0 and "Active:" not in probe["gcs"][1], probe
+    MEASURE["bob_probing_alices_head"] = {**probe, "gcs": [probe["gcs"][0], probe["gcs"][1][-300:]]}
 
 
 NOTEBOOK_SCALE = textwrap.dedent("""
