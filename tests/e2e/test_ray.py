@@ -12,8 +12,8 @@ worker and shuts the cluster down, after which its pods and Service are gone. Ar
 REST: refusals naming the field or the quota, the cluster counted in the quota with servers, and
 bob, with a head-only cluster of his own running beside alice's: neither sees the other's
 cluster (404 on the REST API and on the dashboard proxy), and from bob's notebook server pod,
-alice's head answers nothing without alice's Ray token (not without a token, not with bob's),
-while the same request with her token works (so the network is open: the token is what keeps
+alice's head (its dashboard, and its GCS through ``ray status``) refuses him without alice's Ray
+token (no token, or bob's), while the same requests with her token work (so the network is open: the token is what keeps
 him out). Stopping bob's server takes his ``server``-lifetime cluster along. Timings and the
 idle cluster's memory print as ``RAY-HUB-MEASURE`` lines (``-s``).
 """
@@ -281,21 +281,27 @@ PROBE = textwrap.dedent("""
 
     url = "http://{ip}:8265/api/jobs/"
     out = {{"none": status(url), "bobs": status(url, {bobs!r}), "alices": status(url, {alices!r})}}
-    env = {{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}}
-    try:  # joining alice's cluster through its GCS, without her token
-        p = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address",
-                            "{ip}:6379"], capture_output=True,
-                           text=True, timeout=90, env=env)
-        out["gcs"] = [p.returncode, (p.stdout + p.stderr)[-800:]]
-    except subprocess.TimeoutExpired as e:
-        out["gcs"] = ["timeout", str(e.stdout or "")[-800:]]
+
+    def gcs(token=None):  # `ray status` against alice's GCS, with no token or with one
+        env = {{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}}
+        if token:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+        try:
+            p = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", "--address",
+                                "{ip}:6379"], capture_output=True, text=True, timeout=90, env=env)
+            return [p.returncode, (p.stdout + p.stderr)[-800:]]
+        except subprocess.TimeoutExpired as e:
+            return ["timeout", str(e.stdout or "")[-800:]]
+
+    out.update(gcs=gcs(), gcs_bobs=gcs({bobs!r}), gcs_alices=gcs({alices!r}))
     print(json.dumps(out))
 """)
 
 
 async def test_two_users_clusters_run_side_by_side_isolated(crater_hub, users, kube):
     """bob's head-only cluster beside alice's: 404 both ways through the hub; from bob's server
-    pod alice's head refuses him without her token (and with his), and answers with hers."""
+    pod alice's head (dashboard and GCS) refuses him without her token and with his, and answers
+    with hers."""
     alice_name, alice, bob = STATE["name"], users["ray-alice"], users["ray-bob"]
     r = await ray_api(crater_hub, method="POST", token=bob, body={
         "profile": "cpu", "accelerator": None, "workers": 0, "server": "", "name": "side"})
@@ -317,12 +323,15 @@ async def test_two_users_clusters_run_side_by_side_isolated(crater_hub, users, k
     r = await request(f"{crater_hub.url}/hub/crater/ray/{bob_name}/dashboard/api/jobs/", token=bob)
     assert r.code == 200, r  # his own, through the hub
     code = PROBE.format(ip=alices["head_ip"], bobs=bobs["token"], alices=alices["token"])
-    printed = await run_in_kernel(crater_hub, "ray-bob", code, timeout=200)
+    printed = await run_in_kernel(crater_hub, "ray-bob", code, timeout=320)
     probe = json.loads(printed.strip().splitlines()[-1])
     assert probe["alices"] == 200, probe  # reachable: what refuses is the token
     assert probe["none"] in (401, 403) and probe["bobs"] in (401, 403), probe
-    assert probe["gcs"][0] != 0 and "Active:" not in probe["gcs"][1], probe
-    MEASURE["bob_probing_alices_head"] = {**probe, "gcs": [probe["gcs"][0], probe["gcs"][1][-300:]]}
+    for key in ("gcs", "gcs_bobs"):  # joining her cluster through its GCS: refused
+        assert probe[key][0] != 0 and "Active:" not in probe[key][1], probe
+    assert probe["gcs_alices"][0] == 0 and "Active:" in probe["gcs_alices"][1], probe
+    MEASURE["bob_probing_alices_head"] = {
+        k: [v[0], v[1][-240:]] if k.startswith("gcs") else v for k, v in probe.items()}
 
 
 NOTEBOOK_SCALE = textwrap.dedent("""
