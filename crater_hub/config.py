@@ -265,7 +265,9 @@ class Crater(LoggingConfigurable):
         help="Queue preempted jobs again (as a new attempt) instead of leaving them preempted.",
     )
     job_kueue_local_queue = Unicode(
-        "crater", config=True, help="The Kueue LocalQueue jobs go to with the kueue backend.",
+        "crater", config=True,
+        help="""The Kueue LocalQueue jobs (and Ray clusters, in the servers' namespace) go to
+        with the kueue backend.""",
     )
     job_kueue_priority_classes = Bool(
         False, config=True,

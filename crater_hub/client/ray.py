@@ -60,11 +60,13 @@ class Cluster:
 
     def wait(self, timeout=300, poll=2.0):
         """Until the head and every worker asked for are ready; :class:`CraterTimeout` after
-        ``timeout`` seconds."""
+        ``timeout`` seconds. With Kueue a cluster is ``queued`` (no pods) until Kueue admits it."""
         deadline = time.monotonic() + timeout
         while self.refresh().state != "ready":
             if time.monotonic() > deadline:
-                raise CraterTimeout(f"Ray cluster {self.name} not ready after {timeout}s: {self!r}")
+                queued = (f" (still waiting for Kueue's admission in LocalQueue {self.info.get('queue')})"
+                          if self.state == "queued" else "")
+                raise CraterTimeout(f"Ray cluster {self.name} not ready after {timeout}s: {self!r}{queued}")
             time.sleep(poll)
         return self
 

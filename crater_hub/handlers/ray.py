@@ -12,11 +12,15 @@ The hub authenticates the caller (owner or admin), drops their hub credentials a
 cluster's Ray token (``Authorization: Bearer``) itself, so the token never has to leave the hub.
 """
 
+import asyncio
+import logging
 
 from jupyterhub.user import User
 from jupyterhub.utils import url_escape_path, url_path_join
-from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado import httputil, web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, websocket_connect
 
 from ..datasets.choices import choices_for
 from ..hubstart import hub_app, spawner_namespace
@@ -28,8 +32,15 @@ from .base import ADMIN, USE, CraterAPIHandler
 #: request headers never passed to the head (hop-by-hop, and the caller's hub credentials)
 DROPPED_REQUEST = {"host", "authorization", "cookie", "content-length", "transfer-encoding",
                    "connection", "x-xsrftoken", "accept-encoding"}
+#: the caller's websocket handshake: the hub makes its own to the head
+WEBSOCKET_REQUEST = {"upgrade", "sec-websocket-key", "sec-websocket-version",
+                     "sec-websocket-extensions", "sec-websocket-accept", "sec-websocket-protocol"}
 PASSED_RESPONSE = {"content-type", "content-disposition", "cache-control", "location"}
-PROXY_TIMEOUT = 120
+CONNECT_TIMEOUT = 10
+#: the longest one proxied HTTP answer may take, streamed (websockets have no limit)
+PROXY_TIMEOUT = 3600
+
+log = logging.getLogger("crater_hub.ray")
 
 
 class RayBase(CraterAPIHandler):
@@ -118,7 +129,8 @@ class ClusterListAPIHandler(RayBase):
                 owner=user.name, spec=spec, workers=request.workers, ray_version=crater.ray_version,
                 image=spec.image or image, head_cpu=crater.ray_head_cpu,
                 head_memory=crater.ray_head_memory, max_workers=crater.ray_max_workers,
-                lifetime=request.lifetime, server=server, owner_pod=pod)
+                lifetime=request.lifetime, server=server, owner_pod=pod,
+                queue=crater.job_kueue_local_queue if crater.job_queue_backend == "kueue" else None)
             created = await service.create(user.name, rc, self.quota(user))
         except workload.PolicyError as e:
             self.fail(e)
@@ -192,9 +204,20 @@ class ClusterAPIHandler(RayBase):
         self.set_status(204)
 
 
-class DashboardProxyHandler(RayBase):
+class DashboardProxyHandler(RayBase, WebSocketHandler):
     """Any request under ``/hub/crater/ray/{cluster}/dashboard/`` to the head's dashboard
-    (which serves the Jobs API), with the cluster's token instead of the caller's."""
+    (which serves the Jobs API), with the cluster's token instead of the caller's.
+
+    Responses stream: each chunk the head sends is written and flushed as it comes (the
+    dashboard's streaming endpoints, large downloads), nothing is held whole in the hub. A
+    websocket upgrade (``JobSubmissionClient.tail_job_logs`` reads
+    ``/api/jobs/{id}/logs/tail`` over one) is proxied as a websocket: the hub connects to the
+    head with the token first (502 if it cannot), then accepts the caller's and relays messages
+    both ways until either side closes.
+    """
+
+    _upstream = None  # the websocket to the head, once connected
+    _client_gone = False
 
     async def _proxy(self, name, path):
         self.require(USE)
@@ -207,28 +230,97 @@ class DashboardProxyHandler(RayBase):
             raise web.HTTPError(503, f"Ray cluster {name} has no running head yet")
         service.touch(name)  # dashboard use keeps a lifetime "idle" cluster alive
         query = f"?{self.request.query}" if self.request.query else ""
-        url = f"http://{head}:{manifests.DASHBOARD_PORT}/{path}{query}"
-        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in DROPPED_REQUEST}
+        url = f"{head}:{manifests.DASHBOARD_PORT}/{path}{query}"
+        headers = {k: v for k, v in self.request.headers.get_all()
+                   if k.lower() not in DROPPED_REQUEST and k.lower() not in WEBSOCKET_REQUEST}
         headers["Authorization"] = f"Bearer {token}"
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            await self._socket(name, f"ws://{url}", headers, path)
+        else:
+            await self._stream(name, f"http://{url}", headers)
+
+    get = post = put = patch = delete = _proxy
+
+    async def _stream(self, name, url, headers):
+        """Relay one HTTP exchange, writing the head's body as it arrives."""
+        started = False
+
+        def on_header(line):
+            nonlocal started
+            line = line.rstrip("\r\n")
+            if line.startswith("HTTP/"):
+                start = httputil.parse_response_start_line(line)
+                if start.code >= 200:  # (a 1xx interim answer is not relayed)
+                    self.set_status(start.code, start.reason)
+                    self.clear_header("Content-Type")
+                    started = True
+            elif started and ":" in line:
+                key, value = line.split(":", 1)
+                if key.lower() in PASSED_RESPONSE:
+                    self.add_header(key.strip(), value.strip())
+
+        def on_chunk(chunk):
+            if self._client_gone:  # the caller left: stop reading from the head
+                raise StreamClosedError()
+            self.write(chunk)
+            self.flush()
+
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         try:
             response = await AsyncHTTPClient().fetch(
                 url, method=self.request.method, headers=headers, body=body,
                 allow_nonstandard_methods=True, follow_redirects=False, raise_error=False,
-                request_timeout=PROXY_TIMEOUT, decompress_response=True)
+                connect_timeout=CONNECT_TIMEOUT, request_timeout=PROXY_TIMEOUT,
+                decompress_response=True, header_callback=on_header, streaming_callback=on_chunk)
         except (OSError, HTTPClientError) as e:
-            raise web.HTTPError(502, f"Ray cluster {name}'s dashboard did not answer: {e}") from None
-        if response.code == 599:
-            raise web.HTTPError(502, f"Ray cluster {name}'s dashboard did not answer: {response.error}")
-        self.set_status(response.code, response.reason)
-        self.clear_header("Content-Type")
-        for key, value in response.headers.get_all():
-            if key.lower() in PASSED_RESPONSE:
-                self.add_header(key, value)
-        if response.body:
-            self.write(response.body)
+            error = e
+        else:
+            error = response.error if response.code == 599 else None
+        if error is not None and not self._headers_written and not self._client_gone:
+            self.clear()
+            raise web.HTTPError(502, f"Ray cluster {name}'s dashboard did not answer: {error}")
+        if error is not None:
+            log.info("Ray cluster %s: a streamed answer ended early: %s", name, error)
 
-    get = post = put = patch = delete = _proxy
+    async def _socket(self, name, url, headers, path):
+        try:
+            self._upstream = await websocket_connect(
+                HTTPRequest(url, headers=headers, connect_timeout=CONNECT_TIMEOUT,
+                            request_timeout=CONNECT_TIMEOUT))
+        except (OSError, HTTPClientError, WebSocketClosedError) as e:
+            code = getattr(e, "code", 599)  # the head's refusal (404, 401...) is passed on
+            raise web.HTTPError(code if 400 <= code < 599 else 502,
+                                f"Ray cluster {name}'s dashboard did not accept a websocket on "
+                                f"/{path}: {e}") from None
+        await WebSocketHandler.get(self)  # accepts, then returns when the caller's side closes
+
+    def open(self, *args, **kwargs):
+        self._relay = asyncio.ensure_future(self._head_to_caller())
+
+    async def _head_to_caller(self):
+        while (message := await self._upstream.read_message()) is not None:
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                break
+        self.close(self._upstream.close_code, self._upstream.close_reason)
+
+    async def on_message(self, message):
+        if self._upstream is not None:
+            try:
+                await self._upstream.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                self.close()
+
+    def on_close(self):
+        self._client_gone = True
+        if self._upstream is not None:
+            self._upstream.close()
+
+    def check_origin(self, origin):
+        """A browser's websocket from another site is refused unless it is this hub's own origin
+        (tornado already allows same-host origins); token clients send no Origin."""
+        return False
 
 
 default_handlers = [

@@ -154,17 +154,22 @@ class RayClusters:
         return self.get(name)
 
     async def scale(self, owner, rc, workers, quota):
-        """Set the worker group's replicas, reserving the GPUs first (403 over quota)."""
+        """Set the replicas of the one worker group the hub makes, reserving the GPUs first
+        (403 over quota; 409 for a cluster whose groups were changed by hand)."""
+        try:
+            patch = manifests.scale_patch(rc, workers)
+        except ValueError as e:
+            raise PolicyError(str(e), status=409) from None
         self._reserve(owner, rc, quota, workers)
-        groups = rc["spec"]["workerGroupSpecs"]
-        patch = [{"op": "replace", "path": f"/spec/workerGroupSpecs/{i}/replicas", "value": workers}
-                 for i in range(len(groups))[:1]]
         name = rc["metadata"]["name"]
         try:
             patched = await shared_client("CustomObjectsApi").patch_namespaced_custom_object(
                 manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL, name, patch)
-        except ApiException:
+        except ApiException as e:
             self.crater.ledger.hold(owner, ledger_key(name), self.holding(rc))
+            if e.status == 422:  # the worker group's test failed: changed since the cache saw it
+                raise PolicyError(f"Ray cluster {name} changed meanwhile (its worker group is not "
+                                  f"{manifests.WORKER_GROUP!r}); not scaled", status=409) from None
             raise
         return await self._seen(name, lambda got: got is not None and manifests.workers_of(got) == workers,
                                 patched)
@@ -181,6 +186,8 @@ class RayClusters:
                 raise
 
     async def delete(self, name):
+        """Delete it; returns once the cache shows it gone or going (read-your-writes: a list
+        right after the DELETE must not show it as it was)."""
         try:
             await shared_client("CustomObjectsApi").delete_namespaced_custom_object(
                 manifests.GROUP, manifests.VERSION, self.namespace, manifests.PLURAL, name,
@@ -188,6 +195,7 @@ class RayClusters:
         except ApiException as e:
             if e.status != 404:
                 raise
+        await self._seen(name, lambda got: got is None or got["metadata"].get("deletionTimestamp"), None)
 
     async def token(self, rc):
         """The cluster's Ray token, from the Secret KubeRay makes (None until it exists)."""

@@ -12,7 +12,11 @@ Pure functions: no cluster, no hub. What the manifest carries, and why:
 - ``authOptions.mode: token``: the operator makes a Secret ``<name>`` with the token and every
   Ray endpoint (GCS, dashboard, Jobs API) requires it;
 - ``crater.io/*`` annotations with what the hub needs back (owner, profile, accelerator, GPUs,
-  lifetime, server): the cache alone answers "whose is it, what does it hold" after a restart.
+  lifetime, server): the cache alone answers "whose is it, what does it hold" after a restart;
+- with the kueue job-queue backend, the LocalQueue label ``kueue.x-k8s.io/queue-name`` and
+  ``suspend: true``: Kueue's RayCluster integration makes a Workload of it (a pod set for the
+  head, one per worker group) and unsuspends it once admitted. Kueue's webhook would set
+  ``suspend`` itself; setting it here keeps a cluster without the webhook from starting unqueued.
 """
 
 import hashlib
@@ -35,6 +39,8 @@ NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 WORKER_GROUP = "workers"
 DASHBOARD_PORT = 8265
 LIFETIMES = ("server", "idle")
+#: Kueue's label naming the LocalQueue a workload goes to (as the job queue's Jobs carry it)
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def escape_label(value):
@@ -86,11 +92,12 @@ SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
 
 
 def raycluster(*, name, namespace, owner, spec, workers, ray_version, image, head_cpu="1",
-               head_memory="2Gi", max_workers=8, lifetime="server", server=None, owner_pod=None):
+               head_memory="2Gi", max_workers=8, lifetime="server", server=None, owner_pod=None, queue=None):
     """The RayCluster for ``spec`` (a :class:`~crater_hub.policy.workload.WorkloadSpec`).
 
     ``owner_pod``: the owner's server pod (``metadata`` with ``name`` and ``uid``) that owns the
-    cluster, so that the garbage collector deletes it with the pod (``lifetime: "server"``)."""
+    cluster, so that the garbage collector deletes it with the pod (``lifetime: "server"``).
+    ``queue``: the Kueue LocalQueue that admits it (created suspended), or None."""
     labels = {**MANAGED_BY, KIND_LABEL: "raycluster", OWNER_LABEL: escape_label(owner)}
     acc = spec.accelerator if spec.gpus else None
     annotations = {ANNOTATION + "owner-name": owner, ANNOTATION + "profile": spec.profile,
@@ -128,7 +135,9 @@ def raycluster(*, name, namespace, owner, spec, workers, ray_version, image, hea
         if acc.tolerations:
             worker_pod["tolerations"] = [dict(t) for t in acc.tolerations]
     pod_labels = {**labels}
-    return {
+    if queue:
+        metadata["labels"] = {**labels, KUEUE_QUEUE_LABEL: queue}
+    rc = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RayCluster", "metadata": metadata,
         "spec": {
             "rayVersion": ray_version,
@@ -145,6 +154,9 @@ def raycluster(*, name, namespace, owner, spec, workers, ray_version, image, hea
             }],
         },
     }
+    if queue:
+        rc["spec"]["suspend"] = True
+    return rc
 
 
 def conditions(rc):
@@ -156,12 +168,33 @@ def workers_of(rc):
     return sum(int(g.get("replicas") or 0) for g in groups)
 
 
+def scale_patch(rc, workers):
+    """The JSON patch that gives ``rc`` ``workers`` workers: the hub makes one worker group
+    (:data:`WORKER_GROUP`), and scaling sets its replicas, with a ``test`` of the group's
+    name so that a cluster changed meanwhile is refused (422) rather than scaled wrong. A cluster whose groups are not that one group (edited by hand) cannot be
+    scaled through the hub: ``ValueError`` saying so."""
+    groups = (rc.get("spec") or {}).get("workerGroupSpecs") or []
+    if [g.get("groupName") for g in groups] != [WORKER_GROUP]:
+        raise ValueError(f"Ray cluster {rc['metadata']['name']} does not have the one worker group "
+                         f"{WORKER_GROUP!r} the hub makes; it cannot be scaled through the hub")
+    return [{"op": "test", "path": "/spec/workerGroupSpecs/0/groupName", "value": WORKER_GROUP},
+            {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": workers}]
+
+
+def queued(rc):
+    """In a Kueue LocalQueue and not admitted yet: Kueue keeps it suspended until then."""
+    labels = rc["metadata"].get("labels") or {}
+    return bool(labels.get(KUEUE_QUEUE_LABEL)) and bool((rc.get("spec") or {}).get("suspend"))
+
+
 def state(rc):
-    """``deleting``, ``ready`` (head ready and every asked worker ready), ``scaling`` (was
-    provisioned, workers not all ready now), else ``starting``. From the conditions and the
-    ready counts, never the deprecated ``status.state``."""
+    """``deleting``, ``queued`` (waiting for Kueue's admission), ``ready`` (head ready and every
+    asked worker ready), ``scaling`` (was provisioned, workers not all ready now), else
+    ``starting``. From the conditions and the ready counts, never the deprecated ``status.state``."""
     if rc["metadata"].get("deletionTimestamp"):
         return "deleting"
+    if queued(rc):
+        return "queued"
     cond = conditions(rc)
     status = rc.get("status") or {}
     if cond.get("RayClusterSuspended") == "True":
@@ -192,6 +225,7 @@ def model(rc, token=None):
         "conditions": conditions(rc),
         "head_ip": head.get("podIP"),
         "dashboard_path": f"crater/ray/{meta['name']}/dashboard/",
+        "queue": (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL),
     }
     if token is not None:
         out["token"] = token

@@ -116,3 +116,40 @@ def test_ray_clusters_count_in_the_one_ledger_with_servers():
     assert "4 of 4 in use" in why
     # a cluster is no server: the servers limit does not apply to it
     assert ledger.usage("ada").servers == 1
+
+
+def test_scaling_sets_the_one_worker_group_and_refuses_clusters_with_others():
+    from crater_hub.localkube.patch import json_patch
+
+    rc = cluster(workers=2, profile="gpu", accelerator="t4", gpus=1)
+    scaled = json_patch(rc, manifests.scale_patch(rc, 1))
+    assert [g["replicas"] for g in scaled["spec"]["workerGroupSpecs"]] == [1]
+    assert manifests.workers_of(scaled) == 1 and crd_errors(scaled) == []
+    two = cluster(workers=2)
+    two["spec"]["workerGroupSpecs"].append({**two["spec"]["workerGroupSpecs"][0], "groupName": "more"})
+    with pytest.raises(ValueError, match="one worker group 'workers'"):
+        manifests.scale_patch(two, 1)
+    # the patch tests the group's name: a cluster changed since it was read is not scaled wrong
+    renamed = cluster(workers=2)
+    patch = manifests.scale_patch(renamed, 1)
+    renamed["spec"]["workerGroupSpecs"][0]["groupName"] = "other"
+    with pytest.raises(Exception, match="test operation failed"):
+        json_patch(renamed, patch)
+
+
+def test_with_kueue_a_cluster_is_created_suspended_in_the_local_queue_and_shown_queued():
+    rc = manifests.raycluster(name="ray-ada-q", namespace="jhub", owner="ada",
+                              spec=spec(profile="gpu", accelerator="t4", gpus=1), workers=2,
+                              ray_version="2.60.0", image=IMAGE, server="", owner_pod=POD,
+                              queue="research")
+    assert crd_errors(rc) == []
+    assert rc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "research"
+    assert rc["spec"]["suspend"] is True
+    # the pods carry no queue label: Kueue manages the RayCluster, not its pods
+    assert "kueue.x-k8s.io/queue-name" not in str(rc["spec"]["workerGroupSpecs"])
+    assert (manifests.state(rc), manifests.model(rc)["queue"]) == ("queued", "research")
+    rc["spec"]["suspend"] = False  # admitted: Kueue unsuspends it
+    assert manifests.state(rc) == "starting"
+    rc["metadata"]["deletionTimestamp"] = "2026-12-06T05:00:00Z"
+    rc["spec"]["suspend"] = True
+    assert manifests.state(rc) == "deleting"
