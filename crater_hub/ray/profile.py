@@ -72,11 +72,10 @@ def workers_for(profile, value):
     offered = ", ".join(map(str, profile.ray_workers))
     if value is None:
         return profile.ray_workers[0]
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value not in profile.ray_workers:
+    count = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(count, bool) or not isinstance(count, int) or count not in profile.ray_workers:
         raise PolicyError(f"workers must be one of {offered} in profile {profile.slug!r}, got {value!r}")
-    return value
+    return count
 
 
 def server_spec(spec):
