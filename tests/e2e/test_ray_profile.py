@@ -189,10 +189,11 @@ async def test_ray_job_submit_in_a_terminal_of_the_server_runs_on_the_workers_gp
     # logs are read when the job is done (--no-wait: following them needs a websocket)
     script = f"""
         set -e
+        cd /tmp
         ray job submit --no-wait --submission-id profile-job -- python -c "{JOB}"
         end=$(( $(date +%s) + 180 ))
-        until ray job status profile-job 2>&1 | grep -Eq 'SUCCEEDED|FAILED|STOPPED'; do
-            [ $(date +%s) -lt $end ] || {{ echo TIMEOUT; exit 3; }}
+        until ray job status profile-job > status.out 2>&1 && grep -Eq "Job 'profile-job' (succeeded|failed|stopped)" status.out; do
+            [ $(date +%s) -lt $end ] || {{ echo TIMEOUT; cat status.out; ray job logs profile-job 2>&1; exit 3; }}
             sleep 1
         done
         ray job status profile-job 2>&1
@@ -200,7 +201,7 @@ async def test_ray_job_submit_in_a_terminal_of_the_server_runs_on_the_workers_gp
     """
     rc, out = await in_server(localkube, ALICE, script, timeout=240)
     MEASURE["spawn_to_first_job_result_s"] = round(time.monotonic() - STATE["began"], 1)
-    assert rc == 0 and "SUCCEEDED" in out, out
+    assert rc == 0 and "Job 'profile-job' succeeded" in out, out
     host, cuda_visible = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     core, _ = kube
     [worker] = (await core.list_namespaced_pod(
