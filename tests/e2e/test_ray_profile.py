@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from kubernetes_asyncio import client, config
 from tests.helpers import wait_for
 from tests.reference import load_reference
 
+from ..client.test_client_in_server import run_in_kernel
 from ..contract.conftest import kubectl_binary
 from .conftest import DEMO_CRATER
 from .hub import (
@@ -183,35 +185,56 @@ async def test_the_ray_profile_starts_the_server_and_its_cluster_in_one_spawn(ra
     assert quota["gpus"] == 3, quota
 
 
+def readme_blocks():
+    """The README's Ray-profile examples: the terminal's commands and the notebook's code."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("**The Ray profile**"):]
+    shell = section[section.index("```sh\n") + 6:].split("```", 1)[0]
+    python = section[section.index("```python\n") + 10:].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in shell.splitlines() if line.strip()], python
+
+
 async def test_ray_job_submit_in_a_terminal_of_the_server_runs_on_the_workers_gpu(ray_hub, kube, localkube):
     name = STATE["name"]
-    # a terminal's commands: RAY_ADDRESS and RAY_JOB_HEADERS come from the server's env; the
-    # logs are read when the job is done (--no-wait: following them needs a websocket)
+    # the README's terminal commands, as written (RAY_ADDRESS and RAY_JOB_HEADERS come from the
+    # server's env); the status is asked again until the job is done
+    submit, status, logs = readme_blocks()[0]
+    assert submit.startswith("ray job submit --no-wait --submission-id hello -- ") and status == "ray job status hello"
+    # then a job of our own that reports where its GPU task ran
     script = f"""
         set -e
         cd /tmp
+        wait_for() {{
+            end=$(( $(date +%s) + 180 ))
+            until ray job status $1 > status.out 2>&1 && grep -Eq "Job '$1' (succeeded|failed|stopped)" status.out; do
+                [ $(date +%s) -lt $end ] || {{ echo TIMEOUT; cat status.out; ray job logs $1 2>&1; exit 3; }}
+                sleep 1
+            done
+            cat status.out
+        }}
+        {submit}
+        wait_for hello
+        {logs} 2>&1
         ray job submit --no-wait --submission-id profile-job -- python -c "{JOB}"
-        end=$(( $(date +%s) + 180 ))
-        until ray job status profile-job > status.out 2>&1 && grep -Eq "Job 'profile-job' (succeeded|failed|stopped)" status.out; do
-            [ $(date +%s) -lt $end ] || {{ echo TIMEOUT; cat status.out; ray job logs profile-job 2>&1; exit 3; }}
-            sleep 1
-        done
-        ray job status profile-job 2>&1
+        wait_for profile-job
         ray job logs profile-job 2>&1
     """
-    rc, out = await in_server(localkube, ALICE, script, timeout=240)
+    rc, out = await in_server(localkube, ALICE, script, timeout=300)
     MEASURE["spawn_to_first_job_result_s"] = round(time.monotonic() - STATE["began"], 1)
-    assert rc == 0 and "Job 'profile-job' succeeded" in out, out
+    assert rc == 0 and "Job 'hello' succeeded" in out and "Job 'profile-job' succeeded" in out, out
+    assert "'GPU': 1.0" in out, out  # the README's job sees the cluster: one worker's T4
     host, cuda_visible = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     core, _ = kube
     [worker] = (await core.list_namespaced_pod(
         NS, label_selector=f"ray.io/cluster={name},ray.io/node-type=worker")).items
     devices = json.loads(worker.metadata.annotations["localkube.crater.io/devices"])["nvidia.com/gpu"]
     assert host == worker.metadata.name and [cuda_visible] == devices, (host, cuda_visible, devices)
-    # and the notebook client finds the profile's cluster by itself
-    rc, out = await in_server(localkube, ALICE, "python -c 'from crater_hub.client import ray as r; "
-                              "c = r.current(); print(c.name, c.state, c.job_client().get_job_status(\"profile-job\"))'")
-    assert rc == 0 and out.split()[-3:] == [name, "ready", "SUCCEEDED"], out
+
+
+async def test_the_readmes_notebook_example_finds_the_profiles_cluster(ray_hub):
+    code = readme_blocks()[1] + "\nprint(cluster.name, cluster.state, job_id.startswith('raysubmit_'))\n"
+    printed = await run_in_kernel(ray_hub, ALICE, code, timeout=120)
+    assert printed.split()[-3:] == [STATE["name"], "ready", "True"], printed
 
 
 async def test_the_dashboard_answers_through_the_hub_for_the_owner_only(ray_hub):
