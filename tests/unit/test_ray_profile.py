@@ -174,3 +174,23 @@ def test_current_needs_a_ray_profiles_server(monkeypatch):
     with pytest.raises(cray.CraterError) as e:
         cray.current(api_url="http://hub/hub/api/", token="t")
     assert e.value.status == 404 and "CRATER_RAY_CLUSTER is not set" in str(e.value)
+
+
+def test_the_helm_examples_ray_profile_loads_and_its_egress_rule_selects_the_heads():
+    from pathlib import Path
+
+    import yaml
+
+    values = yaml.safe_load((Path(__file__).resolve().parents[2] / "helm-values/examples/ray.yaml").read_text())
+    parsed = profiles.parse(values["hub"]["config"]["Crater"]["profiles"], {"gpu"})
+    ray = next(p for p in parsed if p.kind == "ray")
+    assert ray.ray_workers == (1, 2) and ray.accelerators[0].accelerator == "gpu"
+    [rule] = values["singleuser"]["networkPolicy"]["egress"]
+    assert rule["ports"] == [{"port": 10001, "protocol": "TCP"}]
+    wanted = rule["to"][0]["podSelector"]["matchLabels"]
+    spec = workload.resolve({"profile": "ray"}, PROFILES, "ada", [], CATALOG)
+    head = ray_profile.plan(crater(), owner="ada", namespace="jhub", server="", spec=spec,
+                            workers=1).manifest["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    # KubeRay adds ray.io/node-type: head to the head pod; the rest is the hub's template's
+    assert {k: v for k, v in wanted.items() if k != "ray.io/node-type"}.items() <= head.items()
+    assert wanted["ray.io/node-type"] == "head"
