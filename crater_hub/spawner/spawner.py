@@ -31,6 +31,9 @@ class CraterSpawner(KubeSpawner):
 
     crater_spec = None  # the WorkloadSpec this server was started with
     crater_ray = None  # a Ray profile's spawn: the ray_profile.Plan of its cluster
+    #: the cluster a Ray profile started with this server (kept in the server's state, so the
+    #: home page shows it after a hub restart too)
+    crater_ray_cluster = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -214,8 +217,23 @@ class CraterSpawner(KubeSpawner):
             if isinstance(e, workload.PolicyError):
                 raise refusal(e) from None
             raise
+        self.crater_ray_cluster = plan.name
         self.log.info("Ray cluster %s of %s created with %d worker(s)", plan.name, self._log_name,
                       plan.workers)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.crater_ray_cluster:
+            state["crater_ray_cluster"] = self.crater_ray_cluster
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.crater_ray_cluster = state.get("crater_ray_cluster")
+
+    def clear_state(self):
+        super().clear_state()
+        self.crater_ray_cluster = None
 
     async def stop(self, now=False):
         try:

@@ -16,11 +16,14 @@ import asyncio
 import json
 import os
 import time
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
 from kubernetes_asyncio import client, config
+from tornado.httpclient import AsyncHTTPClient
 
 from tests.helpers import wait_for
 from tests.reference import load_reference
@@ -127,6 +130,27 @@ async def in_server(localkube, user, script, timeout=120):
     return proc.returncode, out.decode()
 
 
+async def home_page(hub, user):
+    """``/hub/home`` as ``user`` sees it after signing in (the demo's DummyAuthenticator)."""
+    http, jar = AsyncHTTPClient(), SimpleCookie()
+
+    async def fetch(path, **kwargs):
+        cookie = "; ".join(f"{k}={m.value}" for k, m in jar.items())
+        r = await http.fetch(f"{hub.url}{path}", headers={"Cookie": cookie}, follow_redirects=False,
+                             raise_error=False, **kwargs)
+        for header in r.headers.get_list("Set-Cookie"):
+            jar.load(header)
+        return r
+
+    await fetch("/hub/login")
+    r = await fetch("/hub/login", method="POST", body=urlencode(
+        {"username": user, "password": "crater", "_xsrf": jar["_xsrf"].value}))
+    assert r.code == 302, r.code
+    r = await fetch("/hub/home")
+    assert r.code == 200, r.code
+    return r.body.decode()
+
+
 async def test_an_over_quota_ray_spawn_is_refused_with_nothing_left_behind(ray_hub, kube):
     core, custom = kube
     r = await request_spawn(ray_hub, ALICE, {"profile": "ray", "workers": 3})
@@ -180,9 +204,13 @@ async def test_the_ray_profile_starts_the_server_and_its_cluster_in_one_spawn(ra
         NS, label_selector=f"ray.io/cluster={name},ray.io/node-type=worker")).items
     limits = workers[0].spec.containers[0].resources.limits
     assert (limits["nvidia.com/gpu"], limits["cpu"], limits["memory"]) == ("1", "2", "4Gi")
-    # the quota counts the cluster with the server: a second Ray spawn of 8 workers would pass it
+    # the quota counts the cluster with the server (1 of 4 GPUs)
     quota = (await api_request(ray_hub, "crater/profiles", token=alice)).data["quota"]
     assert quota["gpus"] == 3, quota
+    # the home page shows the server's cluster and links its dashboard through the hub
+    page = await home_page(ray_hub, ALICE)
+    assert f'data-crater-ray-cluster="{name}"' in page
+    assert f'href="/hub/crater/ray/{name}/dashboard/"' in page
 
 
 def readme_blocks():
