@@ -80,9 +80,10 @@ def workers_for(profile, value):
 
 def server_spec(spec):
     """The notebook server's part of a Ray profile's spec: no accelerator, the configured CPU
-    and memory (the profile's choices shape the workers); image and overrides as chosen."""
+    and memory (the profile's choices shape the workers); image, overrides and datasets as
+    chosen (the workers mount the datasets too)."""
     return replace(spec, accelerator=None, gpus=0, cpu_guarantee=None, cpu_limit=None,
-                   mem_guarantee=None, mem_limit=None, datasets=())
+                   mem_guarantee=None, mem_limit=None)
 
 
 def plan(crater, *, owner, namespace, server, spec, workers):

@@ -11,6 +11,7 @@ from ..kube.inventory import shared_inventory
 from ..policy import workload
 from ..policy.ledger import SERVER, Holding
 from ..policy.offer import offer
+from ..policy.profiles import default_profile, visible_to
 from ..ray import profile as ray_profile
 from ..ray.clusters import ledger_key as ray_key
 from ..ray.clusters import service_for as ray_service
@@ -115,7 +116,11 @@ class CraterSpawner(KubeSpawner):
         library = await usable_images(self.user.name, groups)
         request, workers = ray_profile.split(self.user_options)
         service = None
-        if ray_profile.is_ray(profiles, options.get("profile")) or workers is not None:
+        chosen = options.get("profile")
+        if chosen is None:  # the user's default profile, as resolve() will pick it
+            default = default_profile(visible_to(profiles, self.user.name, groups))
+            chosen = default.slug if default else None
+        if ray_profile.is_ray(profiles, chosen) or workers is not None:
             service = await self._ray_service()
         try:
             configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
@@ -126,8 +131,8 @@ class CraterSpawner(KubeSpawner):
             workers = ray_profile.workers_for(chosen, workers)
             plan = None
             if chosen.kind == "ray":
-                if service is None:  # the default profile is a Ray profile
-                    raise workload.PolicyError("profile: name the Ray profile to start its cluster")
+                if service is None:  # not seen above: the profiles changed under us
+                    service = ray_service(self.crater, self.namespace)
                 plan = ray_profile.plan(self.crater, owner=self.user.name, namespace=self.namespace,
                                         server=self.name or "", spec=spec, workers=workers)
                 spec = ray_profile.server_spec(spec)

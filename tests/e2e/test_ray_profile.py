@@ -13,6 +13,7 @@ and is a 404 for another user; stopping the server deletes the cluster. Timings 
 """
 
 import asyncio
+import html
 import json
 import os
 import time
@@ -130,12 +131,15 @@ async def in_server(localkube, user, script, timeout=120):
     return proc.returncode, out.decode()
 
 
-async def home_page(hub, user):
-    """``/hub/home`` as ``user`` sees it after signing in (the demo's DummyAuthenticator)."""
+async def signed_in(hub, user):
+    """``fetch(path, **kwargs)`` as ``user``'s browser after signing in (the demo's
+    DummyAuthenticator): cookies kept, the form's ``_xsrf`` added to form posts."""
     http, jar = AsyncHTTPClient(), SimpleCookie()
 
-    async def fetch(path, **kwargs):
+    async def fetch(path, form=None, **kwargs):
         cookie = "; ".join(f"{k}={m.value}" for k, m in jar.items())
+        if form is not None:
+            kwargs.update(method="POST", body=urlencode({**form, "_xsrf": jar["_xsrf"].value}, doseq=True))
         r = await http.fetch(f"{hub.url}{path}", headers={"Cookie": cookie}, follow_redirects=False,
                              raise_error=False, **kwargs)
         for header in r.headers.get_list("Set-Cookie"):
@@ -143,10 +147,13 @@ async def home_page(hub, user):
         return r
 
     await fetch("/hub/login")
-    r = await fetch("/hub/login", method="POST", body=urlencode(
-        {"username": user, "password": "crater", "_xsrf": jar["_xsrf"].value}))
+    r = await fetch("/hub/login", form={"username": user, "password": "crater"})
     assert r.code == 302, r.code
-    r = await fetch("/hub/home")
+    return fetch
+
+
+async def home_page(hub, user):
+    r = await (await signed_in(hub, user))("/hub/home")
     assert r.code == 200, r.code
     return r.body.decode()
 
@@ -160,6 +167,15 @@ async def test_an_over_quota_ray_spawn_is_refused_with_nothing_left_behind(ray_h
     assert r.code == 403, r
     assert r.data["message"] == ("Over quota: 8 more GPUs would exceed your GPU quota: 0 of 4 in use, "
                                  "4 left."), r.data
+    # the spawn form: the Ray profile's workers field, refused the same way
+    fetch = await signed_in(ray_hub, ALICE)
+    form = (await fetch(f"/hub/spawn/{ALICE}")).body.decode()
+    assert 'name="profile-option-ray--workers"' in form and "Ray workers" in form
+    r = await fetch(f"/hub/spawn/{ALICE}", form={
+        "profile": "ray", "profile-option-ray--accelerator": "t4", "profile-option-ray--gpus": "1",
+        "profile-option-ray--workers": "8"})
+    assert "Over quota: 8 more GPUs would exceed your GPU quota: 0 of 4 in use, 4 left." in \
+        html.unescape(r.body.decode()), (r.code, r.body[-2000:])
     assert await server_of(ray_hub, ALICE) is None
     pods = (await core.list_namespaced_pod(NS, label_selector="hub.jupyter.org/username=" + ALICE)).items
     assert [p.metadata.name for p in pods if not p.metadata.deletion_timestamp] == []
