@@ -6,4 +6,6 @@ service account, shaped by the one workload policy and counted in the one quota 
 - :mod:`.options`: the request's own fields (workers, lifetime, server, name), each checked;
 - :mod:`.clusters`: the service: a shared watch cache of the namespace's RayClusters, the ledger
   kept true by it, and the create/scale/delete calls.
+- :mod:`.profile`: what a spawn of a ``kind: ray`` profile asks of this room (the spawner imports
+  it: this room sits below the spawner in the import-linter layers and imports no sibling room).
 """
