@@ -13,17 +13,36 @@ The hub creates the RayCluster with its own service account, bound to the server
 hub's proxy ``/hub/crater/ray/<cluster>/dashboard/``, which authenticates this token and adds
 the cluster's Ray token itself: notebooks cannot reach pods' IPs under z2jh's NetworkPolicy.
 
+A server started with a Ray profile has its cluster already: :func:`current` finds it
+(``CRATER_RAY_CLUSTER``), and ``RAY_ADDRESS``/``RAY_JOB_HEADERS`` make ``ray job submit`` work
+in a terminal with no arguments.
+
+``ray.init("ray://...")`` (Ray Client) is possible but fragile: it needs the same Ray *and*
+Python versions here and in the cluster, and a NetworkPolicy egress rule to the head's port
+10001 (see helm-values/); :meth:`Cluster.ray_init_address` checks the versions first and says
+what differs. The Jobs API through the hub is the default path.
+
 The standard library only, like the jobs client; :meth:`Cluster.job_client` imports ``ray``
 (install ``ray[default]`` in the notebook image for it).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import time
 
 from ._http import Connection, CraterError, CraterTimeout
 
 PATH = "crater/ray/clusters"
+ENV_CLUSTER = "CRATER_RAY_CLUSTER"  # set by the hub in a Ray profile's server
+CLIENT_PORT = 10001
+
+
+class RayVersionError(RuntimeError):
+    """``ray://`` refused before connecting: the notebook's Ray or Python differs from the
+    cluster's (Ray Client needs both identical)."""
 
 
 class Cluster:
@@ -90,6 +109,45 @@ class Cluster:
         return JobSubmissionClient(self.dashboard_url,
                                    headers={"Authorization": f"token {self._connection.token}"})
 
+    def ray_init_address(self, *, set_token=True, ray_version=None, python_version=None):
+        """The ``ray://`` address of this cluster's head for ``ray.init()``, after checking that
+        this notebook runs the cluster's Ray version (``rayVersion``) and, when the cluster's
+        image names one (``...-py311``), its Python version: :class:`RayVersionError` says
+        what differs otherwise. ``set_token``: put the cluster's Ray token in this process's
+        ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``, which Ray reads when it connects.
+
+        Needs an egress rule from notebooks to the head's port 10001 (z2jh's NetworkPolicy
+        blocks it by default; see helm-values/); the Jobs API (:meth:`job_client`) does not."""
+        if ray_version is None:
+            try:
+                import ray
+            except ImportError:
+                raise RayVersionError("ray is not installed in this notebook: pip install "
+                                      f"'ray[client]=={self.info.get('ray_version')}'") from None
+            ray_version = ray.__version__
+        python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+        differences = []
+        if self.info.get("ray_version") and ray_version != self.info["ray_version"]:
+            differences.append(f"Ray {ray_version} here, {self.info['ray_version']} in the cluster")
+        image = self.info.get("image") or ""
+        tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+        found = re.search(r"-py3(\d+)", tag)
+        if found and python_version != f"3.{found.group(1)}":
+            differences.append(f"Python {python_version} here, 3.{found.group(1)} in the cluster "
+                               f"(image {image})")
+        if differences:
+            raise RayVersionError(
+                f"ray:// to Ray cluster {self.name} would fail: " + "; ".join(differences)
+                + ". Ray Client needs identical versions: install the cluster's Ray here, or use "
+                "the Jobs API (cluster.job_client(), or `ray job submit` with RAY_ADDRESS).")
+        if set_token:
+            token = self.info.get("token")
+            if token is None:
+                raise CraterError(f"the hub gave no Ray token for {self.name} (not your cluster?)", 403)
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN"] = token
+        return f"ray://{self.name}-head-svc:{CLIENT_PORT}"
+
     def __enter__(self):
         return self
 
@@ -127,3 +185,18 @@ def list_clusters(api_url=None, token=None) -> list:
 def get_cluster(name, api_url=None, token=None) -> Cluster:
     connection = _connection(api_url, token)
     return Cluster(connection, connection.request("GET", f"{PATH}/{name}"))
+
+
+def current(api_url=None, token=None) -> Cluster:
+    """The cluster a Ray profile started with this server (``CRATER_RAY_CLUSTER``)."""
+    name = os.environ.get(ENV_CLUSTER)
+    if not name:
+        raise CraterError(f"{ENV_CLUSTER} is not set: this server was not started with a Ray "
+                          "profile; make a cluster with new_cluster()", 404)
+    return get_cluster(name, api_url, token)
+
+
+def ray_init_address(cluster=None, **kwargs) -> str:
+    """``ray://`` address of ``cluster`` (default: :func:`current`), version-checked: see
+    :meth:`Cluster.ray_init_address`."""
+    return (cluster if cluster is not None else current()).ray_init_address(**kwargs)

@@ -53,6 +53,7 @@ def offer(profiles, capacity, user_name, user_groups, quota, usage):
             "memory": {"guarantee": p.memory.guarantee, "limit": p.memory.limit},
             "allow_cpu_only": p.allow_cpu_only,
             "accelerators": accelerators,
+            "kind": p.kind, "workers": list(p.ray_workers),
         })
     return {"profiles": out, "quota": left, "servers_running": usage.servers,
             "updated": capacity.get("updated")}

@@ -16,10 +16,14 @@ from .images import parse_patterns
 
 PROFILE_KEYS = {"slug", "display_name", "description", "default", "image", "images", "cpu", "memory",
                 "image_patterns", "accelerators", "allow_cpu_only", "allowed_groups", "allowed_users",
-                "kubespawner_override"}
+                "kubespawner_override", "kind", "ray"}
 IMAGE_KEYS = {"slug", "display_name", "image", "allowed_groups", "allowed_users"}
 ACCELERATOR_KEYS = {"accelerator", "counts", "allowed_groups", "allowed_users"}
 LIMIT_KEYS = {"guarantee", "limit"}
+#: ``server``: a notebook server shaped by the profile; ``ray``: a (CPU) notebook server and a
+#: Ray cluster whose workers the profile's choices shape (:mod:`crater_hub.ray.profile`)
+KINDS = ("server", "ray")
+RAY_KEYS = {"workers"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,27 @@ class Profile:
     allow_cpu_only: bool = True  # "no accelerator" is a valid choice
     access: Access = Access()
     kubespawner_override: dict = field(default_factory=dict)
+    kind: str = "server"  # one of KINDS
+    ray_workers: tuple = ()  # kind "ray": the worker counts offered, the first the default
+
+
+def _ray(entry, where, kind):
+    """The worker counts a ``kind: ray`` profile offers (``ray: {workers: [1, 2, 4]}``, default
+    ``[1]``); only ray profiles take ``ray``."""
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind must be one of: {', '.join(KINDS)}; got {kind!r}")
+    if kind != "ray":
+        if "ray" in entry:
+            raise ConfigError(f"{where}.ray is only for profiles with kind: ray")
+        return ()
+    ray = entry.get("ray") or {}
+    check_mapping(ray, RAY_KEYS, f"{where}.ray")
+    counts = ray.get("workers", [1])
+    if not isinstance(counts, list) or not counts or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts):
+        raise ConfigError(f"{where}.ray.workers must be a non-empty list of positive integers, "
+                          f"got {counts!r}")
+    return tuple(dict.fromkeys(counts))
 
 
 def _limits(entry, where, kind):
@@ -153,6 +178,7 @@ def parse(entries, accelerator_slugs=None, where="Crater.profiles"):
             memory=_limits(entry.get("memory"), f"{here}.memory", "memory"), accelerators=accelerators,
             allow_cpu_only=bool(entry.get("allow_cpu_only", not accelerators)),
             access=parse_access(entry, here), kubespawner_override=dict(override),
+            kind=entry.get("kind", "server"), ray_workers=_ray(entry, here, entry.get("kind", "server")),
         ))
     if sum(p.default for p in out) > 1:
         raise ConfigError(f"{where}: more than one profile has default: true")

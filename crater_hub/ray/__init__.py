@@ -8,4 +8,6 @@ service account, shaped by the one workload policy and counted in the one quota 
   kept true by it, and the create/scale/delete calls;
 - :mod:`.idle`: ``lifetime: "idle"``: the rule (pure) and the hub's one reaper of idle clusters;
 - :mod:`.starter`: the room's start with the hub (the watch cache and the reaper) and its stop.
+- :mod:`.profile`: what a spawn of a ``kind: ray`` profile asks of this room (the spawner imports
+  it: this room sits below the spawner in the import-linter layers and imports no sibling room).
 """

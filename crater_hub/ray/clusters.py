@@ -114,6 +114,11 @@ class RayClusters:
         else:
             self.crater.ledger.hold(owner, key, self.holding(rc))
 
+    def reserve(self, owner, rc, quota):
+        """Reserve what ``rc`` (not created yet) will hold, or raise 403 with the numbers: a Ray
+        profile's spawn reserves before its server's pod exists (:mod:`.profile`)."""
+        self._reserve(owner, rc, quota)
+
     def _reserve(self, owner, rc, quota, workers=None):
         """Reserve what ``rc`` holds with ``workers`` workers, or raise 403 with the numbers."""
         why = self.crater.ledger.reserve(owner, ledger_key(rc["metadata"]["name"]),

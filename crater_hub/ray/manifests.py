@@ -221,6 +221,7 @@ def model(rc, token=None):
         "gpus": int(ann.get(ANNOTATION + "gpus") or 0),
         "lifetime": ann.get(ANNOTATION + "lifetime"), "server": ann.get(ANNOTATION + "server"),
         "ray_version": (rc.get("spec") or {}).get("rayVersion"),
+        "image": _head_image(rc),
         "created": meta.get("creationTimestamp"),
         "conditions": conditions(rc),
         "head_ip": head.get("podIP"),
@@ -230,6 +231,12 @@ def model(rc, token=None):
     if token is not None:
         out["token"] = token
     return out
+
+
+def _head_image(rc):
+    containers = (((((rc.get("spec") or {}).get("headGroupSpec") or {}).get("template") or {})
+                   .get("spec") or {}).get("containers")) or [{}]
+    return containers[0].get("image")
 
 
 def owner_of(rc):

@@ -17,7 +17,8 @@ from ..policy.workload import NO_ACCELERATOR
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FORM_TEMPLATE = "crater/spawn_form.html"
-FIELDS = ("image", "accelerator", "gpus")
+#: ``workers``: a Ray profile's worker count (:mod:`crater_hub.ray.profile`)
+FIELDS = ("image", "accelerator", "gpus", "workers")
 REFRESH_SECONDS = 10
 
 
@@ -57,7 +58,11 @@ def _choices(profile, user_options, is_selected):
         values = [str(c["count"]) for c in acc["counts"]]
         usable = [str(c["count"]) for c in acc["counts"] if c["available"]]
         counts[acc["slug"]] = wanted if wanted in usable else (usable or values or [None])[0]
-    return {"image": image, "other_image": other, "accelerator": accelerator, "gpus": counts}
+    offered_workers = [str(n) for n in profile.get("workers") or ()]
+    workers = str(mine.get("workers")) if str(mine.get("workers")) in offered_workers else \
+        (offered_workers or [None])[0]
+    return {"image": image, "other_image": other, "accelerator": accelerator, "gpus": counts,
+            "workers": workers}
 
 
 def _accelerator_summary(profiles):

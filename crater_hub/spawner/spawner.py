@@ -11,6 +11,10 @@ from ..kube.inventory import shared_inventory
 from ..policy import workload
 from ..policy.ledger import SERVER, Holding
 from ..policy.offer import offer
+from ..policy.profiles import default_profile, visible_to
+from ..ray import profile as ray_profile
+from ..ray.clusters import ledger_key as ray_key
+from ..ray.clusters import service_for as ray_service
 from . import form, shaping
 from .refusal import forget_if_created_for, keep_refusals_one_line, never_started, refusal
 from .usage import holding_of, server_key
@@ -27,6 +31,10 @@ class CraterSpawner(KubeSpawner):
     """
 
     crater_spec = None  # the WorkloadSpec this server was started with
+    crater_ray = None  # a Ray profile's spawn: the ray_profile.Plan of its cluster
+    #: the cluster a Ray profile started with this server (kept in the server's state, so the
+    #: home page shows it after a hub restart too)
+    crater_ray_cluster = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,19 +114,39 @@ class CraterSpawner(KubeSpawner):
         options = self.user_options if isinstance(self.user_options, dict) else {}
         datasets = await choices_for(self.crater, options.get("datasets"), self.user.admin)
         library = await usable_images(self.user.name, groups)
+        request, workers = ray_profile.split(self.user_options)
+        service = None
+        chosen = options.get("profile")
+        if chosen is None:  # the user's default profile, as resolve() will pick it
+            default = default_profile(visible_to(profiles, self.user.name, groups))
+            chosen = default.slug if default else None
+        if ray_profile.is_ray(profiles, chosen) or workers is not None:
+            service = await self._ray_service()
         try:
             configured = getattr(self, "_crater_baseline", {}).get("image", self.image)
-            spec = workload.resolve(self.user_options, profiles, self.user.name, groups, catalog,
+            spec = workload.resolve(request, profiles, self.user.name, groups, catalog,
                                     default_image=configured, datasets=datasets,
                                     extra_images=library)
+            chosen = ray_profile.profile_of(profiles, spec.profile)
+            workers = ray_profile.workers_for(chosen, workers)
+            plan = None
+            if chosen.kind == "ray":
+                if service is None:  # not seen above: the profiles changed under us
+                    service = ray_service(self.crater, self.namespace)
+                plan = ray_profile.plan(self.crater, owner=self.user.name, namespace=self.namespace,
+                                        server=self.name or "", spec=spec, workers=workers)
+                spec = ray_profile.server_spec(spec)
             # no await from here to the reservation: on the event loop, the check and the
             # record are one step for concurrent spawns and the queue's admissions
-            self._check_capacity(spec, inventory)
+            self._check_capacity(plan.spec if plan else spec, inventory)
             quota = self.crater.quota_policy().for_user(groups, self.user.admin)
             why = self.crater.ledger.reserve(self.user.name, server_key(self),
                                              Holding.of(SERVER, spec), quota)
             if why:
                 raise workload.PolicyError(f"Over quota: {why}.", status=403, reason="quota")
+            if plan is not None:
+                service.reserve(self.user.name, plan.manifest, quota)  # 403 over quota
+                self.crater_ray = plan
             if spec.image in library:
                 try:
                     await prepare_image(spec.image, self.namespace)
@@ -129,6 +157,9 @@ class CraterSpawner(KubeSpawner):
             self._release()
             forget_if_created_for(self)
             raise refusal(e) from None
+        except BaseException:
+            self._release()
+            raise
         if not hasattr(self, "_crater_baseline"):
             keys = {k for p in profiles for k in p.kubespawner_override}
             self._crater_baseline = shaping.snapshot(self, keys)
@@ -145,22 +176,92 @@ class CraterSpawner(KubeSpawner):
             raise workload.PolicyError(fit.message, status=409 if fit.fits_when_empty else 400,
                                        reason="capacity")
 
+    async def _ray_service(self):
+        """The hub's RayClusters of the servers' namespace (503-style refusal without KubeRay)."""
+        try:
+            return await ray_service(self.crater, self.namespace).ready()
+        except TimeoutError:
+            raise refusal(workload.PolicyError(
+                "Ray clusters are not available now: the cluster does not answer for RayClusters "
+                "(is KubeRay installed?)", status=503, reason="ray")) from None
+
+    def get_env(self):
+        env = super().get_env()
+        if self.crater_ray is not None:  # a Ray profile's server: Ray's tools find its cluster
+            env.update(ray_profile.server_env(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"],
+                                              self.crater_ray.name))
+        return env
+
     async def start(self):
-        """KubeSpawner's start; a failed start gives back the quota it reserved, whether or not
-        JupyterHub goes on to call ``stop``."""
+        """KubeSpawner's start, then a Ray profile's cluster (owned by the pod, which exists
+        now); a failed start gives back the quota it reserved, whether or not JupyterHub goes
+        on to call ``stop``, and a failed cluster stops the server it was made for."""
         try:
             result = await super().start()
+            if self.crater_ray is not None:
+                await self._start_ray_cluster()
         except BaseException:  # refused, failed, timed out or cancelled
             self._release()
             raise
         self.crater_created_for_spawn = False  # it started: no refusal removes it now
         return result
 
+    async def _start_ray_cluster(self):
+        plan = self.crater_ray
+        rc = ray_profile.bind(plan.manifest, {"name": self.pod_name, "uid": self.pod_id})
+        service = ray_service(self.crater, self.namespace)
+        try:
+            await service.create(self.user.name, rc, quota=None)  # reserved at load_user_options
+        except BaseException as e:
+            self.log.error("Ray cluster %s of %s failed: %s; stopping the server", plan.name,
+                           self._log_name, e)
+            try:
+                await super().stop(now=True)
+            finally:
+                self.crater.ledger.release(self.user.name, ray_key(plan.name))
+            if isinstance(e, workload.PolicyError):
+                raise refusal(e) from None
+            raise
+        self.crater_ray_cluster = plan.name
+        self.log.info("Ray cluster %s of %s created with %d worker(s)", plan.name, self._log_name,
+                      plan.workers)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.crater_ray_cluster:
+            state["crater_ray_cluster"] = self.crater_ray_cluster
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.crater_ray_cluster = state.get("crater_ray_cluster")
+
+    def clear_state(self):
+        super().clear_state()
+        self.crater_ray_cluster = None
+
     async def stop(self, now=False):
         try:
             return await super().stop(now=now)
         finally:
             self._release()
+            await self._stop_ray_clusters()
+
+    async def _stop_ray_clusters(self):
+        """Delete the ``lifetime: server`` clusters bound to this server now (their
+        ownerReference is the backstop: the garbage collector deletes them with the pod)."""
+        if not self.crater_enabled or not ray_profile.is_ray(
+                self.crater.profile_list(), (self.user_options or {}).get("profile")):
+            return
+        try:
+            service = await ray_service(self.crater, self.namespace).ready(timeout=10)
+        except TimeoutError:
+            return  # no RayClusters to be seen: the garbage collector's job
+        for name in ray_profile.bound_to(service.of(self.user.name), self.user.name, self.name or ""):
+            try:
+                await service.delete(name)
+            except Exception as e:  # the ownerReference still deletes it with the pod
+                self.log.warning("deleting Ray cluster %s of %s: %s", name, self._log_name, e)
 
     async def poll(self):
         """KubeSpawner's poll, keeping the ledger true: a running server holds its spec (after
@@ -191,6 +292,11 @@ class CraterSpawner(KubeSpawner):
     def _release(self):
         self.crater_spec = None
         self.crater.ledger.release(self.user.name, server_key(self))
+        plan, self.crater_ray = self.crater_ray, None
+        if plan is not None:  # the cache's watch holds it again while the cluster exists
+            service = ray_service(self.crater, self.namespace)
+            if service.get(plan.name) is None:
+                self.crater.ledger.release(self.user.name, ray_key(plan.name))
 
 
 def _applied_in_load_user_options(spawner, user_options):

@@ -8,6 +8,7 @@ starts, and their holding is re-derived from their stored ``user_options``.
 
 from ..policy import workload
 from ..policy.ledger import SERVER, Holding
+from ..ray import profile as ray_profile
 
 
 def server_key(spawner):
@@ -24,9 +25,12 @@ def spec_of(spawner, profiles, catalog):
     try:
         configured = getattr(spawner, "_crater_baseline", {}).get("image", spawner.image)
         # datasets do not count against quotas (and may have been unshared since): left out
-        options = {k: v for k, v in (spawner.user_options or {}).items() if k != "datasets"}
-        return workload.resolve(options, profiles, user.name,
+        # a Ray profile's server holds no GPU: its cluster's workers do, in ("ray", name)
+        options = {k: v for k, v in (spawner.user_options or {}).items()
+                   if k not in ("datasets", ray_profile.WORKERS)}
+        spec = workload.resolve(options, profiles, user.name,
                                 [g.name for g in user.groups], catalog, default_image=configured)
+        return ray_profile.server_spec(spec) if ray_profile.is_ray(profiles, spec.profile) else spec
     except workload.PolicyError:
         return workload.WorkloadSpec(profile=(spawner.user_options or {}).get("profile", "unknown"))
 

@@ -33,7 +33,8 @@ def deployment_id(files):
 def test_every_yaml_file_in_helm_values_is_checked():
     checked = set(VALUES_FILES) | set(MANIFEST_FILES)
     assert sorted(map(rel, HELM_VALUES.rglob("*.yaml"))) == sorted(map(rel, checked))
-    assert [p.name for p in OVERLAYS] == ["images.yaml", "kueue.yaml", "mixed-cluster.yaml", "small-lab.yaml"]
+    assert [p.name for p in OVERLAYS] == ["images.yaml", "kueue.yaml", "mixed-cluster.yaml", "ray.yaml",
+                                         "small-lab.yaml"]
     assert sorted(p.name for p in MANIFEST_FILES) == ["jobs-namespace.yaml", "kueue-queues.yaml",
                                                       "networkpolicy.yaml", "rbac.yaml"]
 
