@@ -502,6 +502,13 @@ class Crater(LoggingConfigurable):
     def quota_policy(self):
         return self._view("quotas", lambda: quotas_mod.parse(self.quotas))
 
+    def ray_local_queue(self):
+        """The Kueue LocalQueue new RayClusters are labelled with (and created suspended for), or
+        None: Kueue admits Ray clusters when it admits the jobs (``job_queue_backend`` kueue, or a
+        ``job_queue_backend_class`` whose ``name`` is ``"kueue"``, such as a subclass of ours)."""
+        backend = getattr(self.job_queue_backend_class, "name", None) or self.job_queue_backend
+        return self.job_kueue_local_queue if backend == "kueue" else None
+
     def priority_classes(self):
         return self._view("priorities",
                           lambda: priorities_mod.parse_priorities(self.job_priorities))

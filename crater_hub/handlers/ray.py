@@ -130,7 +130,7 @@ class ClusterListAPIHandler(RayBase):
                 image=spec.image or image, head_cpu=crater.ray_head_cpu,
                 head_memory=crater.ray_head_memory, max_workers=crater.ray_max_workers,
                 lifetime=request.lifetime, server=server, owner_pod=pod,
-                queue=crater.job_kueue_local_queue if crater.job_queue_backend == "kueue" else None)
+                queue=crater.ray_local_queue())
             created = await service.create(user.name, rc, self.quota(user))
         except workload.PolicyError as e:
             self.fail(e)
@@ -318,8 +318,9 @@ class DashboardProxyHandler(RayBase, WebSocketHandler):
             self._upstream.close()
 
     def check_origin(self, origin):
-        """A browser's websocket from another site is refused unless it is this hub's own origin
-        (tornado already allows same-host origins); token clients send no Origin."""
+        """Every browser's websocket is refused (a browser sends ``Origin``): the dashboard's web
+        app does not run through the hub (its scripts would act with the viewer's hub session),
+        only token clients (``tail_job_logs``, ``ray job submit``), which send no ``Origin``."""
         return False
 
 

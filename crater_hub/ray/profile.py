@@ -94,7 +94,8 @@ def plan(crater, *, owner, namespace, server, spec, workers):
         name=name, namespace=namespace, owner=owner, spec=replace(spec, image=None),
         workers=workers, ray_version=crater.ray_version, image=image,
         head_cpu=crater.ray_head_cpu, head_memory=crater.ray_head_memory,
-        max_workers=max(crater.ray_max_workers, workers), lifetime="server", server=server)
+        max_workers=max(crater.ray_max_workers, workers), lifetime="server", server=server,
+        queue=crater.ray_local_queue())
     rc["metadata"]["annotations"][manifests.ANNOTATION + "spawned-with"] = "profile"
     return Plan(name, rc, workers, spec)
 

@@ -243,7 +243,7 @@ async def test_ray_job_submit_in_a_terminal_of_the_server_runs_on_the_workers_gp
     # the README's terminal commands, as written (RAY_ADDRESS and RAY_JOB_HEADERS come from the
     # server's env); the status is asked again until the job is done
     submit, status, logs = readme_blocks()[0]
-    assert submit.startswith("ray job submit --no-wait --submission-id hello -- ") and status == "ray job status hello"
+    assert submit.startswith("ray job submit --submission-id hello -- ") and status == "ray job status hello"
     # then a job of our own that reports where its GPU task ran
     script = f"""
         set -e
