@@ -14,8 +14,8 @@ from playwright.async_api import expect
 
 from tests.helpers import wait_for
 
+from ..e2e.conftest import crater_file, install_kuberay_crd
 from ..e2e.hub import HubProcess, api_request
-from ..e2e.test_ray_lifetime import crater_file, install_kuberay_crd
 from .test_spawn_page import log_in
 
 pytestmark = [

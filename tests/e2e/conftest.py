@@ -1,14 +1,19 @@
 """One localkube and one real hub for the whole e2e session; users made and removed per test."""
 
 import itertools
+import json
 import os
 import statistics
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, config
 
 from crater_hub.localkube import LocalKubeProcess
+from tests.reference import load_reference
 
 from .hub import REPO, HubProcess, api_request, stop_all_servers
 
@@ -68,6 +73,43 @@ def crater_hub(e2e_dir, localkube):
                          env={"CRATER_CONFIG_FILE": str(DEMO_CRATER)}).start()
     yield process
     process.stop()
+
+
+def install_crd(localkube, reference):
+    """A CRD of ``../shared/reference`` in the session's localkube, as its chart would install it
+    (already there: installed by an earlier module)."""
+    req = urllib.request.Request(localkube.url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                                 data=json.dumps(load_reference(reference)).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=10).close()
+    except urllib.error.HTTPError as e:
+        assert e.code == 409, e
+
+
+def install_kuberay_crd(localkube):
+    """KubeRay's RayCluster CRD, as the KubeRay chart would install it."""
+    install_crd(localkube, "kuberay-ray.io_rayclusters.yaml")
+
+
+def crater_file(path, profiles=(), **crater):
+    """The demo settings with ``profiles`` added and ``crater`` (``Crater.*`` settings) set,
+    written to ``path`` (for a hub of a module's own)."""
+    settings = yaml.safe_load(DEMO_CRATER.read_text())
+    settings["Crater"]["profiles"].extend(profiles)
+    settings["Crater"].update(crater)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture
+async def kube(localkube):
+    """``(CoreV1Api, CustomObjectsApi)`` on the session's localkube."""
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
+    async with client.ApiClient(cfg) as api:
+        yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 
 @pytest.fixture

@@ -24,12 +24,11 @@ import os
 import textwrap
 
 import pytest
-from kubernetes_asyncio import client, config
 
 from tests.helpers import wait_for
-from tests.reference import load_reference
 
 from ..client.test_client_in_server import run_in_kernel
+from .conftest import install_kuberay_crd
 from .hub import api_request, request, spawn, stop_server
 
 pytestmark = [
@@ -54,28 +53,11 @@ JOB = (
 
 @pytest.fixture(scope="module")
 def kuberay(localkube):
-    """KubeRay's CRD installed in the session's localkube, as the KubeRay chart would."""
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps(load_reference("kuberay-ray.io_rayclusters.yaml")).encode()
-    req = urllib.request.Request(localkube.url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                                 data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(req, timeout=10).close()
-    except urllib.error.HTTPError as e:
-        assert e.code == 409, e  # installed by an earlier module
+    """KubeRay's CRD installed in the session's localkube; the module's timings printed after."""
+    install_kuberay_crd(localkube)
     yield
     for line in (f"RAY-HUB-MEASURE {k}: {v}" for k, v in MEASURE.items()):
         print(line)
-
-
-@pytest.fixture
-async def kube(localkube):
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as api:
-        yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,15 @@ pod and shows ``queued`` again; deleting the cluster takes the Workload along.
 
 import asyncio
 import copy
-import json
 import os
 
 import pytest
-from kubernetes_asyncio import client, config
 
 from crater_hub.ray import manifests
 from tests.helpers import wait_for
-from tests.reference import crd_errors, load_reference
+from tests.reference import crd_errors
 
-from .conftest import DEMO_CRATER
+from .conftest import DEMO_CRATER, install_crd
 from .hub import HubProcess, api_request, spawn, stop_server
 from .test_ray import NS, ray_pods
 
@@ -37,18 +35,8 @@ MERGE = "application/merge-patch+json"
 
 def install_crds(localkube):
     """KubeRay's RayCluster CRD and Kueue's Workload CRD, as their charts would install them."""
-    import urllib.error
-    import urllib.request
-
     for name in ("kuberay-ray.io_rayclusters.yaml", "kueue-workloads.yaml"):
-        req = urllib.request.Request(
-            localkube.url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            data=json.dumps(load_reference(name)).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(req, timeout=10).close()
-        except urllib.error.HTTPError as e:
-            assert e.code == 409, e  # installed by an earlier module
+        install_crd(localkube, name)
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +65,6 @@ def token(kueue_hub):
 
     yield asyncio.run(setup())
     asyncio.run(teardown())
-
-
-@pytest.fixture
-async def kube(localkube):
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as api:
-        yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 
 def workload_for(rc):

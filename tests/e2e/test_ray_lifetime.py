@@ -9,22 +9,16 @@ reaper looks every 3 s). Timings print as ``RAY-LIFETIME-MEASURE`` lines (``-s``
 """
 
 import asyncio
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 
 import pytest
-import yaml
-from kubernetes_asyncio import client, config
 
 from crater_hub.client import ray as cray
 from tests.helpers import wait_for
-from tests.reference import load_reference
 
-from .conftest import DEMO_CRATER
+from .conftest import crater_file, install_kuberay_crd
 from .hub import HubProcess, api_request, request
 
 pytestmark = [
@@ -38,25 +32,6 @@ IDLE, WARNING = 30, 20
 USER = "idle-carol"
 MEASURE = {}
 STATE = {}
-
-
-def install_kuberay_crd(localkube):
-    """KubeRay's RayCluster CRD in the session's localkube, as the KubeRay chart would."""
-    body = json.dumps(load_reference("kuberay-ray.io_rayclusters.yaml")).encode()
-    req = urllib.request.Request(localkube.url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                                 data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(req, timeout=10).close()
-    except urllib.error.HTTPError as e:
-        assert e.code == 409, e  # installed by an earlier module
-
-
-def crater_file(path, **ray):
-    """The demo profiles with ``ray`` (``Crater.ray_*`` settings) added, written to ``path``."""
-    settings = yaml.safe_load(DEMO_CRATER.read_text())
-    settings["Crater"].update(ray)
-    path.write_text(yaml.safe_dump(settings))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +52,6 @@ def idle_hub(e2e_dir, localkube):
     for line in (f"RAY-LIFETIME-MEASURE {k}: {v}" for k, v in MEASURE.items()):
         print(line)
     process.stop()
-
-
-@pytest.fixture
-async def kube(localkube):
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as api:
-        yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 
 @pytest.fixture

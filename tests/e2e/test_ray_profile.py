@@ -22,16 +22,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-import yaml
-from kubernetes_asyncio import client, config
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.helpers import wait_for
-from tests.reference import load_reference
 
 from ..client.test_client_in_server import run_in_kernel
 from ..contract.conftest import kubectl_binary
-from .conftest import DEMO_CRATER
+from .conftest import crater_file, install_kuberay_crd
 from .hub import (
     HubProcess,
     api_request,
@@ -65,21 +62,9 @@ JOB = ("import json, os, socket, ray; ray.init(); "
 @pytest.fixture(scope="module")
 def ray_hub(e2e_dir, localkube):
     """A hub of its own: the demo settings and a Ray profile; KubeRay's CRD in the localkube."""
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps(load_reference("kuberay-ray.io_rayclusters.yaml")).encode()
-    req = urllib.request.Request(localkube.url + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                                 data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(req, timeout=10).close()
-    except urllib.error.HTTPError as e:
-        assert e.code == 409, e  # installed by an earlier module
-    settings = yaml.safe_load(DEMO_CRATER.read_text())
-    settings["Crater"]["profiles"].append(RAY_PROFILE)
+    install_kuberay_crd(localkube)
     state = e2e_dir / "ray-profile-hub"
-    state.mkdir(exist_ok=True)
-    (state / "crater.yaml").write_text(yaml.safe_dump(settings))
+    crater_file(state / "crater.yaml", profiles=[RAY_PROFILE])
     process = HubProcess(state, localkube.kubeconfig, slow_spawn_timeout=10,
                          env={"CRATER_CONFIG_FILE": str(state / "crater.yaml")}).start()
 
@@ -105,14 +90,6 @@ def ray_hub(e2e_dir, localkube):
         process.stop()
         for line in (f"RAY-PROFILE-MEASURE {k}: {v}" for k, v in MEASURE.items()):
             print(line)
-
-
-@pytest.fixture
-async def kube(localkube):
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as api:
-        yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 
 async def clusters_of(custom, owner):
