@@ -14,7 +14,7 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .capacity import ADMIN, USE, crater_settings
-from .job_pages import REFRESH_SECONDS, static_url
+from .job_pages import REFRESH_SECONDS, page_scripts
 
 MAX_SUGGESTIONS = 500
 
@@ -44,7 +44,7 @@ class DatasetsPageBase(BaseHandler):
         }
         html = await self.render_template(
             "crater/datasets.html", crater=data,
-            crater_script=static_url(self.hub.base_url, "crater/datasets.js"))
+            **page_scripts(self.hub.base_url, "datasets.js"))
         self.finish(html)
 
 

@@ -25,7 +25,7 @@ from ..gpus.heatmap import FilterError, owner_label, parse_filters, shared_heatm
 from ..gpus.utilization import UtilizationCache
 from ..kube.inventory import shared_inventory
 from .capacity import ADMIN, USE, CraterAPIHandler, crater_settings
-from .job_pages import static_url
+from .job_pages import page_scripts
 
 log = logging.getLogger("crater_hub.gpus")
 REFRESH_SECONDS = 10
@@ -220,7 +220,7 @@ class GPUsPage(BaseHandler):
                     "filters": {"accelerator": filters.accelerator or "", "node": filters.node or "",
                                 "idle": filters.idle},
                     "initial": initial},
-            crater_script=static_url(self.hub.base_url, "crater/gpus.js"))
+            **page_scripts(self.hub.base_url, "gpus.js"))
         self.finish(html)
 
 
@@ -250,7 +250,7 @@ class NodesPage(BaseHandler):
             "crater/nodes.html",
             crater={"api_url": f"{self.hub.base_url}api/crater/", "refresh_seconds": REFRESH_SECONDS,
                     "kinds": list(nodeload.KINDS)},
-            crater_script=static_url(self.hub.base_url, "crater/nodes.js"))
+            **page_scripts(self.hub.base_url, "nodes.js"))
         self.finish(html)
 
 

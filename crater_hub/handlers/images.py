@@ -16,7 +16,7 @@ from ..images.service import ImageError
 from ..images.starter import image_service
 from ..kube.inventory import shared_inventory
 from .capacity import ADMIN, USE, CraterAPIHandler
-from .job_pages import static_url
+from .job_pages import page_scripts
 
 NOT_IN_IMAGE = ("The home directory and dataset mounts are not part of an image: only changes to the "
                 "server's own filesystem (packages, files outside the home) are saved.")
@@ -191,7 +191,7 @@ class ImagesPage(BaseHandler):
         data = {"api_url": f"{self.hub.base_url}api/crater/", "pages_url": f"{self.hub.base_url}crater/",
                 "user": self.current_user.name}
         html = await self.render_template("crater/images.html", crater=data,
-                                          crater_script=static_url(self.hub.base_url, "crater/images.js"))
+                                          **page_scripts(self.hub.base_url, "images.js"))
         self.finish(html)
 
 

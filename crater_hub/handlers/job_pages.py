@@ -32,6 +32,13 @@ def static_url(base_url, path):
     return f"{base_url}crater/static/{path}?v={version}"
 
 
+def page_scripts(base_url, script):
+    """What ``crater/scripted_page.html`` loads: the page's ``script`` and, before it,
+    ``crater/common.js`` (the REST call and element helpers every page's script shares)."""
+    return {"crater_script": static_url(base_url, f"crater/{script}"),
+            "crater_common_script": static_url(base_url, "crater/common.js")}
+
+
 class JobPageBase(BaseHandler):
     scope = USE
     template = None
@@ -53,7 +60,7 @@ class JobPageBase(BaseHandler):
         }
         html = await self.render_template(
             self.template, crater=data,
-            crater_script=static_url(self.hub.base_url, "crater/jobs.js"),
+            **page_scripts(self.hub.base_url, "jobs.js"),
             crater_usage_script=static_url(self.hub.base_url, "crater/usage.js"))
         self.finish(html)
 

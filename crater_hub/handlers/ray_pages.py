@@ -20,7 +20,7 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .base import ADMIN, USE, crater_settings
-from .job_pages import REFRESH_SECONDS, static_url
+from .job_pages import REFRESH_SECONDS, page_scripts
 
 
 class RayPage(BaseHandler):
@@ -40,7 +40,7 @@ class RayPage(BaseHandler):
         }
         html = await self.render_template(
             "crater/ray.html", crater=data,
-            crater_script=static_url(self.hub.base_url, "crater/ray.js"))
+            **page_scripts(self.hub.base_url, "ray.js"))
         self.finish(html)
 
 

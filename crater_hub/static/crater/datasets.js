@@ -11,32 +11,8 @@
   var root = document.getElementById("crater-datasets");
   var admin = root && root.getAttribute("data-crater-page") === "admin";
 
-  function call(method, path, body) {
-    var init = {method: method, credentials: "same-origin",
-                headers: {"X-XSRFToken": jh.xsrf_token || "", "Accept": "application/json"}};
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers["Content-Type"] = "application/json";
-    }
-    return fetch(api + path, init).then(function (r) {
-      if (r.ok) return r.status === 204 ? null : r.json();
-      return r.text().then(function (text) {
-        var message = "";
-        try { message = JSON.parse(text).message; } catch (e) { message = ""; }
-        throw new Error(message || r.status + " " + r.statusText);
-      });
-    });
-  }
-
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
-    return node;
-  }
+  var call = window.craterCommon.call;
+  var el = window.craterCommon.el;
 
   function path(d) {
     return "datasets/" + encodeURIComponent(d.owner) + "/" + encodeURIComponent(d.name);

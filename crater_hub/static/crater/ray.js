@@ -13,31 +13,10 @@
   var body = root.querySelector("#crater-ray-clusters tbody");
   var everyone = document.getElementById("crater-ray-all");
 
-  function call(method, path, data) {
-    var init = {method: method, credentials: "same-origin",
-                headers: {"X-XSRFToken": jh.xsrf_token || "", "Accept": "application/json"}};
-    if (data !== undefined) {
-      init.body = JSON.stringify(data);
-      init.headers["Content-Type"] = "application/json";
-    }
-    return fetch(api + "ray/clusters" + path, init).then(function (r) {
-      if (r.ok) return r.status === 204 ? null : r.json();
-      return r.text().then(function (text) {
-        var message = "";
-        try { message = JSON.parse(text).message; } catch (e) { message = ""; }
-        throw new Error(message || r.status + " " + r.statusText);
-      });
-    });
-  }
+  var el = window.craterCommon.el;
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
-    return node;
+  function call(method, path, data) {
+    return window.craterCommon.call(method, "ray/clusters" + path, data);
   }
 
   function showError(e) {
