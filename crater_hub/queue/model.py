@@ -4,6 +4,8 @@ cycle's decision look like to :mod:`crater_hub.queue.engine` (plain values, no I
 import threading
 from dataclasses import dataclass, field
 
+from . import collector
+
 CPU_POOL = "cpu"
 BEST_EFFORT_FIFO = "best_effort_fifo"
 STRICT_FIFO = "strict_fifo"
@@ -94,7 +96,7 @@ class Decision:
         meanwhile waits for them)."""
         if self._pending is None:
             return self
-        with self._lock:
+        with self._lock, collector.paused():  # see .collector
             if self._pending is not None:
                 self._pending(_Outcome(self._positions, self._estimated, self._waiting))
                 self._pending = None

@@ -29,7 +29,7 @@ def _key(job):
 class Ranking:
     """``levels``: (-priority, best_effort) -> owner -> [QueuedJob] in (submitted, id) order."""
 
-    __slots__ = ("levels", "_by_id", "_ordered")
+    __slots__ = ("levels", "_by_id", "_ordered", "_flags")
 
     def __init__(self, jobs=()):
         ordered = sorted(jobs, key=_ID)
@@ -45,6 +45,7 @@ class Ranking:
         self.levels = levels
         self._ordered = ordered  # every job in (submitted, id) order; None once changed
         self._by_id = None  # id -> job, built on the first change
+        self._flags = {}  # (level, owner) -> (their list, its quota_flags), made when first asked
 
     def __len__(self):
         return len(self.by_id) if self._ordered is None else len(self._ordered)
@@ -62,21 +63,55 @@ class Ranking:
         return self._ordered
 
 
+    def quota_flags(self, level_key, owner):
+        """One byte per job of ``levels[level_key][owner]``: 1 where the GPU quota counts the job
+        (devices of an accelerator), else 0.
+
+        Why: an owner whose quota is full has all such jobs refused, and the cycle skips to their
+        next other job with ``bytes.find`` instead of looking at each job (~70,000 of them per
+        cycle at 100,000 queued). Made on first request, then kept in step by :meth:`add` and
+        :meth:`remove`, so a cycle pays only for the lists that changed since it was made."""
+        jobs = self.levels[level_key][owner]
+        kept = self._flags.get((level_key, owner))
+        if kept is not None and kept[0] is jobs:
+            return kept[1]
+        flags = bytes([1 if job.gpus and job.accelerator else 0 for job in jobs])
+        self._flags[level_key, owner] = (jobs, flags)
+        return flags
+
+    def _reflag(self, level_key, owner, old, at, job=None):
+        """Bring a kept quota_flags up to date: the owner's list ``old`` became the current one
+        by inserting ``job`` at ``at`` (or, without ``job``, removing the job at ``at``)."""
+        kept = self._flags.pop((level_key, owner), None)
+        mine = self.levels[level_key].get(owner)
+        if kept is None or kept[0] is not old or mine is None:
+            return
+        flags = kept[1]
+        if job is None:
+            flags = flags[:at] + flags[at + 1:]
+        else:
+            flags = flags[:at] + (b"\1" if job.gpus and job.accelerator else b"\0") + flags[at:]
+        self._flags[level_key, owner] = (mine, flags)
+
     def add(self, job):
         by_id = self.by_id
         if job.id in by_id:
             self.remove(job.id)
         by_id[job.id] = job
         self._ordered = None
-        level = self.levels[-job.priority, job.best_effort]
+        level_key = (-job.priority, job.best_effort)
+        level = self.levels[level_key]
         mine = level.get(job.owner)
         if mine is None:
             level[job.owner] = [job]
-        elif _key(mine[-1]) < _key(job):
+            return
+        if _key(mine[-1]) < _key(job):
+            at = len(mine)
             level[job.owner] = [*mine, job]  # the usual case: submitted after the owner's others
         else:
             at = bisect_left(mine, _key(job), key=_key)
             level[job.owner] = [*mine[:at], job, *mine[at:]]
+        self._reflag(level_key, job.owner, mine, at, job)
 
     def remove(self, job_id):
         job = self.by_id.pop(job_id, None)
@@ -89,8 +124,10 @@ class Ranking:
         if len(mine) > 1:
             at = bisect_left(mine, _key(job), key=_key)
             level[job.owner] = [*mine[:at], *mine[at + 1:]]
+            self._reflag(level_key, job.owner, mine, at)
         else:
             del level[job.owner]
+            self._flags.pop((level_key, job.owner), None)
             if not level:
                 del self.levels[level_key]
 
@@ -106,6 +143,7 @@ class Ranking:
         if (len(gone) + len(new)) * 10 > len(now):
             fresh = Ranking(now.values())
             self.levels, self._ordered, self._by_id = fresh.levels, fresh._ordered, now
+            self._flags = {}
             return self
         for job_id in gone:
             self.remove(job_id)

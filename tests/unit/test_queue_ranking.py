@@ -44,6 +44,10 @@ def test_a_kept_ranking_decides_as_one_built_from_scratch_across_cycles():
         kept = schedule(ranking, active, nodes, quotas, servers, 100_000, 600, strategy)
         fresh = schedule(list(current), active, nodes, quotas, servers, 100_000, 600, strategy)
         assert _same(kept, fresh)
+        for key, level in levels.items():  # the quota flags kept in step with the lists
+            for owner, mine in level.items():
+                assert ranking.quota_flags(key, owner) == bytes(
+                    1 if j.gpus and j.accelerator else 0 for j in mine)
         gone = {j.id for j in rng.sample(current, 10)}
         current = [j for j in current if j.id not in gone] + later[:20]
         later = later[20:]
