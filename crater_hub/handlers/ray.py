@@ -110,7 +110,7 @@ class ClusterListAPIHandler(RayBase):
         body = self.get_json_body()
         crater = self.crater
         service = await self.service(user)
-        image = crater.ray_image or f"rayproject/ray:{crater.ray_version}"
+        image = manifests.hub_image(crater)
         try:
             request = options.parse(body, crater.ray_max_workers)
             datasets = await choices_for(crater, request.workload.get("datasets"), user.admin)
@@ -124,13 +124,10 @@ class ClusterListAPIHandler(RayBase):
                     f"hub runs (Crater.ray_version); leave 'image' out for {image}")
             server, pod = (self._server(user, request.server) if request.lifetime == "server"
                            else (None, None))
-            rc = manifests.raycluster(
-                name=manifests.cluster_name(user.name, request.name), namespace=service.namespace,
-                owner=user.name, spec=spec, workers=request.workers, ray_version=crater.ray_version,
-                image=spec.image or image, head_cpu=crater.ray_head_cpu,
-                head_memory=crater.ray_head_memory, max_workers=crater.ray_max_workers,
-                lifetime=request.lifetime, server=server, owner_pod=pod,
-                queue=crater.ray_local_queue())
+            rc = manifests.configured(
+                crater, name=manifests.cluster_name(user.name, request.name),
+                namespace=service.namespace, owner=user.name, spec=spec, workers=request.workers,
+                image=spec.image, lifetime=request.lifetime, server=server, owner_pod=pod)
             created = await service.create(user.name, rc, self.quota(user))
         except workload.PolicyError as e:
             self.fail(e)

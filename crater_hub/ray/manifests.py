@@ -91,6 +91,22 @@ SHM = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
 SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
 
 
+def hub_image(crater):
+    """The Ray image of clusters whose request names none: ``Crater.ray_image``, else Ray's own
+    image of ``Crater.ray_version``."""
+    return crater.ray_image or f"rayproject/ray:{crater.ray_version}"
+
+
+def configured(crater, *, image=None, max_workers=None, **fields):
+    """:func:`raycluster` with what the hub's config decides (Ray version, image, head size, the
+    most workers, Kueue's LocalQueue), for both paths that make clusters: the REST create and a
+    Ray profile's spawn."""
+    return raycluster(ray_version=crater.ray_version, image=image or hub_image(crater),
+                      head_cpu=crater.ray_head_cpu, head_memory=crater.ray_head_memory,
+                      max_workers=max_workers or crater.ray_max_workers,
+                      queue=crater.ray_local_queue(), **fields)
+
+
 def raycluster(*, name, namespace, owner, spec, workers, ray_version, image, head_cpu="1",
                head_memory="2Gi", max_workers=8, lifetime="server", server=None, owner_pod=None, queue=None):
     """The RayCluster for ``spec`` (a :class:`~crater_hub.policy.workload.WorkloadSpec`).

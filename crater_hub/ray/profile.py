@@ -89,13 +89,10 @@ def server_spec(spec):
 def plan(crater, *, owner, namespace, server, spec, workers):
     """The cluster of a Ray-profile spawn of ``server`` (its name, '' for the default one)."""
     name = manifests.cluster_name(owner)
-    image = crater.ray_image or f"rayproject/ray:{crater.ray_version}"
-    rc = manifests.raycluster(
-        name=name, namespace=namespace, owner=owner, spec=replace(spec, image=None),
-        workers=workers, ray_version=crater.ray_version, image=image,
-        head_cpu=crater.ray_head_cpu, head_memory=crater.ray_head_memory,
-        max_workers=max(crater.ray_max_workers, workers), lifetime="server", server=server,
-        queue=crater.ray_local_queue())
+    rc = manifests.configured(
+        crater, name=name, namespace=namespace, owner=owner, spec=replace(spec, image=None),
+        workers=workers, max_workers=max(crater.ray_max_workers, workers), lifetime="server",
+        server=server)
     rc["metadata"]["annotations"][manifests.ANNOTATION + "spawned-with"] = "profile"
     return Plan(name, rc, workers, spec)
 
