@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e.conftest import crater_hub, e2e_dir, localkube  # noqa: F401 (fixtures shared with the e2e suite)
 from ..e2e.hub import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")

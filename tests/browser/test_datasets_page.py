@@ -6,7 +6,6 @@ mounted, refuses to delete it while it is, and unshares it."""
 import pytest
 from playwright.async_api import expect
 
-from ..e2e.conftest import core  # noqa: F401 (CoreV1Api on the session's localkube)
 from ..e2e.hub import api_request, stop_all_servers
 from .test_spawn_page import log_in, open_spawn_form, until_lab_or_failure
 

@@ -9,7 +9,6 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from ..e2e.conftest import core  # noqa: F401 (CoreV1Api on the session's localkube)
 from ..e2e.hub import api_request
 from ..helpers import wait_for
 from .test_spawn_page import log_in

@@ -24,6 +24,7 @@ from ..helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "jupyterhub_config.py"
+DEMO_CRATER = REPO / "crater_hub" / "localkube" / "demo-crater.yaml"
 JUPYTERHUB = Path(sys.executable).with_name("jupyterhub")
 
 
@@ -31,6 +32,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def processes_mentioning(text):
+    """PIDs (other than ours) whose command line or environment contains ``text``."""
+    needle = text.encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+            environ = Path(entry.path, "environ").read_bytes()
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        if needle in cmdline or needle in environ:
+            found.append(int(entry.name))
+    return found
 
 
 class HubProcess:

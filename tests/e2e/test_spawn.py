@@ -10,8 +10,7 @@ import subprocess
 import pytest
 
 from ..helpers import wait_for
-from .conftest import processes_mentioning
-from .hub import api_request, request, server_of, spawn, stop_server
+from .hub import api_request, processes_mentioning, request, server_of, spawn, stop_server
 
 
 async def user_token(hub, user):

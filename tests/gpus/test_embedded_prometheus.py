@@ -6,8 +6,7 @@ import yaml
 from tornado.httpclient import AsyncHTTPClient
 
 from crater_hub.gpus.prometheus import Prometheus
-from tests.e2e.conftest import processes_mentioning
-from tests.e2e.hub import HubProcess
+from tests.e2e.hub import HubProcess, processes_mentioning
 from tests.helpers import wait_for
 
 DEMO_NODES = {"gpu-a100-0", "gpu-t4-0", "cpu-0"}

@@ -48,8 +48,7 @@ def registry_args(registry):
 def images_hub(images_dir, images_cluster, registry):
     """The hub of the embedded default (demo profiles) with its registry, as jupyterhub_config.py
     wires it when it starts both itself; a small quota so that the refusals are reachable."""
-    from tests.e2e.conftest import DEMO_CRATER
-    from tests.e2e.hub import HubProcess
+    from tests.e2e.hub import DEMO_CRATER, HubProcess
 
     hub = HubProcess(images_dir / "hub", images_cluster.kubeconfig, slow_spawn_timeout=10,
                      env={"CRATER_CONFIG_FILE": str(DEMO_CRATER)},

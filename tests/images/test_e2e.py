@@ -233,8 +233,7 @@ async def test_refusals_at_the_request_and_commits_that_fail(images_hub, images_
 
 async def test_a_push_the_registry_refuses_fails_with_its_reason_and_leaves_no_library_entry(
         images_dir, images_cluster, registry, users):
-    from tests.e2e.conftest import DEMO_CRATER
-    from tests.e2e.hub import HubProcess
+    from tests.e2e.hub import DEMO_CRATER, HubProcess
 
     from .conftest import registry_args
 

@@ -17,8 +17,14 @@ from kubernetes_asyncio import client, config
 from crater_hub.localkube import LocalKubeProcess
 
 from ..contract.conftest import kubectl_binary
-from ..e2e.conftest import DEMO_CRATER
-from ..e2e.hub import HubProcess, api_request, progress_events, server_path, stop_all_servers
+from ..e2e.hub import (
+    DEMO_CRATER,
+    HubProcess,
+    api_request,
+    progress_events,
+    server_path,
+    stop_all_servers,
+)
 from ..helpers import wait_for
 from .conftest import share_test_files
 from .helpers import logs, submit, wait_state
