@@ -8,14 +8,12 @@ what they test; their conftest's fixtures of the same names (``hub``, ``core``, 
 take precedence there.
 """
 
-import itertools
-
 import pytest
 from kubernetes_asyncio import client, config
 
 from crater_hub.localkube import LocalKubeProcess
 
-from .e2e.hub import DEMO_CRATER, HubProcess, api_request, processes_mentioning, stop_all_servers
+from .e2e.hub import DEMO_CRATER, HubProcess, processes_mentioning, user_maker
 
 
 @pytest.fixture(scope="session")
@@ -64,28 +62,6 @@ async def core(localkube):
     )
     async with client.ApiClient(configuration) as api:
         yield client.CoreV1Api(api)
-
-
-_user_numbers = itertools.count()
-
-
-def user_maker(hub):
-    """A factory making users through the REST API, and the cleanup that removes them."""
-    made = []
-
-    async def make(prefix="user"):
-        name = f"{prefix}-{next(_user_numbers)}"
-        r = await api_request(hub, f"users/{name}", "POST")
-        assert r.code == 201, r
-        made.append(name)
-        return name
-
-    async def cleanup():
-        for name in made:
-            await stop_all_servers(hub, name)
-            assert (await api_request(hub, f"users/{name}", "DELETE")).code == 204
-
-    return make, cleanup
 
 
 @pytest.fixture

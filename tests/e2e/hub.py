@@ -5,6 +5,7 @@ Shared by the e2e fixtures and ``benchmarks/spawn_time.py``, so both measure the
 (the config's "cluster configured" path), on free ports, with an admin token for the REST API.
 """
 
+import itertools
 import json
 import os
 import secrets
@@ -266,3 +267,25 @@ async def stop_all_servers(hub, user):
 
 async def _no_server(hub, user, server):
     return await server_of(hub, user, server) is None
+
+
+_user_numbers = itertools.count()
+
+
+def user_maker(hub):
+    """A factory making users through the REST API, and the cleanup that removes them."""
+    made = []
+
+    async def make(prefix="user"):
+        name = f"{prefix}-{next(_user_numbers)}"
+        r = await api_request(hub, f"users/{name}", "POST")
+        assert r.code == 201, r
+        made.append(name)
+        return name
+
+    async def cleanup():
+        for name in made:
+            await stop_all_servers(hub, name)
+            assert (await api_request(hub, f"users/{name}", "DELETE")).code == 204
+
+    return make, cleanup

@@ -10,8 +10,7 @@ from kubernetes_asyncio import client, config
 
 from crater_hub.localkube import LocalKubeProcess
 
-from .conftest import user_maker
-from .hub import HubProcess, request, server_of, spawn
+from .hub import HubProcess, request, server_of, spawn, user_maker
 
 
 @pytest.fixture(scope="module")
