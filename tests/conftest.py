@@ -9,9 +9,10 @@ take precedence there.
 """
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from crater_hub.localkube import LocalKubeProcess
+from tests.localkube_api import api_client
 
 from .e2e.hub import DEMO_CRATER, HubProcess, processes_mentioning, user_maker
 
@@ -56,11 +57,7 @@ def crater_hub(e2e_dir, localkube):
 @pytest.fixture
 async def core(localkube):
     """CoreV1Api on the session's localkube, to check what the hub did in the cluster."""
-    configuration = client.Configuration()
-    await config.load_kube_config(
-        config_file=str(localkube.kubeconfig), client_configuration=configuration
-    )
-    async with client.ApiClient(configuration) as api:
+    async with api_client(localkube.kubeconfig) as api:
         yield client.CoreV1Api(api)
 
 

@@ -8,8 +8,9 @@ import urllib.request
 
 import pytest
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
+from tests.localkube_api import api_client
 from tests.reference import load_reference
 
 from .hub import DEMO_CRATER
@@ -48,9 +49,7 @@ def crater_file(path, profiles=(), **crater):
 @pytest.fixture
 async def kube(localkube):
     """``(CoreV1Api, CustomObjectsApi)`` on the session's localkube."""
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(localkube.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as api:
+    async with api_client(localkube.kubeconfig) as api:
         yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 

@@ -6,9 +6,10 @@ a real hub spawns a server there, reaches it through the proxy, and the pod's ad
 """
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from crater_hub.localkube import LocalKubeProcess
+from tests.localkube_api import api_client
 
 from .hub import HubProcess, request, server_of, spawn, user_maker
 
@@ -41,10 +42,7 @@ async def test_spawn_on_the_loopback_fallback(loopback_cluster, loopback_hub):
         status = await request(f"{loopback_hub.url}/user/{user}/api/status", token=token)
         assert status.code == 200 and "last_activity" in status.data, status
 
-        configuration = client.Configuration()
-        await config.load_kube_config(config_file=str(loopback_cluster.kubeconfig),
-                                      client_configuration=configuration)
-        async with client.ApiClient(configuration) as api:
+        async with api_client(loopback_cluster.kubeconfig) as api:
             name = (await server_of(loopback_hub, user))["state"]["pod_name"]
             pod = await client.CoreV1Api(api).read_namespaced_pod(name, "default")
         assert pod.status.pod_ip.startswith("127.1.")

@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from crater_hub.localkube import LocalKubeProcess
+from tests.localkube_api import api_client
 
 from ..e2e.hub import HubProcess, api_request, stop_all_servers
 
@@ -60,10 +61,7 @@ def homeless_hub(jobpods_dir, cluster):
 @pytest.fixture
 async def core(cluster):
     """CoreV1Api on the tests' localkube, to read what the hub made."""
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(cluster.kubeconfig),
-                                  client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with api_client(cluster.kubeconfig) as api:
         yield client.CoreV1Api(api)
 
 

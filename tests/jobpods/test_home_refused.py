@@ -7,13 +7,14 @@ read and created over HTTP as in the hub, only the admission cycle is skipped.
 
 from types import SimpleNamespace
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from crater_hub.accelerators import Accelerator
 from crater_hub.config import Crater
 from crater_hub.db import migrate
 from crater_hub.queue import home
 from crater_hub.queue import service as service_mod
+from tests.localkube_api import api_client
 
 T4 = Accelerator("t4", "Tesla T4", "nvidia.com/gpu")
 BAD = "Claim-Not_A-Name"  # a name Kubernetes refuses (422 Invalid)
@@ -36,10 +37,7 @@ class Spec:
 
 async def test_a_home_claim_the_cluster_refuses_fails_the_job_and_frees_its_quota(
         cluster, monkeypatch):
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(cluster.kubeconfig),
-                                  client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with api_client(cluster.kubeconfig) as api:
         monkeypatch.setattr(home, "shared_client", lambda name: getattr(client, name)(api))
         crater = Crater()
         service = service_mod.QueueService(crater, "sqlite://", namespace="default")

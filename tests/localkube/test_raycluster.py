@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from crater_hub.localkube import LocalKubeProcess
 from tests.helpers import wait_for
+from tests.localkube_api import api_client
 from tests.reference import crd_errors, load_reference
 
 pytestmark = [
@@ -99,9 +100,7 @@ def lk(tmp_path_factory):
 
 @pytest.fixture
 async def kube(lk):
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(lk.kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(cfg) as api:
+    async with api_client(lk.kubeconfig) as api:
         yield client.CoreV1Api(api), client.CustomObjectsApi(api)
 
 

@@ -12,9 +12,10 @@ import itertools
 import os
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from crater_hub.localkube import LocalKubeProcess
+from tests.localkube_api import api_client
 
 from ..contract.conftest import kubectl_binary
 from ..e2e.hub import (
@@ -59,10 +60,7 @@ def ds_hub(ds_dir, ds_cluster, postgres):
 
 @pytest.fixture
 async def core(ds_cluster):
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(ds_cluster.kubeconfig),
-                                  client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with api_client(ds_cluster.kubeconfig) as api:
         yield client.CoreV1Api(api)
 
 

@@ -13,7 +13,9 @@ pods.
 import asyncio
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
+
+from tests.localkube_api import api_client
 
 from ..e2e.hub import api_request, request_spawn, server_of, spawn, stop_all_servers, stop_server
 from ..helpers import wait_for
@@ -25,10 +27,7 @@ T4 = {"profile": "gpu", "accelerator": "t4"}
 @pytest.fixture
 async def core(queue_cluster):
     """A CoreV1Api on the test cluster, to read what a user cannot see through the hub."""
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(queue_cluster.kubeconfig),
-                                  client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with api_client(queue_cluster.kubeconfig) as api:
         yield client.CoreV1Api(api)
 
 
