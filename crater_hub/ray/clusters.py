@@ -11,6 +11,7 @@ spawn does — and gives the reservation back if the API refuses.
 
 import asyncio
 import base64
+import json
 import logging
 import time
 
@@ -29,6 +30,24 @@ log = logging.getLogger("crater_hub.ray")
 
 def ledger_key(name):
     return (RAY, name)
+
+
+#: what to check when the API server refuses a RayCluster with this status
+_HINTS = {404: "is KubeRay installed? Its RayCluster CRD is not served",
+          403: "the hub's service account may not write RayClusters: see its RBAC in docs/deploy.md"}
+
+
+def api_refusal(name, action, e):
+    """The owner-facing refusal (503, reason ``ray``) of the API server's answer ``e`` to
+    ``action`` on RayCluster ``name``: its status and message, and what to check, instead of
+    the client's dump of the HTTP response."""
+    try:
+        said = json.loads(e.body).get("message") or e.reason
+    except (TypeError, ValueError, AttributeError):
+        said = e.reason
+    hint = _HINTS.get(e.status)
+    return PolicyError(f"Ray cluster {name} could not be {action}: the Kubernetes API answered "
+                       f"{e.status} ({said})" + (f"; {hint}" if hint else ""), status=503, reason="ray")
 
 
 class RayClusters:
@@ -143,7 +162,7 @@ class RayClusters:
                 self.crater.ledger.release(owner, ledger_key(name))
             if e.status == 409:
                 raise PolicyError(f"name: a Ray cluster named {name} exists already", status=409) from None
-            raise
+            raise api_refusal(name, "created", e) from None
         # read-your-writes: the next GET (from the cache) must find what this call made
         return await self._seen(name, lambda got: got is not None, created)
 
@@ -175,7 +194,7 @@ class RayClusters:
             if e.status == 422:  # the worker group's test failed: changed since the cache saw it
                 raise PolicyError(f"Ray cluster {name} changed meanwhile (its worker group is not "
                                   f"{manifests.WORKER_GROUP!r}); not scaled", status=409) from None
-            raise
+            raise api_refusal(name, "scaled", e) from None
         return await self._seen(name, lambda got: got is not None and manifests.workers_of(got) == workers,
                                 patched)
 
