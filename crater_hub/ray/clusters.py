@@ -63,6 +63,8 @@ class RayClusters:
         #: name -> epoch seconds of the last use this hub saw (dashboard proxy, running jobs);
         #: :mod:`.idle` writes it to the RayCluster now and then
         self.activity = {}
+        #: names of the clusters whose jobs this hub's reaper has looked at (:func:`.idle.shown_warning`)
+        self.looked = set()
         self.cache.add_listener(self._keep_ledger)
         for rc in self.cache:  # what the cache already has (listeners only hear of changes)
             self._keep_ledger("ADDED", rc, None)
@@ -109,6 +111,10 @@ class RayClusters:
         known = [t for t in (stored, seen) if t is not None]
         return max(known) if known else None
 
+    def looked_at(self, rc):
+        """Whether this hub's reaper has looked at ``rc``'s jobs since the hub started."""
+        return rc["metadata"]["name"] in self.looked
+
     # -- the ledger --------------------------------------------------------------------------
 
     def holding(self, rc, workers=None):
@@ -130,6 +136,7 @@ class RayClusters:
             self.crater.ledger.release(owner, key)
             self._tokens = {k: v for k, v in self._tokens.items() if k[0] != rc["metadata"]["name"]}
             self.activity.pop(rc["metadata"]["name"], None)
+            self.looked.discard(rc["metadata"]["name"])
         else:
             self.crater.ledger.hold(owner, key, self.holding(rc))
 

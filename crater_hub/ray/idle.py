@@ -17,8 +17,9 @@ A head whose Jobs API does not answer counts as idle (a broken cluster is not ke
 breakage). The last use is kept in memory and written to the RayCluster's
 ``crater.io/last-activity`` annotation when it has moved on by :attr:`Reaper.persist_after`, and
 when the hub stops, so a restarted hub continues the count instead of starting it over (no
-database table). Until a restarted hub's first look (seconds), a cluster whose job ran through
-the restart may show as warned: the hub did not see the job while it was down.
+database table). Until the hub's first look at a cluster (seconds after a restart) its idle
+warning is not shown (:func:`shown_warning`): a job may have run while the hub was down, and the
+stored last use does not know it; a warning for the hard maximum is shown at once.
 
 :func:`decide` is the rule, pure; the REST model's ``idle_deadline``/``expires_at``/
 ``idle_warning`` come from it (:func:`lifetime_fields`), so what the owner is shown is what the
@@ -79,6 +80,13 @@ def decide(now, created, last_activity, busy, idle_timeout, max_lifetime, warnin
     return Verdict(action, idle_deadline, expires_at, reason)
 
 
+def shown_warning(verdict, looked):
+    """Whether the owner is warned now: the verdict warns (or deletes), and if for idleness, the
+    hub has looked at the cluster's jobs since it started (``looked``): before that it does not
+    know whether a job ran while it was down, which would move the deadline."""
+    return verdict.action != KEEP and (looked or verdict.reason != IDLE)
+
+
 def epoch(timestamp):
     """An ISO 8601 timestamp (as Kubernetes writes them) → epoch seconds; None if absent/bad."""
     if not timestamp:
@@ -114,7 +122,8 @@ def lifetime_fields(crater, service, rc, now=None):
                 "expires_because": None}
     verdict = verdict_for(crater, service, rc, now, busy=service.starting(rc))
     return {"idle_deadline": iso(verdict.idle_deadline), "expires_at": iso(verdict.expires_at),
-            "idle_warning": verdict.action != KEEP, "expires_because": verdict.reason}
+            "idle_warning": shown_warning(verdict, service.looked_at(rc)),
+            "expires_because": verdict.reason}
 
 
 class Reaper:
@@ -173,6 +182,7 @@ class Reaper:
         deleted = []
         for rc, in_use in zip(clusters, busy, strict=True):
             name = rc["metadata"]["name"]
+            self.service.looked.add(name)
             if isinstance(in_use, Exception):  # the head does not answer: idle, as said above
                 log.warning("Ray cluster %s: its Jobs API did not answer (%s): counted as idle",
                             name, in_use)

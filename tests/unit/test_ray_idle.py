@@ -54,6 +54,16 @@ def test_a_warning_longer_than_the_idle_time_warns_from_the_start():
     assert decide(0, warning=10_000).action == idle.WARN
 
 
+def test_an_idle_warning_shows_once_the_hub_has_looked_at_the_jobs_a_maximum_one_at_once():
+    warned = decide(500)
+    assert not idle.shown_warning(warned, looked=False)  # a job may have run while the hub was down
+    assert idle.shown_warning(warned, looked=True)
+    assert idle.shown_warning(decide(650), looked=True)  # due for deletion: warned until it goes
+    at_maximum = decide(3500, busy=True)
+    assert at_maximum.reason == "max_lifetime" and idle.shown_warning(at_maximum, looked=False)
+    assert not idle.shown_warning(decide(100), looked=True)
+
+
 def test_timestamps_read_as_kubernetes_writes_them():
     assert idle.epoch("2027-01-15T08:00:00Z") == idle.epoch("2027-01-15T08:00:00+00:00")
     assert idle.iso(idle.epoch("2027-01-15T08:00:00Z")) == "2027-01-15T08:00:00Z"
