@@ -243,10 +243,17 @@ async def pod_utilization(prom, namespace, pod, start, end, step):
 async def pod_average_utilization(prom, namespace, pod, start, end):
     """The pod's mean GPU utilization (0..1) from ``start`` to ``end``, or None when Prometheus
     has no sample of it then. One instant query (a subquery at ``end``, at most ~10,000 steps),
-    whatever the length of the interval. Raises :class:`PrometheusError`."""
+    whatever the length of the interval. Raises :class:`PrometheusError`.
+
+    Prometheus puts a subquery's steps on multiples of its resolution in absolute time, the
+    last at or before the query's time: asked at ``end`` itself, a sample in ``end``'s last
+    fraction of a second falls after every step, and a pod with only that sample reads None.
+    So the query is at ``end`` rounded up to a whole step."""
     duration = max(1, math.ceil(end - start))
     resolution = max(1, math.ceil(duration / 10000))
+    at = math.ceil(end / resolution) * resolution
+    duration = max(1, math.ceil(at - start))
     promql = f"avg_over_time((avg({_pod_expr(namespace, pod)}))[{duration}s:{resolution}s])"
-    result = await prom.query(promql, at=end)
+    result = await prom.query(promql, at=at)
     values = [r["value"] for r in result if math.isfinite(r["value"])]
     return min(max(values[0], 0.0), 1.0) if values else None

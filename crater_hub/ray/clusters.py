@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -65,6 +66,7 @@ class RayClusters:
         self.activity = {}
         #: names of the clusters whose jobs this hub's reaper has looked at (:func:`.idle.shown_warning`)
         self.looked = set()
+        self.started = time.time()
         self.cache.add_listener(self._keep_ledger)
         for rc in self.cache:  # what the cache already has (listeners only hear of changes)
             self._keep_ledger("ADDED", rc, None)
@@ -112,8 +114,11 @@ class RayClusters:
         return max(known) if known else None
 
     def looked_at(self, rc):
-        """Whether this hub's reaper has looked at ``rc``'s jobs since the hub started."""
-        return rc["metadata"]["name"] in self.looked
+        """Whether this hub knows ``rc``'s use since it started: its reaper has looked at the
+        jobs, or the cluster is younger than this hub (no use went unseen)."""
+        created = epoch(rc["metadata"].get("creationTimestamp"))
+        return (rc["metadata"]["name"] in self.looked
+                or (created is not None and created >= math.floor(self.started)))
 
     # -- the ledger --------------------------------------------------------------------------
 

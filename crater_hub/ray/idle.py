@@ -17,9 +17,10 @@ A head whose Jobs API does not answer counts as idle (a broken cluster is not ke
 breakage). The last use is kept in memory and written to the RayCluster's
 ``crater.io/last-activity`` annotation when it has moved on by :attr:`Reaper.persist_after`, and
 when the hub stops, so a restarted hub continues the count instead of starting it over (no
-database table). Until the hub's first look at a cluster (seconds after a restart) its idle
-warning is not shown (:func:`shown_warning`): a job may have run while the hub was down, and the
-stored last use does not know it; a warning for the hard maximum is shown at once.
+database table). Until the hub's first look at a cluster older than the hub (seconds after a
+restart) its idle warning is not shown (:func:`shown_warning`): a job may have run while the hub
+was down, and the stored last use does not know it; a warning for the hard maximum, or for a
+cluster made since the hub started, is shown at once.
 
 :func:`decide` is the rule, pure; the REST model's ``idle_deadline``/``expires_at``/
 ``idle_warning`` come from it (:func:`lifetime_fields`), so what the owner is shown is what the
