@@ -249,8 +249,7 @@ async def pod_average_utilization(prom, namespace, pod, start, end):
     last at or before the query's time: asked at ``end`` itself, a sample in ``end``'s last
     fraction of a second falls after every step, and a pod with only that sample reads None.
     So the query is at ``end`` rounded up to a whole step."""
-    duration = max(1, math.ceil(end - start))
-    resolution = max(1, math.ceil(duration / 10000))
+    resolution = max(1, math.ceil((end - start) / 10000))
     at = math.ceil(end / resolution) * resolution
     duration = max(1, math.ceil(at - start))
     promql = f"avg_over_time((avg({_pod_expr(namespace, pod)}))[{duration}s:{resolution}s])"

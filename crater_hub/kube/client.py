@@ -6,6 +6,7 @@ API class on a given event loop: aiohttp sessions belong to the loop that made t
 """
 
 import asyncio
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -76,3 +77,12 @@ def serialize(obj):
     """A client model (``V1PersistentVolumeClaim``...), or lists and dicts of them, as the JSON
     the API would receive (camelCase keys, unset fields left out)."""
     return _Serializer().sanitize_for_serialization(obj)
+
+
+def api_message(error):
+    """What the API server said in refusing a call (the ``message`` of its Status body), for a
+    person to read, instead of the client's dump of the HTTP response; its reason if none."""
+    try:
+        return json.loads(error.body).get("message") or error.reason
+    except (TypeError, ValueError, AttributeError):
+        return error.reason

@@ -16,12 +16,11 @@ claim) will be refused the same way on every retry: :class:`HomeRefused` says wh
 queue fails the job with that reason, as it does when the cluster refuses the Job itself.
 """
 
-import json
 import logging
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..kube.client import shared_client
+from ..kube.client import api_message, shared_client
 
 log = logging.getLogger("crater_hub.queue")
 
@@ -38,12 +37,9 @@ class HomeRefused(Exception):
 
 
 def _refused(error, namespace, name):
-    try:
-        detail = json.loads(error.body).get("message") or error.reason
-    except (TypeError, ValueError, AttributeError):
-        detail = error.reason
     return HomeRefused(
-        f"the cluster refused its home volume (claim {namespace}/{name}: {error.status} {detail}): "
+        f"the cluster refused its home volume (claim {namespace}/{name}: {error.status} "
+        f"{api_message(error)}): "
         f"the job cannot mount your home; ask your administrator to fix the home storage")
 
 

@@ -11,7 +11,6 @@ spawn does — and gives the reservation back if the API refuses.
 
 import asyncio
 import base64
-import json
 import logging
 import math
 import time
@@ -19,7 +18,7 @@ import time
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..kube.caches import WatchCache
-from ..kube.client import shared_client
+from ..kube.client import api_message, shared_client
 from ..kube.inventory import shared_inventory
 from ..policy.ledger import RAY, Holding
 from ..policy.workload import PolicyError
@@ -40,15 +39,11 @@ _HINTS = {404: "is KubeRay installed? Its RayCluster CRD is not served",
 
 def api_refusal(name, action, e):
     """The owner-facing refusal (503, reason ``ray``) of the API server's answer ``e`` to
-    ``action`` on RayCluster ``name``: its status and message, and what to check, instead of
-    the client's dump of the HTTP response."""
-    try:
-        said = json.loads(e.body).get("message") or e.reason
-    except (TypeError, ValueError, AttributeError):
-        said = e.reason
+    ``action`` on RayCluster ``name``: its status and message, and what to check."""
     hint = _HINTS.get(e.status)
     return PolicyError(f"Ray cluster {name} could not be {action}: the Kubernetes API answered "
-                       f"{e.status} ({said})" + (f"; {hint}" if hint else ""), status=503, reason="ray")
+                       f"{e.status} ({api_message(e)})" + (f"; {hint}" if hint else ""),
+                       status=503, reason="ray")
 
 
 class RayClusters:
